@@ -1,0 +1,373 @@
+"""`PerturbationData`: cells, the context each belongs to, and what each context applies.
+
+A *context* is one population: one perturbation at one dose, or an unperturbed control.
+Per-context arrays index contexts on axis 0; the variable axis is last.
+
+The container is an immutable JAX pytree. Arrays are children (so it passes through `jit`,
+`SVI.run` and `Predictive`); names are static auxiliary data. Validation happens in
+`PerturbationData.from_arrays`, at the API boundary, on concrete arrays; pytree unflattening
+(inside JAX transformations) bypasses it by design.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_MAX_SHOWN = 10
+
+
+def _rows(idx: np.ndarray) -> str:
+    idx = np.asarray(idx).ravel()
+    shown = ", ".join(str(int(i)) for i in idx[:_MAX_SHOWN])
+    more = f", … ({idx.size} in all)" if idx.size > _MAX_SHOWN else ""
+    return f"[{shown}{more}]"
+
+
+def _float_array(name: str, value: Any, ndim: int) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=float, copy=True)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}") from err
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+    return arr
+
+
+def _names(name: str, value: Sequence[str] | None, length: int, default_prefix: str) -> tuple:
+    if value is None:
+        width = len(str(max(length - 1, 0)))
+        return tuple(f"{default_prefix}{i:0{width}d}" for i in range(length))
+    names = tuple(str(v) for v in value)
+    if len(names) != length:
+        raise ValueError(f"{name} has {len(names)} entries, expected {length}")
+    dups = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dups:
+        raise ValueError(f"{name} contains duplicate names: {dups[:_MAX_SHOWN]}")
+    return names
+
+
+@jax.tree_util.register_pytree_node_class
+class PerturbationData:
+    """Cells under perturbations, grouped into contexts.
+
+    Attributes:
+        x: `(n_cells, n_vars)` measurements, or `None` for a contexts-only object
+            (what to predict).
+        context: `(n_cells,)` int context index of each cell, or `None` with `x=None`.
+        features: `(n_contexts, n_features)` perturbation descriptors (zeros where observational).
+        dose: `(n_contexts,)` non-negative doses.
+        observational: `(n_contexts,)` bool, true for unperturbed (control) contexts.
+        perturbation: `(n_contexts,)` int index into `perturbation_names`, -1 for controls.
+        var_names, context_names, feature_names, perturbation_names: tuples of str.
+
+    Build with `PerturbationData.from_arrays` (validated); never mutate the arrays.
+    """
+
+    __slots__ = (
+        "context",
+        "context_names",
+        "dose",
+        "feature_names",
+        "features",
+        "observational",
+        "perturbation",
+        "perturbation_names",
+        "var_names",
+        "x",
+    )
+
+    def __init__(
+        self,
+        x,
+        context,
+        features,
+        dose,
+        observational,
+        perturbation,
+        var_names: tuple,
+        context_names: tuple,
+        feature_names: tuple,
+        perturbation_names: tuple,
+    ):
+        # Unvalidated: used by pytree unflattening and internal constructors.
+        for name, value in zip(
+            self.__slots__,
+            (context, context_names, dose, feature_names, features, observational,
+             perturbation, perturbation_names, var_names, x),
+            strict=True,
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("PerturbationData is immutable; use subset() or from_arrays()")
+
+    # -- pytree protocol -------------------------------------------------------------
+    def tree_flatten(self):
+        children = (self.x, self.context, self.features, self.dose, self.observational,
+                    self.perturbation)
+        aux = (self.var_names, self.context_names, self.feature_names, self.perturbation_names)
+        return children, aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+    # -- sizes -----------------------------------------------------------------------
+    @property
+    def n_vars(self) -> int:
+        return len(self.var_names)
+
+    @property
+    def n_contexts(self) -> int:
+        return len(self.context_names)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_cells(self) -> int:
+        return 0 if self.context is None else int(self.context.shape[0])
+
+    @property
+    def has_cells(self) -> bool:
+        return self.x is not None
+
+    def cells_per_context(self) -> np.ndarray:
+        """`(n_contexts,)` number of cells in each context."""
+        if self.context is None:
+            return np.zeros(self.n_contexts, dtype=int)
+        return np.bincount(np.asarray(self.context), minlength=self.n_contexts)
+
+    def __repr__(self) -> str:
+        n_obs = int(np.sum(np.asarray(self.observational)))
+        return (
+            f"PerturbationData(n_cells={self.n_cells}, n_vars={self.n_vars}, "
+            f"n_contexts={self.n_contexts} ({n_obs} observational), "
+            f"n_features={self.n_features}, n_perturbations={len(self.perturbation_names)})"
+        )
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        x=None,
+        context=None,
+        *,
+        features,
+        dose,
+        observational,
+        perturbation=None,
+        var_names: Sequence[str] | None = None,
+        context_names: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+        perturbation_names: Sequence[str] | None = None,
+        n_vars: int | None = None,
+        require_cells: bool = True,
+    ) -> PerturbationData:
+        """Validate arrays and build a `PerturbationData` (inputs are copied, never modified).
+
+        Args:
+            x: `(n_cells, n_vars)` measurements, or `None` for contexts only.
+            context: `(n_cells,)` ints in `[0, n_contexts)`; required with `x`.
+            features: `(n_contexts, n_features)`; rows of observational contexts may be NaN
+                (they are ignored and stored as zeros).
+            dose: `(n_contexts,)` non-negative.
+            observational: `(n_contexts,)` bool.
+            perturbation: `(n_contexts,)` int perturbation index (-1 for controls), so that
+                contexts of one drug at several doses can be grouped. Default: contexts with
+                identical feature rows share a perturbation.
+            n_vars: needed only when `x` is `None` and `var_names` is not given.
+            require_cells: with `x`, reject contexts that have no cells.
+        """
+        features = _float_array("features", features, 2)
+        dose = _float_array("dose", dose, 1)
+        obs = np.array(observational, copy=True)
+        if obs.dtype != bool:
+            if not np.issubdtype(obs.dtype, np.integer) or not np.isin(obs, (0, 1)).all():
+                raise TypeError(f"observational must be a boolean array, got dtype {obs.dtype}")
+            obs = obs.astype(bool)
+        if obs.ndim != 1:
+            raise ValueError(f"observational must have 1 dimension, got shape {obs.shape}")
+        n_contexts = dose.shape[0]
+        if obs.shape[0] != n_contexts:
+            raise ValueError(
+                f"observational has {obs.shape[0]} entries but dose has {n_contexts} (one per "
+                "context)"
+            )
+        if features.shape[0] != n_contexts:
+            raise ValueError(
+                f"features has {features.shape[0]} rows but there are {n_contexts} contexts "
+                "(dose has one entry per context); feature rows must match contexts"
+            )
+        bad = np.flatnonzero(~np.isfinite(dose))
+        if bad.size:
+            raise ValueError(f"dose has non-finite values at contexts {_rows(bad)}")
+        bad = np.flatnonzero(dose < 0)
+        if bad.size:
+            raise ValueError(f"dose must be >= 0; negative at contexts {_rows(bad)}")
+        bad = np.flatnonzero(~obs & ~np.isfinite(features).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"features has missing or non-finite values at perturbational contexts "
+                f"{_rows(bad)}"
+            )
+        features[obs] = 0.0  # ignored by the model; zeros keep every array finite
+
+        if x is None:
+            if context is not None:
+                raise ValueError("context was given without x; pass both or neither")
+            if var_names is None and n_vars is None:
+                raise ValueError("without x, give var_names or n_vars")
+            d = len(var_names) if var_names is not None else int(n_vars)
+            x_arr = ctx = None
+        else:
+            x_arr = _float_array("x", x, 2)
+            d = x_arr.shape[1]
+            if context is None:
+                raise ValueError("x was given without context: pass the context index of each cell")
+            ctx_raw = np.array(context, copy=True)
+            if ctx_raw.ndim != 1 or ctx_raw.shape[0] != x_arr.shape[0]:
+                raise ValueError(
+                    f"context must have shape ({x_arr.shape[0]},) (one entry per row of x), "
+                    f"got {ctx_raw.shape}"
+                )
+            if not np.issubdtype(ctx_raw.dtype, np.integer):
+                if np.issubdtype(ctx_raw.dtype, np.floating) and np.all(
+                    np.isfinite(ctx_raw) & (ctx_raw == np.round(ctx_raw))
+                ):
+                    ctx_raw = ctx_raw.astype(np.int64)
+                else:
+                    raise TypeError(f"context must hold integers, got dtype {ctx_raw.dtype}")
+            bad = np.flatnonzero((ctx_raw < 0) | (ctx_raw >= n_contexts))
+            if bad.size:
+                raise ValueError(
+                    f"context indices must be in [0, {n_contexts}); out of range at cells "
+                    f"{_rows(bad)} (values {_rows(ctx_raw[bad])})"
+                )
+            bad = np.flatnonzero(~np.isfinite(x_arr).all(axis=1))
+            if bad.size:
+                raise ValueError(f"x has non-finite values (NaN or inf) at cells {_rows(bad)}")
+            if require_cells:
+                empty = np.flatnonzero(np.bincount(ctx_raw, minlength=n_contexts) == 0)
+                if empty.size:
+                    kind = "perturbational" if not obs[empty].all() else "observational"
+                    raise ValueError(
+                        f"contexts {_rows(empty)} have no cells ({kind}); every context needs "
+                        "cells (drop it with subset() or pass require_cells=False)"
+                    )
+            ctx = ctx_raw.astype(np.int32)
+
+        if perturbation is None:
+            # Contexts with identical feature rows apply the same perturbation.
+            pert = np.full(n_contexts, -1, dtype=np.int32)
+            rows = {}
+            for k in np.flatnonzero(~obs):
+                pert[k] = rows.setdefault(features[k].tobytes(), len(rows))
+            n_pert = len(rows)
+        else:
+            pert = np.array(perturbation, copy=True)
+            if pert.shape != (n_contexts,) or not np.issubdtype(pert.dtype, np.integer):
+                raise ValueError(
+                    f"perturbation must be an int array of shape ({n_contexts},), got "
+                    f"{pert.dtype} {pert.shape}"
+                )
+            bad = np.flatnonzero(~obs & (pert < 0))
+            if bad.size:
+                raise ValueError(
+                    f"perturbation must be >= 0 for perturbational contexts; negative at "
+                    f"{_rows(bad)}"
+                )
+            pert = np.where(obs, -1, pert).astype(np.int32)
+            n_pert = int(pert.max()) + 1 if (pert >= 0).any() else 0
+            if perturbation_names is not None:
+                n_pert = max(n_pert, len(perturbation_names))
+
+        var_names = _names("var_names", var_names, d, "x")
+        if x_arr is not None and len(var_names) != x_arr.shape[1]:
+            raise ValueError(f"var_names has {len(var_names)} entries, x has {d} columns")
+        context_names = _names("context_names", context_names, n_contexts, "context_")
+        feature_names = _names("feature_names", feature_names, features.shape[1], "feature_")
+        perturbation_names = _names("perturbation_names", perturbation_names, n_pert, "pert_")
+
+        dtype = jnp.result_type(float)
+        return cls(
+            None if x_arr is None else jnp.asarray(x_arr, dtype=dtype),
+            None if ctx is None else jnp.asarray(ctx),
+            jnp.asarray(features, dtype=dtype),
+            jnp.asarray(dose, dtype=dtype),
+            jnp.asarray(obs),
+            jnp.asarray(pert),
+            var_names,
+            context_names,
+            feature_names,
+            perturbation_names,
+        )
+
+    # -- views -----------------------------------------------------------------------
+    def contexts_only(self) -> PerturbationData:
+        """The same contexts without cells (what `GIM.predict` needs)."""
+        return PerturbationData(
+            None, None, self.features, self.dose, self.observational, self.perturbation,
+            self.var_names, self.context_names, self.feature_names, self.perturbation_names,
+        )
+
+    def subset(self, contexts) -> PerturbationData:
+        """Keep the given contexts (int indices, names or a bool mask) and their cells.
+
+        Contexts are renumbered in the given order; perturbation indices and names are kept.
+        """
+        idx = self._context_indices(contexts)
+        remap = np.full(self.n_contexts, -1, dtype=np.int64)
+        remap[idx] = np.arange(idx.size)
+        x = ctx = None
+        if self.context is not None:
+            old = np.asarray(self.context)
+            keep = remap[old] >= 0
+            ctx = jnp.asarray(remap[old][keep].astype(np.int32))
+            x = None if self.x is None else jnp.asarray(np.asarray(self.x)[keep])
+        take = jnp.asarray(idx)
+        return PerturbationData(
+            x, ctx, self.features[take], self.dose[take], self.observational[take],
+            self.perturbation[take], self.var_names,
+            tuple(self.context_names[i] for i in idx), self.feature_names,
+            self.perturbation_names,
+        )
+
+    def split_by(self, labels) -> dict:
+        """Split contexts by a `(n_contexts,)` label array: `{label: subset}`."""
+        labels = np.asarray(labels)
+        if labels.shape != (self.n_contexts,):
+            raise ValueError(
+                f"labels must have shape ({self.n_contexts},) (one per context), got "
+                f"{labels.shape}"
+            )
+        return {lab.item(): self.subset(labels == lab) for lab in np.unique(labels)}
+
+    def _context_indices(self, contexts) -> np.ndarray:
+        arr = np.asarray(contexts)
+        if arr.dtype == bool:
+            if arr.shape != (self.n_contexts,):
+                raise ValueError(
+                    f"a boolean context mask must have shape ({self.n_contexts},), got {arr.shape}"
+                )
+            return np.flatnonzero(arr)
+        if arr.dtype.kind in "US":
+            lookup = {n: i for i, n in enumerate(self.context_names)}
+            missing = [str(n) for n in arr.ravel() if str(n) not in lookup]
+            if missing:
+                raise ValueError(f"unknown context names: {missing[:_MAX_SHOWN]}")
+            return np.array([lookup[str(n)] for n in arr.ravel()], dtype=np.int64)
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"contexts must be ints, names or a bool mask, got {arr.dtype}")
+        arr = arr.ravel().astype(np.int64)
+        bad = arr[(arr < 0) | (arr >= self.n_contexts)]
+        if bad.size:
+            raise ValueError(f"context indices out of range [0, {self.n_contexts}): {_rows(bad)}")
+        return arr

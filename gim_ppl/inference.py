@@ -1,0 +1,243 @@
+"""Inference on a `GIM`: MAP `fit` (SVI), `run_mcmc` (NUTS) and `to_arviz`.
+
+All three use the plain NumPyro model; nothing here is needed to fit it with `SVI.run`.
+ArviZ calls live only in this module, so an ArviZ version switch touches one file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_median
+from numpyro.infer.autoguide import AutoDelta
+from numpyro.infer.svi import SVIRunResult
+from numpyro.optim import optax_to_numpyro
+
+from gim_ppl.data import PerturbationData
+from gim_ppl.model import GIM
+
+SCHEDULES = ("cosine", "constant")
+
+
+class FitResult(NamedTuple):
+    """Outcome of `fit`.
+
+    sites: the fitted sample-site values (`guide.median(params)`).
+    losses: `(n_steps_run,)` negative ELBO per step (up to a constant for AutoDelta).
+    svi_result: NumPyro's `SVIRunResult(params, state, losses)`.
+    guide: the guide used; `message`: empty, or why the fit stopped early; `seconds`: wall time.
+    """
+
+    sites: dict
+    losses: np.ndarray
+    svi_result: SVIRunResult
+    guide: object
+    message: str
+    seconds: float
+
+
+def beta_schedule(kind: str | None, beta: float, steps: int):
+    """`(steps,)` target-sparsity weight β_I per step.
+
+    "cosine" rises from 0 to β along half a cosine (targets settle before the penalty bites);
+    "constant"/None keeps β throughout.
+    """
+    if kind in (None, "constant"):
+        return jnp.full((steps,), beta)
+    if kind == "cosine":
+        t = jnp.arange(steps) / max(steps - 1, 1)
+        return beta * 0.5 * (1.0 - jnp.cos(math.pi * t))
+    raise ValueError(f"sparsity_schedule must be one of {SCHEDULES} or None, got {kind!r}")
+
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def fit(
+    model: GIM,
+    data: PerturbationData,
+    *,
+    steps: int,
+    key,
+    learning_rate: float = 1e-3,
+    sparsity_schedule: str | None = "cosine",
+    progress: bool = True,
+    guide=None,
+    chunk_size: int = 1000,
+    target_sparsity: float | None = None,
+) -> FitResult:
+    """MAP (or any guide) by SVI with optax Adam, run in jitted `lax.scan` chunks.
+
+    Between chunks: a progress bar update and a NaN guard — on a non-finite loss or
+    parameter the fit stops with a warning and keeps the parameters of the last finite chunk.
+
+    Args:
+        model: a `GIM`.
+        data: training `PerturbationData` with cells.
+        steps: Adam steps.
+        key: PRNG key (same key ⇒ same result).
+        sparsity_schedule: "cosine" (β_I from 0 up to its final value), "constant" or None.
+        guide: default `AutoDelta(model)`; any NumPyro guide works.
+        target_sparsity: final β_I (default `model.target_sparsity`).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not isinstance(data, PerturbationData) or data.x is None:
+        raise ValueError("fit needs a PerturbationData with cells (data.x is None)")
+    guide = AutoDelta(model) if guide is None else guide
+    beta = model.target_sparsity if target_sparsity is None else float(target_sparsity)
+    betas = beta_schedule(sparsity_schedule, beta, steps)
+    svi = SVI(model, guide, optax_to_numpyro(optax.adam(learning_rate)), Trace_ELBO())
+
+    @jax.jit
+    def run_chunk(state, chunk_betas, data):
+        def body(state, b):
+            return svi.update(state, data, target_sparsity=b)
+        return lax.scan(body, state, chunk_betas)
+
+    start = time.perf_counter()
+    state = svi.init(key, data, target_sparsity=betas[0])
+    losses, message, done = [], "", 0
+    bar = _progress_bar(steps, progress)
+    while done < steps:
+        n = min(chunk_size, steps - done)
+        new_state, chunk_losses = run_chunk(state, betas[done:done + n], data)
+        chunk_losses = np.asarray(chunk_losses)
+        if not (np.all(np.isfinite(chunk_losses)) and _finite(svi.get_params(new_state))):
+            first = done + int(np.argmin(np.isfinite(chunk_losses)))
+            message = (
+                f"non-finite loss or parameters within steps {done}..{done + n - 1} "
+                f"(first non-finite loss at step {first}); stopped and kept the parameters "
+                f"after step {done - 1}. Try a smaller learning_rate."
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            break
+        state, done = new_state, done + n
+        losses.append(chunk_losses)
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
+    if bar is not None:
+        bar.close()
+    losses = np.concatenate(losses) if losses else np.zeros((0,))
+    params = svi.get_params(state)
+    sites = {k: v for k, v in guide.median(params).items() if k in model.site_shapes}
+    return FitResult(sites, losses, SVIRunResult(params, state, jnp.asarray(losses)), guide,
+                     message, time.perf_counter() - start)
+
+
+
+def _progress_bar(total, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="fit", unit="step", mininterval=0.5)
+
+
+def run_mcmc(
+    model: GIM,
+    data: PerturbationData,
+    *,
+    key,
+    num_warmup: int,
+    num_samples: int,
+    num_chains: int = 1,
+    progress: bool = False,
+    **nuts_kwargs,
+) -> MCMC:
+    """NUTS on the same model (targets marginalised ⇒ exact, deterministic log density).
+
+    Chains run in parallel when enough devices exist, otherwise sequentially.
+    """
+    if data.x is None:
+        raise ValueError("run_mcmc needs a PerturbationData with cells (data.x is None)")
+    nuts_kwargs.setdefault("init_strategy", init_to_median)
+    chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    mcmc = MCMC(NUTS(model, **nuts_kwargs), num_warmup=num_warmup, num_samples=num_samples,
+                num_chains=num_chains, chain_method=chain_method, progress_bar=progress)
+    mcmc.run(key, data)
+    return mcmc
+
+
+# --- ArviZ ------------------------------------------------------------------------------
+
+
+def _site_dims(model: GIM) -> dict[str, list[str]]:
+    dims = {"weights": ["parent", "var"], "bias": ["var"], "noise_scale": ["var"]}
+    for site, shape in model.site_shapes.items():
+        if site in dims:
+            continue
+        if site.startswith("mlp_"):
+            dims[site] = {"mlp_w1": ["var", "parent", "hidden"], "mlp_b1": ["var", "hidden"],
+                          "mlp_w2": ["var", "hidden"]}[site]
+        elif site == "gim_w1":
+            dims[site] = ["feature", "gim_hidden"]
+        elif site == "gim_b1":
+            dims[site] = ["gim_hidden"]
+        elif site.endswith("_bias"):
+            dims[site] = ["var"]
+        else:
+            dims[site] = ["gim_hidden" if model.intervention == "mlp" else "feature", "var"]
+    return dims
+
+
+def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData):
+    """`arviz.InferenceData` with named dims and coords.
+
+    Sites get dims `var`, `parent`, `feature`, `hidden`; derived per-context quantities
+    `target_prob`, `emax`, `ec50`, `hill` (dims `context`, `var`) are added to the posterior.
+
+    Args:
+        mcmc_or_sites: a `numpyro.infer.MCMC` after `run`, or sites (a MAP point or draws with
+            a leading draw axis; treated as one chain).
+        data: gives the names (variables, contexts, features).
+    """
+    import arviz as az
+
+    coords = {
+        "var": list(data.var_names),
+        "parent": list(data.var_names),
+        "feature": list(data.feature_names),
+        "context": list(data.context_names),
+        "hidden": list(range(model.hidden)),
+        "gim_hidden": list(range(model.hidden)),
+    }
+    dims = _site_dims(model)
+    if isinstance(mcmc_or_sites, MCMC):
+        grouped = mcmc_or_sites.get_samples(group_by_chain=True)
+        samples = {k: np.asarray(v) for k, v in grouped.items() if k in model.site_shapes}
+        stats = {k: np.asarray(v) for k, v in
+                 mcmc_or_sites.get_extra_fields(group_by_chain=True).items()}
+    elif isinstance(mcmc_or_sites, Mapping):
+        draws = model._check_sites(mcmc_or_sites)
+        samples = {k: np.asarray(mcmc_or_sites[k]) for k in model.site_shapes}
+        samples = {k: (v if draws else v[None])[None] for k, v in samples.items()}
+        stats = {}
+    else:
+        raise TypeError(f"expected an MCMC or a dict of sites, got {type(mcmc_or_sites)}")
+
+    n_chain, n_draw = next(iter(samples.values())).shape[:2]
+    flat = {k: v.reshape((n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
+    derived = model.hill_parameters(flat, data)
+
+    def prob(params):
+        logits = model._heads(params, data).target_logits
+        return jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(logits))
+
+    derived["target_prob"] = np.asarray(jax.vmap(prob)({k: jnp.asarray(v)
+                                                        for k, v in flat.items()}))
+    for name, value in derived.items():
+        samples[name] = value.reshape((n_chain, n_draw, *value.shape[1:]))
+        dims[name] = ["context", "var"]
+    return az.from_dict(posterior=samples, sample_stats=stats or None, coords=coords, dims=dims)

@@ -1,0 +1,173 @@
+"""Marginal likelihood of a context's cells with its intervention targets summed out.
+
+All cells of context k share one target vector `I_k ∈ {0,1}^d` (or, with grouping, all
+contexts of one perturbation share it). Given the causal model, the Gaussian log-likelihood
+factorises over variables and `I_kj` enters only variable j's conditional, so
+
+    log p(D_k) = Σ_j logaddexp(log(1 − π_kj) + L_kj(0), log π_kj + L_kj(1))        (exact)
+
+with `L_kj(t) = Σ_{n∈k} log N(r_nj − t·a_nj | 0, σ_j²)`, `r = x − f(x)` and `a = s` (shift)
+or `a = s − f(x)` (replace), `s` the Hill shift. The paper's estimator replaces the sum by
+Monte Carlo over relaxed-Bernoulli draws `t ~ RelaxedBernoulli(τ, π)` (`relaxed_mc_marginal`).
+
+Everything is computed from per-context sufficient statistics (`residual_stats`), so a
+likelihood evaluation is one pass over the cells plus O(n_contexts · n_vars · M).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+
+INTERVENTION_KINDS = ("shift", "replace")
+
+
+class ResidualStats(NamedTuple):
+    """Per-context sums over cells; `(n_contexts,)` for `count`, else `(n_contexts, n_vars)`.
+
+    `sum_f`, `sum_f2`, `sum_rf` (fitted means f(x)) are needed by replace interventions only.
+    """
+
+    count: jnp.ndarray
+    sum_r: jnp.ndarray
+    sum_r2: jnp.ndarray
+    sum_f: jnp.ndarray | None = None
+    sum_f2: jnp.ndarray | None = None
+    sum_rf: jnp.ndarray | None = None
+
+
+def residual_stats(residuals, context, n_contexts: int, fitted=None) -> ResidualStats:
+    """Sufficient statistics of residuals `r = x − f(x)` per context (one segment_sum).
+
+    Args:
+        residuals: `(n_cells, n_vars)`.
+        context: `(n_cells,)` int in `[0, n_contexts)`.
+        fitted: `(n_cells, n_vars)` f(x), only for replace interventions.
+    """
+    ones = jnp.ones(residuals.shape[:1] + (1,), residuals.dtype)
+    cols = [ones, residuals, residuals * residuals]
+    if fitted is not None:
+        cols += [fitted, fitted * fitted, residuals * fitted]
+    sums = jax.ops.segment_sum(jnp.concatenate(cols, axis=-1), context, n_contexts)
+    d = residuals.shape[-1]
+    parts = [sums[:, 1 + i * d: 1 + (i + 1) * d] for i in range(len(cols) - 1)]
+    return ResidualStats(sums[:, 0], *parts)
+
+
+def intervened_loglik(stats: ResidualStats, noise_scale, shift, strength, kind: str = "shift"):
+    """`L_kj(t) = Σ_{n∈k} log N(r_nj − t·a_nj | 0, σ_j²)` from sufficient statistics.
+
+    Args:
+        noise_scale: `(n_vars,)` σ.
+        shift: `(n_contexts, n_vars)` Hill shift s (replace: the Hill mean).
+        strength: target indicator t, broadcastable to `(..., n_contexts, n_vars)`.
+    Returns:
+        `(..., n_contexts, n_vars)`.
+    """
+    n = stats.count[:, None]
+    if kind == "shift":
+        s_ra = shift * stats.sum_r
+        s_aa = n * shift * shift
+    elif kind == "replace":
+        s_ra = shift * stats.sum_r - stats.sum_rf
+        s_aa = n * shift * shift - 2.0 * shift * stats.sum_f + stats.sum_f2
+    else:
+        raise ValueError(f"intervention kind must be one of {INTERVENTION_KINDS}, got {kind!r}")
+    var = noise_scale * noise_scale
+    sq = stats.sum_r2 - 2.0 * strength * s_ra + strength * strength * s_aa
+    return -0.5 * n * jnp.log(2.0 * math.pi * var) - 0.5 * sq / var
+
+
+def target_terms(stats: ResidualStats, noise_scale, shift, kind: str = "shift"):
+    """`(L(0), L(1))`, each `(n_contexts, n_vars)`: log-likelihood without / with the target."""
+    return (intervened_loglik(stats, noise_scale, shift, 0.0, kind),
+            intervened_loglik(stats, noise_scale, shift, 1.0, kind))
+
+
+class _Groups(NamedTuple):
+    index: jnp.ndarray  # (n_contexts,) group of each context, observational → 0 (masked)
+    n_groups: int
+
+
+def _grouped(values, observational, groups: _Groups):
+    """Sum `(…, n_contexts, n_vars)` over the contexts of each group (observational dropped)."""
+    masked = jnp.where(observational[:, None], 0.0, values)
+    moved = jnp.moveaxis(masked, -2, 0)
+    summed = jax.ops.segment_sum(moved, groups.index, groups.n_groups)
+    return jnp.moveaxis(summed, 0, -2)
+
+
+def _group_logits(target_logits, observational, groups: _Groups):
+    # Contexts of one perturbation share features, hence logits; the mean is that value.
+    count = jax.ops.segment_sum((~observational).astype(target_logits.dtype), groups.index,
+                                groups.n_groups)
+    total = _grouped(target_logits, observational, groups)
+    return total / jnp.maximum(count, 1.0)[:, None]
+
+
+def make_groups(perturbation, observational, n_groups: int) -> _Groups:
+    """Groups from `(n_contexts,)` perturbation indices (−1 for observational contexts)."""
+    return _Groups(jnp.where(observational, 0, perturbation), n_groups)
+
+
+def exact_marginal(l0, l1, target_logits, observational, groups: _Groups | None = None):
+    """Exact log p(D) with targets summed out (scalar).
+
+    Args:
+        l0, l1: `(n_contexts, n_vars)` from `target_terms`.
+        target_logits: `(n_contexts, n_vars)` logit π.
+        observational: `(n_contexts,)` bool; such contexts have no targets.
+        groups: share one target vector across the contexts of each group.
+    """
+    obs_ll = jnp.sum(jnp.where(observational[:, None], l0, 0.0))
+    if groups is not None:
+        target_logits = _group_logits(target_logits, observational, groups)
+        l0, l1 = (_grouped(v, observational, groups) for v in (l0, l1))
+        mask = 1.0
+    else:
+        mask = ~observational[:, None]
+    mix = jnp.logaddexp(jax.nn.log_sigmoid(-target_logits) + l0,
+                        jax.nn.log_sigmoid(target_logits) + l1)
+    return obs_ll + jnp.sum(jnp.where(mask, mix, 0.0))
+
+
+def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_logits,
+                        observational, *, temperature: float, n_samples: int,
+                        kind: str = "shift", groups: _Groups | None = None):
+    """The paper's estimator: `Σ_k log (1/M) Σ_m exp Σ_j L_kj(t^m_kj)`, `t ~ RelaxedBernoulli`.
+
+    A consistent, lower-biased estimate of `exact_marginal` that tends to it as
+    `temperature → 0` and `n_samples → ∞`; reparameterised, so gradients flow to the logits.
+    """
+    logits = target_logits
+    if groups is not None:
+        logits = _group_logits(target_logits, observational, groups)
+    t = dist.RelaxedBernoulliLogits(temperature, logits).rsample(key, (n_samples,))
+    if groups is not None:
+        t = t[:, groups.index]
+    t = jnp.where(observational[:, None], 0.0, t)
+    ll = intervened_loglik(stats, noise_scale, shift, t, kind).sum(-1)  # (M, n_contexts)
+    obs_ll = jnp.sum(jnp.where(observational, ll[0], 0.0))
+    if groups is not None:
+        ll = jax.ops.segment_sum(jnp.where(observational, 0.0, ll).T, groups.index,
+                                 groups.n_groups).T
+        pert = 1.0
+    else:
+        pert = ~observational
+    lme = jax.nn.logsumexp(ll, axis=0) - math.log(n_samples)
+    return obs_ll + jnp.sum(jnp.where(pert, lme, 0.0))
+
+
+def posterior_target_probs(l0, l1, target_logits, observational, groups: _Groups | None = None):
+    """`P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; 0 for observational contexts."""
+    if groups is not None:
+        logits = _group_logits(target_logits, observational, groups)
+        delta = _grouped(l1 - l0, observational, groups)
+        post = jax.nn.sigmoid(logits + delta)[groups.index]
+    else:
+        post = jax.nn.sigmoid(target_logits + l1 - l0)
+    return jnp.where(observational[:, None], 0.0, post)
