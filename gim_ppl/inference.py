@@ -45,18 +45,18 @@ class FitResult(NamedTuple):
     seconds: float
 
 
-def beta_schedule(kind: str | None, beta: float, steps: int):
-    """`(steps,)` target-sparsity weight β_I per step.
+def annealing_schedule(kind: str | None, final: float, steps: int, ramp: float = 1.0):
+    """`(steps,)` weights rising to `final` over the first `ramp` fraction of the steps.
 
-    "cosine" rises from 0 to β along half a cosine (targets settle before the penalty bites);
-    "constant"/None keeps β throughout.
+    "cosine": half a cosine from 0 up to `final`, then flat; "constant"/None: `final`
+    throughout.
     """
     if kind in (None, "constant"):
-        return jnp.full((steps,), beta)
+        return jnp.full((steps,), final)
     if kind == "cosine":
-        t = jnp.arange(steps) / max(steps - 1, 1)
-        return beta * 0.5 * (1.0 - jnp.cos(math.pi * t))
-    raise ValueError(f"sparsity_schedule must be one of {SCHEDULES} or None, got {kind!r}")
+        t = jnp.clip(jnp.arange(steps) / max(ramp * (steps - 1), 1), 0.0, 1.0)
+        return final * 0.5 * (1.0 - jnp.cos(math.pi * t))
+    raise ValueError(f"schedule must be one of {SCHEDULES} or None, got {kind!r}")
 
 
 def _finite(tree) -> bool:
@@ -75,6 +75,8 @@ def fit(
     guide=None,
     chunk_size: int = 1000,
     target_sparsity: float | None = None,
+    acyclicity_schedule: str | None = "cosine",
+    acyclicity_ramp: float = 0.5,
 ) -> FitResult:
     """MAP (or any guide) by SVI with optax Adam, run in jitted `lax.scan` chunks.
 
@@ -89,6 +91,10 @@ def fit(
         sparsity_schedule: "cosine" (β_I from 0 up to its final value), "constant" or None.
         guide: default `AutoDelta(model)`; any NumPyro guide works.
         target_sparsity: final β_I (default `model.target_sparsity`).
+        acyclicity_schedule: "cosine" raises λ from 0 to `model.acyclicity_weight` over the
+            first `acyclicity_ramp` of the steps (edges first fit freely, then the weaker
+            direction of each 2-cycle is pruned, as augmented-Lagrangian DAG learners do);
+            "constant"/None keeps λ fixed.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -96,22 +102,25 @@ def fit(
         raise ValueError("fit needs a PerturbationData with cells (data.x is None)")
     guide = AutoDelta(model) if guide is None else guide
     beta = model.target_sparsity if target_sparsity is None else float(target_sparsity)
-    betas = beta_schedule(sparsity_schedule, beta, steps)
+    betas = annealing_schedule(sparsity_schedule, beta, steps)
+    lams = annealing_schedule(acyclicity_schedule, model.acyclicity_weight, steps,
+                              acyclicity_ramp)
     svi = SVI(model, guide, optax_to_numpyro(optax.adam(learning_rate)), Trace_ELBO())
 
     @jax.jit
-    def run_chunk(state, chunk_betas, data):
-        def body(state, b):
-            return svi.update(state, data, target_sparsity=b)
-        return lax.scan(body, state, chunk_betas)
+    def run_chunk(state, weights, data):
+        def body(state, bl):
+            return svi.update(state, data, target_sparsity=bl[0], acyclicity_weight=bl[1])
+        return lax.scan(body, state, weights)
 
     start = time.perf_counter()
-    state = svi.init(key, data, target_sparsity=betas[0])
+    weights = jnp.stack([betas, lams], axis=1)
+    state = svi.init(key, data, target_sparsity=betas[0], acyclicity_weight=lams[0])
     losses, message, done = [], "", 0
     bar = _progress_bar(steps, progress)
     while done < steps:
         n = min(chunk_size, steps - done)
-        new_state, chunk_losses = run_chunk(state, betas[done:done + n], data)
+        new_state, chunk_losses = run_chunk(state, weights[done:done + n], data)
         chunk_losses = np.asarray(chunk_losses)
         if not (np.all(np.isfinite(chunk_losses)) and _finite(svi.get_params(new_state))):
             first = done + int(np.argmin(np.isfinite(chunk_losses)))

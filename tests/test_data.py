@@ -1,0 +1,135 @@
+import jax
+import numpy as np
+import pytest
+
+from gim_ppl import PerturbationData
+
+
+def arrays(n_cells=12, d=3, k=3, p=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(
+        x=rng.normal(size=(n_cells, d)),
+        context=np.arange(n_cells) % k,
+        features=rng.normal(size=(k, p)),
+        dose=np.linspace(0.0, 1.0, k),
+        observational=np.arange(k) == 0,
+    )
+
+
+def build(**overrides):
+    a = arrays()
+    a.update(overrides)
+    x, ctx = a.pop("x"), a.pop("context")
+    return PerturbationData.from_arrays(x, ctx, **a)
+
+
+def test_valid_input_builds_and_keeps_shapes():
+    data = build()
+    assert data.x.shape == (12, 3) and data.n_contexts == 3 and data.n_features == 2
+    assert data.context.dtype == np.int32
+    np.testing.assert_array_equal(data.cells_per_context(), [4, 4, 4])
+    # observational features are ignored and stored as zeros; perturbations inferred
+    np.testing.assert_array_equal(np.asarray(data.features)[0], 0.0)
+    np.testing.assert_array_equal(np.asarray(data.perturbation), [-1, 0, 1])
+
+
+def test_does_not_modify_caller_arrays():
+    a = arrays()
+    a["features"][0] = np.nan  # allowed: observational row
+    copies = {k: np.array(v, copy=True) for k, v in a.items()}
+    x, ctx = a.pop("x"), a.pop("context")
+    PerturbationData.from_arrays(x, ctx, **a)
+    np.testing.assert_array_equal(x, copies["x"])
+    np.testing.assert_array_equal(ctx, copies["context"])
+    np.testing.assert_array_equal(a["features"], copies["features"])  # NaN row kept (equal_nan)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.inf, r"x has non-finite values .* cells \[5\]"),
+    (np.nan, r"x has non-finite values .* cells \[5\]"),
+])
+def test_non_finite_cells_are_named(bad, message):
+    a = arrays()
+    a["x"][5, 1] = bad
+    with pytest.raises(ValueError, match=message):
+        build(x=a["x"])
+
+
+def test_non_finite_features_of_perturbational_context():
+    a = arrays()
+    a["features"][2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"features .* perturbational contexts \[2\]"):
+        build(features=a["features"])
+
+
+def test_negative_dose_names_contexts():
+    with pytest.raises(ValueError, match=r"dose must be >= 0; negative at contexts \[1\]"):
+        build(dose=np.array([0.0, -0.5, 1.0]))
+
+
+def test_context_index_out_of_range_names_cells():
+    ctx = np.arange(12) % 3
+    ctx[[3, 7]] = [3, -1]
+    with pytest.raises(ValueError, match=r"out of range at cells \[3, 7\]"):
+        build(context=ctx)
+
+
+def test_feature_rows_must_match_contexts():
+    with pytest.raises(ValueError, match=r"features has 4 rows but there are 3 contexts"):
+        build(features=np.zeros((4, 2)))
+
+
+def test_empty_perturbational_context_is_rejected():
+    ctx = np.arange(12) % 2  # context 2 gets no cells
+    with pytest.raises(ValueError, match=r"contexts \[2\] have no cells \(perturbational\)"):
+        build(context=ctx)
+
+
+def test_wrong_types_and_shapes():
+    with pytest.raises(TypeError, match="context must hold integers"):
+        build(context=np.full(12, 0.5))
+    with pytest.raises(ValueError, match=r"context must have shape \(12,\)"):
+        build(context=np.zeros(11, dtype=int))
+    with pytest.raises(ValueError, match="x must have 2 dimension"):
+        build(x=np.zeros(12))
+    with pytest.raises(TypeError, match="observational must be a boolean"):
+        build(observational=np.array([0.5, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="duplicate names"):
+        PerturbationData.from_arrays(np.zeros((3, 2)), np.zeros(3, int), features=np.zeros((1, 1)),
+                                     dose=[0.0], observational=[True], var_names=["a", "a"])
+
+
+def test_is_a_pytree_and_immutable():
+    data = build()
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    again = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert again.var_names == data.var_names
+    doubled = jax.jit(lambda d: d.x * 2)(data)
+    np.testing.assert_allclose(doubled, np.asarray(data.x) * 2)
+    with pytest.raises(AttributeError, match="immutable"):
+        data.x = None
+
+
+def test_subset_and_split_by():
+    data = build()
+    sub = data.subset([2, 0])
+    assert sub.context_names == ("context_2", "context_0")
+    np.testing.assert_array_equal(sub.cells_per_context(), [4, 4])
+    x_full, ctx_full = np.asarray(data.x), np.asarray(data.context)
+    np.testing.assert_allclose(np.asarray(sub.x)[np.asarray(sub.context) == 0],
+                               x_full[ctx_full == 2])
+    parts = data.split_by(np.asarray(data.observational))
+    assert parts[True].n_contexts == 1 and parts[False].n_contexts == 2
+    with pytest.raises(ValueError, match="out of range"):
+        data.subset([5])
+    with pytest.raises(ValueError, match="unknown context names"):
+        data.subset(["nope"])
+
+
+def test_contexts_only_construction():
+    data = PerturbationData.from_arrays(features=np.ones((2, 2)), dose=[1.0, 2.0],
+                                        observational=[False, False], n_vars=4)
+    assert data.x is None and data.n_vars == 4 and data.n_cells == 0
+    with pytest.raises(ValueError, match="give var_names or n_vars"):
+        PerturbationData.from_arrays(features=np.ones((2, 2)), dose=[1.0, 2.0],
+                                     observational=[False, False])

@@ -1,0 +1,209 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import optax
+import pytest
+from numpyro import handlers
+from numpyro.infer import SVI, Predictive, Trace_ELBO
+from numpyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation, AutoNormal
+from numpyro.optim import optax_to_numpyro
+
+import gim_ppl
+from tests._problems import small_data
+
+
+def chain_truth(kind="shift"):
+    """3-variable chain 0 → 1 → 2; one-hot features for 2 perturbations; known Hill curves."""
+    w = np.zeros((3, 3))
+    w[0, 1], w[1, 2] = 1.2, -0.8
+    bias, sigma = np.array([0.5, -0.2, 0.1]), np.array([0.6, 0.8, 0.5])
+    targets = np.array([[0, 1, 0], [1, 0, 1]], float)
+    emax = np.array([[0.0, 2.0, 0.0], [-1.5, 0.0, 1.0]])
+    ec50, hill = np.array([[1.0, 0.8, 1.0], [1.3, 1.0, 0.5]]), np.array([[1.0, 2.0, 1.0],
+                                                                         [3.0, 1.0, 1.5]])
+    model = gim_ppl.GIM(3, 2, intervention_kind=kind)
+    sites = {s: jnp.zeros(shape) for s, shape in model.site_shapes.items()}
+    sites.update(weights=jnp.asarray(w), bias=jnp.asarray(bias), noise_scale=jnp.asarray(sigma),
+                 target_weights=jnp.asarray(30.0 * (2 * targets - 1)),
+                 emax_weights=jnp.asarray(emax), log_ec50_weights=jnp.asarray(np.log(ec50)),
+                 log_hill_weights=jnp.asarray(np.log(hill)))
+    contexts = gim_ppl.PerturbationData.from_arrays(
+        features=np.array([[0, 0], [1, 0], [1, 0], [0, 1]], float),
+        dose=np.array([0.0, 0.5, 2.0, 1.0]), observational=np.array([True, False, False, False]),
+        n_vars=3)
+    return model, sites, contexts, (w, bias, sigma, targets, emax, ec50, hill)
+
+
+def analytic_means(contexts, truth, kind):
+    w, bias, sigma, targets, emax, ec50, hill = truth
+    feats, dose = np.asarray(contexts.features), np.asarray(contexts.dose)
+    out = []
+    for k in range(contexts.n_contexts):
+        if not feats[k].any():
+            out.append(bias @ np.linalg.inv(np.eye(3) - w))
+            continue
+        i = int(np.argmax(feats[k]))
+        s = emax[i] * dose[k] ** hill[i] / (ec50[i] ** hill[i] + dose[k] ** hill[i])
+        if kind == "shift":
+            out.append((bias + targets[i] * s) @ np.linalg.inv(np.eye(3) - w))
+        else:
+            w_cut = w * (1 - targets[i])[None, :]
+            b = np.where(targets[i] > 0, s, bias)
+            out.append(b @ np.linalg.inv(np.eye(3) - w_cut))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["shift", "replace"])
+@pytest.mark.parametrize("mode", ["mixture", "map"])
+def test_prediction_with_true_parameters_reproduces_interventional_means(kind, mode):
+    model, sites, contexts, truth = chain_truth(kind)
+    n = 4000
+    pred = model.predict(sites, contexts, key=jax.random.key(0), n_cells=n, mode=mode)
+    assert pred.x.shape == (4 * n, 3)
+    x = np.asarray(pred.x).reshape(4, n, 3)
+    expected = analytic_means(contexts, truth, kind)
+    se = x.std(axis=1) / np.sqrt(n)
+    z = (x.mean(axis=1) - expected) / se
+    # 12 z-scores; |z| > 4.5 has probability ~1e-5 each under the truth
+    assert np.all(np.abs(z) < 4.5), z
+
+
+def test_mixture_prediction_averages_over_uncertain_targets():
+    model, sites, contexts, truth = chain_truth()
+    w, bias, sigma, targets, emax, ec50, hill = truth
+    sites = {**sites, "target_weights": jnp.zeros((2, 3)), "target_bias": jnp.full((3,), 0.4)}
+    pi = 1 / (1 + np.exp(-0.4))
+    n = 6000
+    pred = model.predict(sites, contexts, key=jax.random.key(3), n_cells=n)
+    x = np.asarray(pred.x).reshape(4, n, 3)
+    k, i, c = 2, 0, 2.0  # context 2: perturbation 0 at dose 2
+    s = emax[i] * c ** hill[i] / (ec50[i] ** hill[i] + c ** hill[i])
+    expected = (bias + pi * s) @ np.linalg.inv(np.eye(3) - w)
+    z = (x[k].mean(0) - expected) / (x[k].std(0) / np.sqrt(n))
+    assert np.all(np.abs(z) < 4.5), z
+
+
+def test_predict_is_deterministic_in_key_and_validates():
+    model, sites, contexts, _ = chain_truth()
+    a = model.predict(sites, contexts, key=jax.random.key(7), n_cells=10)
+    b = model.predict(sites, contexts, key=jax.random.key(7), n_cells=10)
+    c = model.predict(sites, contexts, key=jax.random.key(8), n_cells=10)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.allclose(a.x, c.x)
+    with pytest.raises(ValueError, match="lacks the model's sample sites"):
+        model.predict({"bias": sites["bias"]}, contexts, key=jax.random.key(0), n_cells=5)
+    with pytest.raises(ValueError, match="mode must be"):
+        model.predict(sites, contexts, key=jax.random.key(0), n_cells=5, mode="mean")
+
+
+def test_predict_with_posterior_draws_spreads_cells_over_draws():
+    model, sites, contexts, _ = chain_truth()
+    draws = {k: jnp.stack([v, v]) for k, v in sites.items()}
+    draws["bias"] = draws["bias"].at[1].add(10.0)  # second draw: far-away means
+    pred = model.predict(draws, contexts, key=jax.random.key(0), n_cells=400)
+    x0 = np.asarray(pred.x)[:400, 0]  # observational context
+    assert 0.35 < np.mean(x0 > 5.0) < 0.65
+
+
+def test_wrong_dims_for_the_model_are_rejected():
+    data = small_data(d=3, p=2)
+    with pytest.raises(ValueError, match="data has 3 variables but the model was built with "
+                                         "n_vars=4"):
+        handlers.seed(gim_ppl.GIM(4, 2), 0)(data)
+    with pytest.raises(ValueError, match="features has 2 columns .* n_features=5"):
+        handlers.seed(gim_ppl.GIM(3, 5), 0)(data)
+    with pytest.raises(TypeError, match="PerturbationData"):
+        handlers.seed(gim_ppl.GIM(3, 2), 0)(np.zeros((3, 3)))
+    model = gim_ppl.GIM(3, 2)
+    bad = {s: jnp.zeros(shape) for s, shape in model.site_shapes.items()}
+    bad["weights"] = jnp.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"sites\['weights'\] has shape \(2, 2\)"):
+        model.target_probabilities(bad, data)
+
+
+def test_priors_are_replaceable_and_checked():
+    priors = gim_ppl.Priors(edge_weight=dist.Normal(0.0, 0.3), log_hill_bias=dist.Normal(1.0, 0.1))
+    model = gim_ppl.GIM(3, 2, priors=priors)
+    tr = handlers.trace(handlers.seed(model, 0)).get_trace(small_data())
+    w, lh = tr["weights"]["value"], tr["log_hill_bias"]["value"]
+    np.testing.assert_allclose(tr["weights"]["fn"].log_prob(w),
+                               dist.Normal(0.0, 0.3).log_prob(w).sum(), rtol=1e-6)
+    np.testing.assert_allclose(tr["log_hill_bias"]["fn"].log_prob(lh),
+                               dist.Normal(1.0, 0.1).log_prob(lh).sum(), rtol=1e-6)
+    with pytest.raises(ValueError, match="noise_scale must have positive support"):
+        gim_ppl.Priors(noise_scale=dist.Normal(0.0, 1.0))
+    with pytest.raises(TypeError, match="must be a numpyro Distribution"):
+        gim_ppl.Priors(bias=1.0)
+    per_edge = gim_ppl.Priors(edge_weight=dist.Laplace(jnp.zeros((3, 3)), 0.2))
+    gim_ppl.GIM(3, 2, priors=per_edge)
+    with pytest.raises(ValueError, match="cannot broadcast"):
+        gim_ppl.GIM(3, 2, priors=gim_ppl.Priors(edge_weight=dist.Laplace(jnp.zeros(4), 0.2)))
+
+
+def test_prior_predictive_with_plain_numpyro():
+    model = gim_ppl.GIM(3, 2)
+    contexts = small_data().contexts_only()
+    ctx = jnp.repeat(jnp.arange(contexts.n_contexts), 5)
+    gen = gim_ppl.PerturbationData(None, ctx, *jax.tree_util.tree_leaves(contexts),
+                                   contexts.var_names, contexts.context_names,
+                                   contexts.feature_names, contexts.perturbation_names)
+    out = Predictive(model, num_samples=4)(jax.random.key(0), gen)
+    assert out["x"].shape == (4, ctx.size, 3)
+    assert out["targets"].shape == (4, contexts.n_contexts, 3)
+    assert np.all(np.isfinite(out["x"]))
+    # observational contexts never get targets
+    obs = np.asarray(contexts.observational)
+    sampled = handlers.trace(handlers.seed(model, 1)).get_trace(gen)
+    assert "targets" in sampled and "cells" not in sampled
+    assert np.all(np.asarray(out["targets"])[:, obs] >= 0)
+
+
+def test_with_cells_the_model_has_only_continuous_sites():
+    tr = handlers.trace(handlers.seed(gim_ppl.GIM(3, 2), 0)).get_trace(small_data())
+    latent = [n for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]]
+    assert "targets" not in latent
+    assert all(tr[n]["fn"].support.is_discrete is False for n in latent)
+
+
+def test_relaxed_mc_needs_a_key():
+    with pytest.raises(RuntimeError, match="needs a PRNG key"):
+        handlers.substitute(gim_ppl.GIM(3, 2, marginal="relaxed_mc"),
+                            {s: jnp.zeros(sh) for s, sh in
+                             gim_ppl.GIM(3, 2).site_shapes.items()})(small_data())
+
+
+def test_design_snippet_runs_with_autodelta_and_is_deterministic():
+    bench = gim_ppl.datasets.synthetic_hill(0, n_train_perturbations=8, n_test_perturbations=4,
+                                            n_observational=100, n_cells=20, n_test_cells=20)
+    model = gim_ppl.GIM(n_vars=10, n_features=10)
+    results = []
+    for _ in range(2):
+        guide = AutoDelta(model)
+        svi = SVI(model, guide, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+        result = svi.run(jax.random.key(0), 300, bench.train, progress_bar=False)
+        pred = model.predict(guide.median(result.params), bench.full_ood,
+                             key=jax.random.key(1), n_cells=20)
+        results.append((result, pred))
+    (r1, p1), (r2, p2) = results
+    assert r1.losses[-1] < r1.losses[0]
+    for k in r1.params:
+        np.testing.assert_array_equal(r1.params[k], r2.params[k])
+    np.testing.assert_array_equal(p1.x, p2.x)
+    assert p1.x.shape == (bench.full_ood.n_contexts * 20, 10)
+
+
+@pytest.mark.parametrize("guide_cls", [AutoNormal, AutoLaplaceApproximation])
+def test_other_autoguides_fit_the_same_model(guide_cls):
+    data = small_data(d=3, p=2)
+    model = gim_ppl.GIM(3, 2)
+    res = gim_ppl.fit(model, data, steps=600, key=jax.random.key(0), learning_rate=1e-2,
+                      guide=guide_cls(model), progress=False)
+    assert res.message == "" and res.losses[-1] < res.losses[0]
+    draws = Predictive(res.guide, params=res.svi_result.params, num_samples=20)(
+        jax.random.key(1), data)
+    draws = {k: v for k, v in draws.items() if k in model.site_shapes}
+    pred = model.predict(draws, data, key=jax.random.key(2), n_cells=10)
+    assert np.all(np.isfinite(pred.x))
+    probs = model.target_probabilities(draws, data)
+    assert probs.shape == (data.n_contexts, 3)
