@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -41,11 +42,22 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
     return out
 
 
+def machine_description() -> str:
+    """CPU model, core count and JAX backend, for benchmark output."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
+            f"jax {jax.__version__} on {jax.devices()[0].platform}")
+
+
 def _demo(args) -> int:
     bench = synthetic_hill(args.seed, n_vars=args.n_vars)
     print(f"synthetic_hill(seed={args.seed}, n_vars={args.n_vars}): train {bench.train}")
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(f"machine: {machine_description()}")
     marginals = ("exact", "relaxed_mc") if args.marginal == "both" else (args.marginal,)
     rows = []
     for marginal in marginals:

@@ -184,7 +184,7 @@ def run_mcmc(
 
 def _site_dims(model: GIM) -> dict[str, list[str]]:
     dims = {"weights": ["parent", "var"], "bias": ["var"], "noise_scale": ["var"]}
-    for site, shape in model.site_shapes.items():
+    for site, _shape in model.site_shapes.items():
         if site in dims:
             continue
         if site.startswith("mlp_"):

@@ -48,7 +48,7 @@ def residual_stats(residuals, context, n_contexts: int, fitted=None) -> Residual
         context: `(n_cells,)` int in `[0, n_contexts)`.
         fitted: `(n_cells, n_vars)` f(x), only for replace interventions.
     """
-    ones = jnp.ones(residuals.shape[:1] + (1,), residuals.dtype)
+    ones = jnp.ones((*residuals.shape[:1], 1), residuals.dtype)
     cols = [ones, residuals, residuals * residuals]
     if fitted is not None:
         cols += [fitted, fitted * fitted, residuals * fitted]

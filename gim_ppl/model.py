@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from dataclasses import field
 
 import jax
 import jax.numpy as jnp
@@ -45,10 +46,6 @@ from gim_ppl.mechanisms import (
 MARGINALS = ("exact", "relaxed_mc")
 
 
-def _field(factory):
-    return dataclasses.field(default_factory=factory)
-
-
 @dataclasses.dataclass(frozen=True)
 class Priors:
     """Priors of every parameter; each a `numpyro.distributions.Distribution`.
@@ -58,19 +55,19 @@ class Priors:
     are in log-dose units of the data's `dose` (EC50 = exp(log_ec50)).
     """
 
-    edge_weight: dist.Distribution = _field(lambda: dist.Laplace(0.0, 0.1))
-    bias: dist.Distribution = _field(lambda: dist.Normal(0.0, 5.0))
-    noise_scale: dist.Distribution = _field(lambda: dist.LogNormal(0.0, 1.0))
-    mlp_weight: dist.Distribution = _field(lambda: dist.Normal(0.0, 1.0))
-    target_weight: dist.Distribution = _field(lambda: dist.Normal(0.0, 1.0))
-    target_bias: dist.Distribution = _field(lambda: dist.Normal(-2.0, 2.0))
-    emax_weight: dist.Distribution = _field(lambda: dist.Normal(0.0, 1.0))
-    emax_bias: dist.Distribution = _field(lambda: dist.Normal(0.0, 2.0))
-    log_ec50_weight: dist.Distribution = _field(lambda: dist.Normal(0.0, 0.5))
-    log_ec50_bias: dist.Distribution = _field(lambda: dist.Normal(0.0, 1.0))
-    log_hill_weight: dist.Distribution = _field(lambda: dist.Normal(0.0, 0.5))
-    log_hill_bias: dist.Distribution = _field(lambda: dist.Normal(0.0, 0.5))
-    gim_hidden_weight: dist.Distribution = _field(lambda: dist.Normal(0.0, 1.0))
+    edge_weight: dist.Distribution = field(default_factory=lambda: dist.Laplace(0.0, 0.1))
+    bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 5.0))
+    noise_scale: dist.Distribution = field(default_factory=lambda: dist.LogNormal(0.0, 1.0))
+    mlp_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    target_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    target_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(-2.0, 2.0))
+    emax_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    emax_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 2.0))
+    log_ec50_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    log_ec50_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    log_hill_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    log_hill_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    gim_hidden_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

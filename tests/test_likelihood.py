@@ -7,10 +7,10 @@ from numpyro.infer.util import log_density
 
 import gim_ppl
 from gim_ppl.likelihood import (
+    exact_marginal,
     relaxed_mc_marginal,
     residual_stats,
     target_terms,
-    exact_marginal,
 )
 from tests._problems import brute_force_loglik, random_sites, small_data
 

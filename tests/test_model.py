@@ -36,7 +36,7 @@ def chain_truth(kind="shift"):
 
 
 def analytic_means(contexts, truth, kind):
-    w, bias, sigma, targets, emax, ec50, hill = truth
+    w, bias, _sigma, targets, emax, ec50, hill = truth
     feats, dose = np.asarray(contexts.features), np.asarray(contexts.dose)
     out = []
     for k in range(contexts.n_contexts):
@@ -71,7 +71,7 @@ def test_prediction_with_true_parameters_reproduces_interventional_means(kind, m
 
 def test_mixture_prediction_averages_over_uncertain_targets():
     model, sites, contexts, truth = chain_truth()
-    w, bias, sigma, targets, emax, ec50, hill = truth
+    w, bias, _sigma, _targets, emax, ec50, hill = truth
     sites = {**sites, "target_weights": jnp.zeros((2, 3)), "target_bias": jnp.full((3,), 0.4)}
     pi = 1 / (1 + np.exp(-0.4))
     n = 6000
@@ -111,7 +111,7 @@ def test_wrong_dims_for_the_model_are_rejected():
     with pytest.raises(ValueError, match="data has 3 variables but the model was built with "
                                          "n_vars=4"):
         handlers.seed(gim_ppl.GIM(4, 2), 0)(data)
-    with pytest.raises(ValueError, match="features has 2 columns .* n_features=5"):
+    with pytest.raises(ValueError, match=r"features has 2 columns .* n_features=5"):
         handlers.seed(gim_ppl.GIM(3, 5), 0)(data)
     with pytest.raises(TypeError, match="PerturbationData"):
         handlers.seed(gim_ppl.GIM(3, 2), 0)(np.zeros((3, 3)))

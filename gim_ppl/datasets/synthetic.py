@@ -2,7 +2,10 @@
 
 A random DAG SCM (ER or scale-free; linear or random-MLP mechanisms; Gaussian noise) and a
 random ground-truth intervention model: perturbation features `z ~ N(0, I_p)`; each
-perturbation targets the 1–3 variables with the highest scores `z @ A / √p`; its Hill
+perturbation targets the variables whose score `(z @ A / √p)_j ~ N(0, 1)` exceeds the
+normal quantile giving `expected_targets` targets on average, keeping at least the top one
+and at most the top `max_targets` (1–3 by default). Targets are thus a deterministic function
+of the features, as the GIM assumes (no target randomness beyond what z explains). Its Hill
 parameters are smooth functions of z:
 
     emax_j  = sign_j · (1.5 + 0.5 · tanh(z @ B_e / √p)_j)       (|emax| in [1, 2])
@@ -20,6 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import ndtri
 
 from gim_ppl.data import PerturbationData
 from gim_ppl.hill import hill_shift
@@ -92,6 +96,15 @@ def _sample_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, ke
     return x, ctx
 
 
+def _threshold_targets(score, expected_targets: float, max_targets: int) -> np.ndarray:
+    """Targets = variables whose score exceeds the `1 − expected/d` normal quantile; at least
+    the top-scoring one, at most the `max_targets` highest. A deterministic function of z."""
+    d = score.shape[1]
+    threshold = ndtri(1.0 - min(expected_targets / d, 1.0 - 1e-9))
+    rank = np.argsort(np.argsort(-score, axis=1), axis=1)  # 0 = highest score
+    return ((score > threshold) | (rank == 0)) & (rank < max_targets)
+
+
 def random_dag(rng: np.random.Generator, n_vars: int, graph: str = "er",
                expected_degree: float = 2.0) -> np.ndarray:
     """Random DAG `(d, d)` bool with expected total degree `expected_degree` per node.
@@ -136,6 +149,7 @@ def synthetic_hill(
     n_observational: int = 800,
     expected_degree: float = 2.0,
     max_targets: int = 3,
+    expected_targets: float = 2.0,
     mlp_hidden: int = 8,
 ) -> SyntheticBenchmark:
     """Build the synthetic Hill benchmark (deterministic in `seed`). See the module docstring.
@@ -164,11 +178,7 @@ def synthetic_hill(
     n_pert = n_train_perturbations + n_test_perturbations
     z = rng.normal(size=(n_pert, p))
     score = z @ rng.normal(size=(p, d)) / np.sqrt(p)
-    n_targets = rng.integers(1, max_targets + 1, n_pert)
-    order = np.argsort(-score, axis=1)
-    targets = np.zeros((n_pert, d), dtype=bool)
-    for i in range(n_pert):
-        targets[i, order[i, : n_targets[i]]] = True
+    targets = _threshold_targets(score, expected_targets, max_targets)
     sign = rng.choice([-1.0, 1.0], d)
 
     def smooth(scale):

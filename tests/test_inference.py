@@ -1,0 +1,87 @@
+import warnings
+
+import arviz as az
+import jax
+import numpy as np
+import pytest
+
+import gim_ppl
+from gim_ppl.inference import annealing_schedule
+from tests._problems import small_data
+
+
+def test_annealing_schedules():
+    cos = np.asarray(annealing_schedule("cosine", 2.0, 101))
+    assert cos[0] == 0.0 and np.isclose(cos[-1], 2.0) and np.all(np.diff(cos) >= 0)
+    np.testing.assert_allclose(cos[50], 1.0, rtol=1e-6)
+    half = np.asarray(annealing_schedule("cosine", 1.0, 101, ramp=0.5))
+    np.testing.assert_allclose(half[50:], 1.0)
+    np.testing.assert_array_equal(annealing_schedule("constant", 3.0, 4), 3.0)
+    with pytest.raises(ValueError, match="schedule must be"):
+        annealing_schedule("linear", 1.0, 3)
+
+
+def test_fit_is_deterministic_and_records_losses():
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    a = gim_ppl.fit(model, data, steps=250, key=jax.random.key(0), progress=False, chunk_size=100)
+    b = gim_ppl.fit(model, data, steps=250, key=jax.random.key(0), progress=False, chunk_size=50)
+    assert a.losses.shape == (250,) and a.message == ""
+    for k in a.sites:
+        np.testing.assert_allclose(a.sites[k], b.sites[k], rtol=1e-6, atol=1e-7)
+    assert set(a.sites) == set(model.site_shapes)
+
+
+def test_nan_guard_stops_and_keeps_finite_parameters():
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = gim_ppl.fit(model, data, steps=400, key=jax.random.key(0), learning_rate=1e9,
+                          progress=False, chunk_size=10)
+    assert "non-finite" in res.message
+    assert any(issubclass(w.category, RuntimeWarning) for w in caught)
+    assert len(res.losses) < 400
+    for v in res.sites.values():
+        assert np.all(np.isfinite(v))
+
+
+def test_fit_rejects_data_without_cells():
+    data = small_data().contexts_only()
+    with pytest.raises(ValueError, match="needs a PerturbationData with cells"):
+        gim_ppl.fit(gim_ppl.GIM(3, 2), data, steps=10, key=jax.random.key(0))
+
+
+def test_nuts_and_arviz_with_named_coords():
+    data = small_data(d=2, p=1, n_pert=2, n_cells=8)
+    model = gim_ppl.GIM(2, 1)
+    mcmc = gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=150,
+                            num_samples=100, num_chains=2)
+    samples = mcmc.get_samples()
+    assert samples["weights"].shape == (200, 2, 2)
+    idata = gim_ppl.to_arviz(model, mcmc, data)
+    post = idata.posterior
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 100
+    assert list(post["weights"].dims) == ["chain", "draw", "parent", "var"]
+    assert list(post.coords["var"].values) == list(data.var_names)
+    assert list(post["emax"].dims)[2:] == ["context", "var"]
+    assert list(post.coords["feature"].values) == list(data.feature_names)
+    summary = az.summary(idata, var_names=["noise_scale"])
+    assert f"noise_scale[{data.var_names[0]}]" in summary.index
+    assert np.all(np.isfinite(summary["r_hat"]))
+    assert "diverging" in idata.sample_stats
+    # posterior draws feed every sites-taking method
+    assert model.target_probabilities(samples, data).shape == (data.n_contexts, 2)
+    assert model.hill_parameters(samples, data)["ec50"].shape == (200, data.n_contexts, 2)
+    assert model.graph(samples).dtype == bool
+
+
+def test_to_arviz_from_a_map_point():
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    res = gim_ppl.fit(model, data, steps=50, key=jax.random.key(0), progress=False)
+    idata = gim_ppl.to_arviz(model, res.sites, data)
+    assert idata.posterior.sizes["draw"] == 1
+    assert idata.posterior["target_prob"].shape == (1, 1, data.n_contexts, 3)
+    with pytest.raises(TypeError, match="expected an MCMC or a dict"):
+        gim_ppl.to_arviz(model, [1, 2], data)
