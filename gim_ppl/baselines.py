@@ -1,7 +1,15 @@
-"""Reference predictors with the GIM's `fit` / `predict` shape of interface.
+"""Reference predictors, each with `fit(data, ...) -> self` and
+`predict(contexts, *, key, n_cells) -> PerturbationData`.
 
-- `Observational`: predicts the control distribution for every context (resampled control
-  cells) — the error a model must beat to have learned anything about perturbations.
+- `Oracle`: fresh cells from the true model of a synthetic benchmark — the sampling-noise
+  floor of every metric at the given sample sizes.
+- `Observational`: the control distribution for every context — what a model must beat to
+  have learned anything about perturbations.
+- `Unstructured`: a "black box" network from (features, dose) to a per-variable mean shift
+  and log-scale applied to control cells; no causal structure, no targets.
+- `CausalTwoStage`: the GIM's causal model with free per-context interventions (no feature
+  model), then kernel ridge regressions from (features, dose) to the inferred target
+  probabilities and shifts; unseen contexts are simulated from the fitted SCM.
 """
 
 from __future__ import annotations
@@ -9,8 +17,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gim_ppl.data import PerturbationData
+from gim_ppl.hill import hill_shift
+from gim_ppl.mechanisms import masked_weights, sample_scm
 
 
 def cells_for_contexts(contexts: PerturbationData, x, n_cells: int) -> PerturbationData:
@@ -23,23 +34,256 @@ def cells_for_contexts(contexts: PerturbationData, x, n_cells: int) -> Perturbat
     )
 
 
+def _control_cells(data: PerturbationData) -> np.ndarray:
+    """`(n_control, n_vars)` cells of the observational contexts of `data`."""
+    obs = np.asarray(data.observational)
+    if data.x is None or not obs.any():
+        raise ValueError("data needs cells of at least one observational context")
+    return np.asarray(data.x)[obs[np.asarray(data.context)]]
+
+
+def _check_fitted(value, name: str):
+    if value is None:
+        raise RuntimeError(f"{name}: call fit() first")
+
+
+class Oracle:
+    """Fresh cells from the true distribution of a `SyntheticBenchmark` split.
+
+    `predict(contexts)` recognises which split `contexts` are (by context names and doses).
+    """
+
+    def __init__(self, bench):
+        self.bench = bench
+
+    def fit(self, data: PerturbationData | None = None, **_) -> Oracle:
+        return self
+
+    def _split_of(self, contexts: PerturbationData) -> str:
+        for name in ("train", "partial_ood", "full_ood"):
+            split = self.bench.split(name)
+            if (split.context_names == contexts.context_names
+                    and np.array_equal(np.asarray(split.dose), np.asarray(contexts.dose))):
+                return name
+        raise ValueError("Oracle.predict: contexts are not one of the benchmark's splits "
+                         "(train, partial_ood, full_ood)")
+
+    def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
+        return self.bench.sample(self._split_of(contexts), key, n_cells)
+
+
 class Observational:
     """Predict the pooled control (observational) cells for every context."""
 
     def __init__(self):
         self.control = None
 
-    def fit(self, data: PerturbationData) -> Observational:
-        obs = np.asarray(data.observational)
-        if data.x is None or not obs.any():
-            raise ValueError("Observational.fit needs cells of at least one observational context")
-        keep = obs[np.asarray(data.context)]
-        self.control = jnp.asarray(np.asarray(data.x)[keep])
+    def fit(self, data: PerturbationData, **_) -> Observational:
+        self.control = jnp.asarray(_control_cells(data))
         return self
 
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
-        if self.control is None:
-            raise RuntimeError("call fit() first")
+        _check_fitted(self.control, "Observational")
         idx = jax.random.randint(key, (contexts.n_contexts * n_cells,), 0,
                                  self.control.shape[0])
         return cells_for_contexts(contexts, self.control[idx], n_cells)
+
+
+def _context_moments(data: PerturbationData):
+    """Per-context `(counts (k,), means (k, d), variances (k, d))` of the cells."""
+    x, ctx = np.asarray(data.x, dtype=np.float64), np.asarray(data.context)
+    counts = np.bincount(ctx, minlength=data.n_contexts).astype(float)
+    if (counts == 0).any():
+        raise ValueError(f"contexts without cells: {np.flatnonzero(counts == 0)[:10]}")
+    sums = np.zeros((data.n_contexts, x.shape[1]))
+    sq = np.zeros_like(sums)
+    np.add.at(sums, ctx, x)
+    np.add.at(sq, ctx, x**2)
+    mean = sums / counts[:, None]
+    return counts, mean, np.maximum(sq / counts[:, None] - mean**2, 0.0)
+
+
+def _dose_inputs(contexts: PerturbationData) -> np.ndarray:
+    """`(k, p + 2)` regression inputs: features, dose and log(1 + dose)."""
+    dose = np.asarray(contexts.dose, dtype=float)[:, None]
+    return np.concatenate([np.asarray(contexts.features, float), dose, np.log1p(dose)], 1)
+
+
+class Unstructured:
+    """MLP `(z, c) ↦ (δ, log s)` per variable; predicted cells are control cells moved to
+    `μ₀ + δ + s · (x₀ − μ₀)`.
+
+    Fitted by the Gaussian likelihood of each context's cell moments (mean and variance) under
+    `N(μ₀ + δ, (s σ₀)²)`, with optax Adam in one jitted `lax.scan`. Observational contexts are
+    part of the training set (inputs 0), so the network learns "no shift" at dose 0.
+    """
+
+    def __init__(self, hidden: int = 64, steps: int = 5000, learning_rate: float = 3e-3,
+                 weight_decay: float = 1e-4):
+        self.hidden, self.steps = int(hidden), int(steps)
+        self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
+        self.params = None
+
+    def _apply(self, params, inputs):
+        h = jnp.tanh((inputs - self.in_mean) / self.in_scale @ params["w1"] + params["b1"])
+        h = jnp.tanh(h @ params["w2"] + params["b2"])
+        out = h @ params["w3"] + params["b3"]
+        d = out.shape[-1] // 2
+        return out[:, :d], out[:, d:]
+
+    def fit(self, data: PerturbationData, *, key=None, **_) -> Unstructured:
+        key = jax.random.key(0) if key is None else key
+        control = _control_cells(data)
+        self.mu0 = jnp.asarray(control.mean(0))
+        self.sd0 = jnp.asarray(np.maximum(control.std(0), 1e-6))
+        self.control = jnp.asarray(control)
+        counts, mean, var = (jnp.asarray(a) for a in _context_moments(data))
+        inputs = _dose_inputs(data)
+        self.in_mean = jnp.asarray(inputs.mean(0))
+        self.in_scale = jnp.asarray(np.maximum(inputs.std(0), 1e-6))
+        inputs = jnp.asarray(inputs)
+        d, n_in, h = data.n_vars, inputs.shape[1], self.hidden
+        k1, k2, k3 = jax.random.split(key, 3)
+        params = {
+            "w1": jax.random.normal(k1, (n_in, h)) / np.sqrt(n_in), "b1": jnp.zeros(h),
+            "w2": jax.random.normal(k2, (h, h)) / np.sqrt(h), "b2": jnp.zeros(h),
+            "w3": jax.random.normal(k3, (h, 2 * d)) * 0.01, "b3": jnp.zeros(2 * d),
+        }
+        weight = counts / counts.sum()
+
+        def loss(params):
+            shift, log_scale = self._apply(params, inputs)
+            sd = self.sd0 * jnp.exp(log_scale)
+            nll = jnp.log(sd) + (var + (mean - self.mu0 - shift) ** 2) / (2.0 * sd**2)
+            return jnp.sum(weight[:, None] * nll)
+
+        opt = optax.adamw(self.learning_rate, weight_decay=self.weight_decay)
+
+        @jax.jit
+        def run(params):
+            def step(carry, _):
+                params, state = carry
+                value, grad = jax.value_and_grad(loss)(params)
+                updates, state = opt.update(grad, state, params)
+                return (optax.apply_updates(params, updates), state), value
+
+            (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), None,
+                                               length=self.steps)
+            return params, losses
+
+        self.params, self.losses = run(params)
+        return self
+
+    def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
+        _check_fitted(self.params, "Unstructured")
+        shift, log_scale = self._apply(self.params, jnp.asarray(_dose_inputs(contexts)))
+        shift = jnp.where(contexts.observational[:, None], 0.0, shift)
+        log_scale = jnp.where(contexts.observational[:, None], 0.0, log_scale)
+        k = contexts.n_contexts
+        idx = jax.random.randint(key, (k, n_cells), 0, self.control.shape[0])
+        x0 = self.control[idx] - self.mu0
+        x = self.mu0 + shift[:, None] + jnp.exp(log_scale)[:, None] * x0
+        return cells_for_contexts(contexts, x.reshape(k * n_cells, -1), n_cells)
+
+
+class CausalTwoStage:
+    """Stage 1: a GIM whose features are one-hot context indicators, i.e. free targets and
+    shifts per training context. Stage 2: kernel ridge regressions (RBF; α and γ chosen by
+    cross-validation grouped by perturbation) from (features, dose) to the inferred target
+    probabilities, and, per variable, to the inferred shift on the contexts that target it.
+
+    Unseen contexts: targets `I ~ Bernoulli(p̂)` per cell, shifts `ŝ`, cells from the stage-1
+    SCM (so the graph and noise are learned as in the GIM; only the feature map differs).
+    """
+
+    def __init__(self, steps: int = 30_000, learning_rate: float = 1e-3, **gim_options):
+        self.steps, self.learning_rate = int(steps), float(learning_rate)
+        self.gim_options = gim_options
+        self.sites = None
+
+    @staticmethod
+    def one_hot_contexts(data: PerturbationData) -> PerturbationData:
+        """`data` with features replaced by indicators of its perturbational contexts."""
+        pert = np.flatnonzero(~np.asarray(data.observational))
+        feats = np.zeros((data.n_contexts, pert.size), dtype=np.asarray(data.features).dtype)
+        feats[pert, np.arange(pert.size)] = 1.0
+        return PerturbationData(
+            data.x, data.context, jnp.asarray(feats), data.dose, data.observational,
+            data.perturbation, data.var_names, data.context_names,
+            tuple(f"ctx_{i}" for i in range(pert.size)), data.perturbation_names,
+        )
+
+    def fit(self, data: PerturbationData, *, key, progress: bool = False) -> CausalTwoStage:
+        from sklearn.kernel_ridge import KernelRidge
+        from sklearn.model_selection import GridSearchCV, GroupKFold
+
+        from gim_ppl.inference import fit
+        from gim_ppl.model import GIM
+
+        onehot = self.one_hot_contexts(data)
+        self.model = GIM(data.n_vars, onehot.n_features, **self.gim_options)
+        if self.model.intervention_kind != "shift":
+            raise ValueError("CausalTwoStage supports intervention_kind='shift' only")
+        result = fit(self.model, onehot, steps=self.steps, key=key,
+                     learning_rate=self.learning_rate, progress=progress)
+        self.sites, self.fit_result = result.sites, result
+        pert = ~np.asarray(data.observational)
+        probs = np.asarray(self.model.posterior_targets(self.sites, onehot))[pert]
+        h = self.model.hill_parameters(self.sites, onehot)
+        shift = np.asarray(hill_shift(onehot.dose[:, None], h["emax"], jnp.log(h["ec50"]),
+                                      jnp.log(h["hill"])))[pert]
+        inputs = _dose_inputs(data)[pert]
+        self.in_mean, self.in_scale = inputs.mean(0), np.maximum(inputs.std(0), 1e-6)
+        z = (inputs - self.in_mean) / self.in_scale
+        groups = np.asarray(data.perturbation)[pert]
+        n_groups = np.unique(groups).size
+        grid = {"alpha": [1e-2, 1e-1, 1.0], "gamma": np.array([0.25, 1.0, 4.0]) / z.shape[1]}
+
+        def regressor(x, y, g):
+            n_splits = min(5, np.unique(g).size)
+            if n_splits < 2:
+                return KernelRidge(kernel="rbf", alpha=0.1, gamma=1.0 / z.shape[1]).fit(x, y)
+            search = GridSearchCV(KernelRidge(kernel="rbf"), grid,
+                                  cv=GroupKFold(n_splits=n_splits))
+            return search.fit(x, y, groups=g).best_estimator_
+
+        self.target_regressor = regressor(z, probs, groups) if n_groups > 1 else None
+        self.mean_probs = probs.mean(0)
+        self.shift_regressors = []
+        for j in range(data.n_vars):
+            hit = probs[:, j] > 0.5
+            if hit.sum() >= 2:
+                self.shift_regressors.append(regressor(z[hit], shift[hit, j], groups[hit]))
+            else:
+                self.shift_regressors.append(None)
+        return self
+
+    def interventions(self, contexts: PerturbationData):
+        """Predicted `(target_probs (k, d), shifts (k, d))` for `contexts`."""
+        _check_fitted(self.sites, "CausalTwoStage")
+        z = (_dose_inputs(contexts) - self.in_mean) / self.in_scale
+        k, d = contexts.n_contexts, contexts.n_vars
+        probs = (self.target_regressor.predict(z) if self.target_regressor is not None
+                 else np.broadcast_to(self.mean_probs, (k, d)))
+        probs = np.clip(probs, 0.0, 1.0)
+        shifts = np.zeros((k, d))
+        for j, reg in enumerate(self.shift_regressors):
+            if reg is not None:
+                shifts[:, j] = reg.predict(z)
+        obs = np.asarray(contexts.observational)[:, None]
+        return np.where(obs, 0.0, probs), np.where(obs, 0.0, shifts)
+
+    def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
+        probs, shifts = self.interventions(contexts)
+        params = {s: jnp.asarray(v) for s, v in self.sites.items()}
+        params["weights"] = masked_weights(params["weights"])
+        k, d = probs.shape
+        k_t, k_n = jax.random.split(key)
+        dtype = params["bias"].dtype
+        targets = jax.random.bernoulli(k_t, jnp.asarray(probs, dtype), (n_cells, k, d))
+        targets = targets.transpose(1, 0, 2).reshape(k * n_cells, d).astype(dtype)
+        noise = jax.random.normal(k_n, (k * n_cells, d), dtype)
+        shift_cells = jnp.repeat(jnp.asarray(shifts, dtype), n_cells, axis=0)
+        exogenous = params["noise_scale"] * noise + targets * shift_cells
+        x = sample_scm(self.model.mechanism, params, exogenous)
+        return cells_for_contexts(contexts, x, n_cells)

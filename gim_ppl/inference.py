@@ -201,27 +201,52 @@ def _site_dims(model: GIM) -> dict[str, list[str]]:
     return dims
 
 
-def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData):
+def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "context"):
     """`arviz.InferenceData` with named dims and coords.
 
-    Sites get dims `var`, `parent`, `feature`, `hidden`; derived per-context quantities
-    `target_prob`, `emax`, `ec50`, `hill` (dims `context`, `var`) are added to the posterior.
+    Sites get dims `var`, `parent`, `feature`, `hidden`; derived quantities `target_prob`,
+    `emax`, `ec50`, `hill` are added to the posterior, indexed by `per`:
+    - "context": dims `(context, var)`, one row per context of `data`;
+    - "perturbation": dims `(perturbation, var)`, one row per perturbation present in
+      `data` (they depend on the features, not on the dose), so `az.summary` rows read
+      `emax[drug_A, GENE3]`. Needs every perturbation's contexts to share one feature row.
 
     Args:
         mcmc_or_sites: a `numpyro.infer.MCMC` after `run`, or sites (a MAP point or draws with
             a leading draw axis; treated as one chain).
-        data: gives the names (variables, contexts, features).
+        data: gives the names (variables, contexts, features, perturbations).
+        per: "context" or "perturbation" (see above).
     """
     import arviz as az
 
+    if per not in ("context", "perturbation"):
+        raise ValueError(f"per must be 'context' or 'perturbation', got {per!r}")
     coords = {
         "var": list(data.var_names),
         "parent": list(data.var_names),
         "feature": list(data.feature_names),
-        "context": list(data.context_names),
         "hidden": list(range(model.hidden)),
         "gim_hidden": list(range(model.hidden)),
     }
+    derived_on = data
+    if per == "context":
+        coords["context"] = list(data.context_names)
+    else:
+        pert = np.asarray(data.perturbation)
+        ids = np.unique(pert[pert >= 0])
+        if ids.size == 0:
+            raise ValueError("per='perturbation' needs perturbational contexts in data")
+        features = np.asarray(data.features)
+        first = []
+        for g in ids:
+            rows = np.flatnonzero(pert == g)
+            if not np.allclose(features[rows], features[rows[0]]):
+                raise ValueError(
+                    f"perturbation {data.perturbation_names[g]!r} has contexts with different "
+                    "features; use per='context'")
+            first.append(int(rows[0]))
+        coords["perturbation"] = [data.perturbation_names[g] for g in ids]
+        derived_on = data.subset(first)
     dims = _site_dims(model)
     if isinstance(mcmc_or_sites, MCMC):
         grouped = mcmc_or_sites.get_samples(group_by_chain=True)
@@ -238,15 +263,15 @@ def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData):
 
     n_chain, n_draw = next(iter(samples.values())).shape[:2]
     flat = {k: v.reshape((n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
-    derived = model.hill_parameters(flat, data)
+    derived = model.hill_parameters(flat, derived_on)
 
     def prob(params):
-        logits = model._heads(params, data).target_logits
-        return jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(logits))
+        logits = model._heads(params, derived_on).target_logits
+        return jnp.where(derived_on.observational[:, None], 0.0, jax.nn.sigmoid(logits))
 
     derived["target_prob"] = np.asarray(jax.vmap(prob)({k: jnp.asarray(v)
                                                         for k, v in flat.items()}))
     for name, value in derived.items():
         samples[name] = value.reshape((n_chain, n_draw, *value.shape[1:]))
-        dims[name] = ["context", "var"]
+        dims[name] = [per, "var"]
     return az.from_dict(posterior=samples, sample_stats=stats or None, coords=coords, dims=dims)

@@ -3,3 +3,38 @@
 from gim_ppl.datasets.synthetic import GroundTruth, SyntheticBenchmark, random_dag, synthetic_hill
 
 __all__ = ["GroundTruth", "SyntheticBenchmark", "random_dag", "synthetic_hill"]
+from gim_ppl.datasets.screen import (
+    CONTROL_NAME,
+    SCIPLEX3,
+    DoseScale,
+    ScreenSchema,
+    ScreenTruth,
+    dose_response,
+    drug_features,
+    drug_smiles,
+    hill_table,
+    holdout_dose,
+    holdout_highest_doses,
+    holdout_perturbations,
+    sciplex3_splits,
+    target_table,
+    toy_screen,
+)
+
+__all__ += [
+    "CONTROL_NAME",
+    "SCIPLEX3",
+    "DoseScale",
+    "ScreenSchema",
+    "ScreenTruth",
+    "dose_response",
+    "drug_features",
+    "drug_smiles",
+    "hill_table",
+    "holdout_dose",
+    "holdout_highest_doses",
+    "holdout_perturbations",
+    "sciplex3_splits",
+    "target_table",
+    "toy_screen",
+]

@@ -1,0 +1,618 @@
+"""Single-cell drug screens: the sci-Plex3 schema, drug features, doses, splits and a toy screen.
+
+Real screens arrive as AnnData (`.h5ad`); `PerturbationData.from_anndata` turns one into
+contexts (one per drug and dose, plus the vehicle control). This module holds what goes with
+it:
+
+- `SCIPLEX3`: the obs column names of the common preprocessed sci-Plex3 files (Srivatsan et
+  al. 2020), as a `ScreenSchema`; `dataclasses.replace` maps another file's names.
+- `drug_features`: RDKit descriptors of drugs from SMILES (Morgan fingerprints reduced by
+  PCA, or standardised RDKit 2D descriptors), as a DataFrame indexed by drug name;
+  `drug_smiles` reads the SMILES column of a screen.
+- `DoseScale`: the dose unit of the file and the map between user doses and the model's dose
+  (so that EC50 is reported in the user's unit); `dose_response` evaluates fitted curves in
+  user units.
+- Splits: `holdout_dose`, `holdout_perturbations`, `holdout_highest_doses` and the sci-Plex3
+  protocol `sciplex3_splits` (each drug's highest dose held out, one drug at a time).
+- Result tables: `target_table`, `hill_table`.
+- `toy_screen`: a small AnnData in the sci-Plex3 schema with real SMILES and a planted GIM
+  ground truth (the data the tests, the CLI test and the notebooks use).
+
+anndata, scanpy, RDKit, scikit-learn and pandas are imported inside the functions that need
+them (`pip install "gim_ppl[screen]"`), so `import gim_ppl` works without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gim_ppl.data import PerturbationData, _control_mask, _require_obs_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+_MAX_SHOWN = 10
+
+
+def _shown(values) -> str:
+    values = list(values)
+    more = f", … ({len(values)} in all)" if len(values) > _MAX_SHOWN else ""
+    return "[" + ", ".join(repr(v) for v in values[:_MAX_SHOWN]) + more + "]"
+
+
+def _import_screen_extra(what: str):
+    """Import pandas/anndata/scanpy/rdkit/sklearn with an install hint on failure."""
+    import importlib
+
+    try:
+        return importlib.import_module(what)
+    except ImportError as err:
+        raise ImportError(
+            f"{what} is needed for drug-screen data; install it with "
+            f'pip install "gim_ppl[screen]"'
+        ) from err
+
+
+# --- the sci-Plex3 schema ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenSchema:
+    """Names of the obs columns of a drug screen, and the unit of its dose column.
+
+    perturbation_key: drug name per cell; dose_key: numeric dose per cell (in `dose_unit`);
+    cell_type_key: cell line per cell; smiles_key: SMILES string per cell (one per drug);
+    control: a boolean obs column marking vehicle cells, or the drug name of vehicle cells.
+    """
+
+    perturbation_key: str = "product_name"
+    dose_key: str = "dose"
+    dose_unit: str = "nM"
+    cell_type_key: str = "cell_type"
+    smiles_key: str = "SMILES"
+    control: str = "vehicle"
+
+    def from_anndata_kwargs(self) -> dict:
+        """Keyword arguments of `PerturbationData.from_anndata` that this schema fixes."""
+        return {
+            "perturbation_key": self.perturbation_key,
+            "dose_key": self.dose_key,
+            "control": self.control,
+            "dose_unit": self.dose_unit,
+            "cell_type_key": self.cell_type_key,
+        }
+
+
+SCIPLEX3 = ScreenSchema()
+"""sci-Plex3 as released by Srivatsan et al. (2020) and kept by most preprocessed copies:
+obs `product_name` (drug; "Vehicle" for controls), `dose` (nM: 10, 100, 1000, 10000; 0 for
+vehicle), `cell_type` (A549, K562, MCF7), `SMILES`, `vehicle` (bool). For another layout,
+e.g. scPerturb's (`perturbation`, `dose_value`, `cell_line`, controls named "control"), use
+`dataclasses.replace(SCIPLEX3, perturbation_key="perturbation", dose_key="dose_value",
+cell_type_key="cell_line", control="control")`."""
+
+CONTROL_NAME = "Vehicle"
+CONTROL_SMILES = "CS(C)=O"  # DMSO, the vehicle of sci-Plex3
+
+
+# --- drug features -----------------------------------------------------------------------
+
+
+def drug_smiles(adata, *, perturbation_key: str = SCIPLEX3.perturbation_key,
+                smiles_key: str = SCIPLEX3.smiles_key,
+                control: str | None = SCIPLEX3.control) -> dict[str, str]:
+    """`{drug: SMILES}` from the obs columns of a screen (control cells skipped).
+
+    Raises ValueError naming every drug without a SMILES or with several different ones.
+    """
+    obs = adata.obs
+    _require_obs_key(obs, perturbation_key, "perturbation_key")
+    _require_obs_key(obs, smiles_key, "smiles_key")
+    keep = np.ones(obs.shape[0], dtype=bool)
+    if control is not None:
+        keep = ~_control_mask(obs, perturbation_key, control)
+    drugs = obs[perturbation_key].astype(object).to_numpy()[keep]
+    smiles = obs[smiles_key].astype(object).to_numpy()[keep]
+    found: dict[str, set] = {}
+    for drug, s in zip(drugs, smiles, strict=True):
+        entry = found.setdefault(str(drug), set())
+        if isinstance(s, str) and s.strip():
+            entry.add(s.strip())
+    missing = sorted(d for d, s in found.items() if not s)
+    if missing:
+        raise ValueError(
+            f"obs[{smiles_key!r}] has no SMILES for the drugs {_shown(missing)}; give every "
+            "drug a SMILES, or pass a features DataFrame indexed by drug name instead"
+        )
+    several = sorted(d for d, s in found.items() if len(s) > 1)
+    if several:
+        raise ValueError(f"obs[{smiles_key!r}] has several different SMILES for the drugs "
+                         f"{_shown(several)}; expected one per drug")
+    return {d: next(iter(s)) for d, s in sorted(found.items())}
+
+
+def _molecules(smiles: Mapping[str, str]) -> dict:
+    chem = _import_screen_extra("rdkit.Chem")
+    rdbase = _import_screen_extra("rdkit.rdBase")
+    if not isinstance(smiles, Mapping):
+        raise TypeError(f"smiles must be a mapping {{drug name: SMILES}}, got "
+                        f"{type(smiles).__name__}")
+    if not smiles:
+        raise ValueError("smiles is empty: give at least one {drug name: SMILES}")
+    mols = {}
+    with rdbase.BlockLogs():  # RDKit's own parse errors are replaced by the one below
+        for name, s in smiles.items():
+            if not isinstance(s, str) or not s.strip():
+                raise ValueError(f"drug {name!r} has no SMILES (got {s!r})")
+            mol = chem.MolFromSmiles(s)
+            if mol is None:
+                raise ValueError(f"invalid SMILES for drug {name!r}: {s!r} (RDKit cannot "
+                                 "parse it)")
+            mols[str(name)] = mol
+    return mols
+
+
+def drug_features(smiles: Mapping[str, str], kind: str = "morgan",
+                  n_components: int | None = None, *, radius: int = 2,
+                  n_bits: int = 2048) -> pd.DataFrame:
+    """Numeric drug descriptors, a DataFrame `(n_drugs, n_features)` indexed by drug name.
+
+    kind="morgan": Morgan fingerprints (`radius`, `n_bits`) reduced by PCA to
+    `n_components` whitened components (default `min(16, n_drugs − 1)`; at most
+    `n_drugs − 1`, the rank of centred fingerprints). kind="rdkit2d": RDKit's 2D descriptors,
+    non-finite and constant columns dropped, each standardised to mean 0 and sd 1 over the
+    drugs; with `n_components`, reduced by whitened PCA as well. Whitening puts every feature
+    on the unit scale the GIM's priors on feature weights assume.
+
+    Raises ValueError naming a drug whose SMILES is missing or cannot be parsed.
+
+    Example:
+        >>> drug_features({"aspirin": "CC(=O)Oc1ccccc1C(=O)O", "caffeine":
+        ...                "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "ethanol": "CCO"}, n_components=2)
+    """
+    pd = _import_screen_extra("pandas")
+    if kind not in ("morgan", "rdkit2d"):
+        raise ValueError(f"kind must be 'morgan' or 'rdkit2d', got {kind!r}")
+    mols = _molecules(smiles)
+    names = list(mols)
+    if kind == "morgan":
+        gen_mod = _import_screen_extra("rdkit.Chem.rdFingerprintGenerator")
+        gen = gen_mod.GetMorganGenerator(radius=int(radius), fpSize=int(n_bits))
+        raw = np.stack([gen.GetFingerprintAsNumPy(m).astype(float) for m in mols.values()])
+        columns = [f"morgan_{i}" for i in range(raw.shape[1])]
+        if n_components is None:
+            n_components = min(16, len(names) - 1)
+    else:
+        descriptors = _import_screen_extra("rdkit.Chem.Descriptors")
+        columns = [name for name, _ in descriptors.descList]
+        with np.errstate(all="ignore"):
+            raw = np.array([[float(fn(m)) for _, fn in descriptors.descList]
+                            for m in mols.values()])
+        keep = np.isfinite(raw).all(0) & (np.nanstd(raw, 0) > 1e-12)
+        raw, columns = raw[:, keep], [c for c, k in zip(columns, keep, strict=True) if k]
+        if n_components is None:
+            sd = raw.std(0)
+            return pd.DataFrame((raw - raw.mean(0)) / np.where(sd > 0, sd, 1.0),
+                                index=pd.Index(names, name="perturbation"),
+                                columns=[f"rdkit2d_{c}" for c in columns])
+    n_components = int(n_components)
+    if not 1 <= n_components <= len(names) - 1:
+        raise ValueError(
+            f"n_components must be between 1 and n_drugs − 1 = {len(names) - 1} (PCA of "
+            f"{len(names)} drugs has at most that many informative components), got "
+            f"{n_components}"
+        )
+    decomposition = _import_screen_extra("sklearn.decomposition")
+    pca = decomposition.PCA(n_components=n_components, whiten=True, svd_solver="full")
+    z = pca.fit_transform(raw)
+    return pd.DataFrame(z, index=pd.Index(names, name="perturbation"),
+                        columns=[f"{kind}_pc{i}" for i in range(n_components)])
+
+
+# --- doses -------------------------------------------------------------------------------
+
+MOLAR_UNITS = {"pM": 1e-12, "nM": 1e-9, "uM": 1e-6, "µM": 1e-6, "μM": 1e-6, "mM": 1e-3,
+               "M": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class DoseScale:
+    """Map between doses in the user's unit and the model's dose.
+
+    model dose = dose / reference (`log=False`), or log1p(dose / reference) (`log=True`);
+    both keep 0 ↦ 0 (no effect) and are increasing, so the dose of half-maximal effect maps
+    back exactly: `to_user(ec50_model)` is the EC50 in `unit`. With `log=True` the Hill
+    coefficient refers to the model's log-dose axis.
+
+    unit: the unit of the dose column (e.g. "nM"); reference: the user dose that becomes
+    1.0 in the model (default `for_unit`: 1 µM for molar units, else 1).
+    """
+
+    unit: str = "nM"
+    reference: float = 1000.0
+    log: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.reference, (int, float)) and math.isfinite(self.reference)
+                and self.reference > 0):
+            raise ValueError(f"DoseScale.reference must be a finite number > 0, got "
+                             f"{self.reference!r}")
+
+    @classmethod
+    def for_unit(cls, unit: str, *, log: bool = False,
+                 reference: float | None = None) -> DoseScale:
+        """Default scale: 1 µM expressed in a molar `unit` becomes model dose 1."""
+        if reference is None:
+            reference = 1e-6 / MOLAR_UNITS[unit] if unit in MOLAR_UNITS else 1.0
+        return cls(str(unit), float(reference), bool(log))
+
+    def to_model(self, dose) -> np.ndarray:
+        """User-unit doses (any shape, ≥ 0) → model doses (same shape)."""
+        c = np.asarray(dose, dtype=float) / self.reference
+        return np.log1p(c) if self.log else c
+
+    def to_user(self, dose) -> np.ndarray:
+        """Model doses (e.g. EC50 = exp(log_ec50)) → doses in `unit` (same shape)."""
+        c = np.asarray(dose, dtype=float)
+        return self.reference * (np.expm1(c) if self.log else c)
+
+
+def dose_response(scale: DoseScale, dose, emax, ec50, hill) -> np.ndarray:
+    """Hill shift `emax · a(dose)` at user-unit doses, with EC50 in user units.
+
+    `dose (n_doses,)`; `emax, ec50, hill` broadcastable to each other, e.g. `(n_vars,)`;
+    returns `(n_doses, *broadcast shape)`. `a = 0` at dose 0 and `1/2` at `ec50`.
+    """
+    c = scale.to_model(np.asarray(dose, dtype=float))
+    e = scale.to_model(np.asarray(ec50, dtype=float))
+    c = c.reshape(c.shape + (1,) * np.ndim(e))
+    with np.errstate(divide="ignore"):
+        logit = np.asarray(hill) * (np.log(c) - np.log(e))
+    return np.asarray(emax) * np.where(c > 0, 1.0 / (1.0 + np.exp(-logit)), 0.0)
+
+
+# --- splits ------------------------------------------------------------------------------
+
+
+def _perturbation_index(data: PerturbationData, perturbation: str) -> int:
+    if perturbation not in data.perturbation_names:
+        raise KeyError(f"perturbation {perturbation!r} is not in the data; perturbations: "
+                       f"{_shown(data.perturbation_names)}")
+    return data.perturbation_names.index(perturbation)
+
+
+def _split(data: PerturbationData, test_mask: np.ndarray) -> tuple[PerturbationData,
+                                                                   PerturbationData]:
+    return data.subset(~test_mask), data.subset(test_mask)
+
+
+def holdout_dose(data: PerturbationData, perturbation: str, dose: float, *,
+                 dose_scale: DoseScale | None = None,
+                 rtol: float = 1e-6) -> tuple[PerturbationData, PerturbationData]:
+    """`(train, test)`: `test` is the context of `perturbation` at `dose`, `train` the rest.
+
+    `dose` is in the units of `data.dose`, or in the user's unit when `dose_scale` (the one
+    given to `from_anndata`) is passed.
+    """
+    p = _perturbation_index(data, perturbation)
+    model_dose = float(dose if dose_scale is None else dose_scale.to_model(dose))
+    pert, doses = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
+    mine = pert == p
+    hit = mine & np.isclose(doses, model_dose, rtol=rtol, atol=0.0)
+    if not hit.any():
+        have = doses[mine] if dose_scale is None else dose_scale.to_user(doses[mine])
+        unit = "" if dose_scale is None else f" {dose_scale.unit}"
+        raise ValueError(f"{perturbation!r} has no context at dose {dose!r}{unit}; its doses: "
+                         f"{_shown(np.round(np.sort(have), 10).tolist())}")
+    return _split(data, hit)
+
+
+def holdout_perturbations(data: PerturbationData,
+                          names: Sequence[str]) -> tuple[PerturbationData, PerturbationData]:
+    """`(train, test)`: every context of the named perturbations in `test` (unseen drugs)."""
+    if isinstance(names, str):
+        names = [names]
+    idx = [_perturbation_index(data, n) for n in names]
+    if not idx:
+        raise ValueError("names is empty: name at least one perturbation to hold out")
+    return _split(data, np.isin(np.asarray(data.perturbation), idx))
+
+
+def _highest_dose_mask(data: PerturbationData, p: int) -> np.ndarray:
+    pert, doses = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
+    mine = pert == p
+    return mine & (doses == doses[mine].max())
+
+
+def holdout_highest_doses(data: PerturbationData) -> tuple[PerturbationData, PerturbationData]:
+    """`(train, test)`: the highest dose of every perturbation held out at once (one fit)."""
+    pert = np.asarray(data.perturbation)
+    present = np.unique(pert[pert >= 0])
+    if present.size == 0:
+        raise ValueError("data has no perturbational contexts to hold out")
+    mask = np.zeros(data.n_contexts, dtype=bool)
+    for p in present:
+        mask |= _highest_dose_mask(data, int(p))
+    return _split(data, mask)
+
+
+def sciplex3_splits(data: PerturbationData) -> Iterator[tuple[PerturbationData,
+                                                              PerturbationData]]:
+    """The sci-Plex3 protocol: for each perturbation (in name order), `(train, test)` with
+    its highest dose as `test` and every other context (all other drugs' doses, its lower
+    doses, the controls) as `train`."""
+    pert = np.asarray(data.perturbation)
+    present = set(np.unique(pert[pert >= 0]).tolist())
+    if not present:
+        raise ValueError("data has no perturbational contexts to hold out")
+    for p in sorted(present, key=lambda i: data.perturbation_names[i]):
+        yield _split(data, _highest_dose_mask(data, p))
+
+
+# --- result tables -----------------------------------------------------------------------
+
+
+def _one_context_per_perturbation(contexts: PerturbationData) -> tuple[list[str], np.ndarray]:
+    """Names and the first context of every perturbation present in `contexts`."""
+    pert = np.asarray(contexts.perturbation)
+    names, rows = [], []
+    for p in sorted(set(pert[pert >= 0].tolist()), key=lambda i: contexts.perturbation_names[i]):
+        names.append(contexts.perturbation_names[p])
+        rows.append(int(np.flatnonzero(pert == p)[0]))
+    return names, np.asarray(rows, dtype=int)
+
+
+def target_table(model, sites, contexts: PerturbationData,
+                 train: PerturbationData | None = None) -> pd.DataFrame:
+    """One row per (perturbation, variable): `target_probability` (π from features) and, with
+    `train`, `posterior_probability` (P(I = 1 | cells), mean over the perturbation's training
+    contexts; NaN for perturbations without training cells).
+
+    Targets depend on features only, so π is read off one context per perturbation.
+    """
+    pd = _import_screen_extra("pandas")
+    names, rows = _one_context_per_perturbation(contexts)
+    prior = model.target_probabilities(sites, contexts.contexts_only().subset(rows))
+    post = np.full_like(prior, np.nan)
+    if train is not None:
+        p_train = model.posterior_targets(sites, train)
+        t_pert = np.asarray(train.perturbation)
+        for i, name in enumerate(names):
+            if name in train.perturbation_names:
+                mine = t_pert == train.perturbation_names.index(name)
+                if mine.any():
+                    post[i] = p_train[mine].mean(0)
+    d = contexts.n_vars
+    return pd.DataFrame({
+        "perturbation": np.repeat(names, d),
+        "gene": np.tile(contexts.var_names, len(names)),
+        "target_probability": prior.ravel(),
+        "posterior_probability": post.ravel(),
+    })
+
+
+def hill_table(model, sites, contexts: PerturbationData, dose_scale: DoseScale) -> pd.DataFrame:
+    """One row per (perturbation, variable): `emax`, `ec50` (in `dose_scale.unit`), `hill`,
+    `dose_unit`. Hill parameters depend on features only (one context per perturbation)."""
+    pd = _import_screen_extra("pandas")
+    names, rows = _one_context_per_perturbation(contexts)
+    h = model.hill_parameters(sites, contexts.contexts_only().subset(rows))
+    if h["ec50"].ndim == 3:  # draws: report posterior means (EC50: mean in user units)
+        h = {k: v.mean(0) if k != "ec50" else dose_scale.to_user(v).mean(0) for k, v in h.items()}
+        ec50 = h["ec50"]
+    else:
+        ec50 = dose_scale.to_user(h["ec50"])
+    d = contexts.n_vars
+    return pd.DataFrame({
+        "perturbation": np.repeat(names, d),
+        "gene": np.tile(contexts.var_names, len(names)),
+        "emax": h["emax"].ravel(),
+        "ec50": ec50.ravel(),
+        "hill": h["hill"].ravel(),
+        "dose_unit": dose_scale.unit,
+    })
+
+
+# --- a toy screen with a planted ground truth ---------------------------------------------
+
+# Well-known drugs (most are in sci-Plex3) and their SMILES (isomeric where it matters).
+TOY_DRUGS: dict[str, str] = {
+    "Dexamethasone": "C[C@@H]1C[C@H]2[C@@H]3CCC4=CC(=O)C=C[C@@]4([C@]3([C@H](C[C@@]2([C@]1"
+                     "(C(=O)CO)O)C)O)F)C",
+    "Vorinostat": "ONC(=O)CCCCCCC(=O)Nc1ccccc1",
+    "Imatinib": "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1",
+    "Gefitinib": "COc1cc2ncnc(Nc3ccc(F)c(Cl)c3)c2cc1OCCCN1CCOCC1",
+    "Erlotinib": "COCCOc1cc2ncnc(Nc3cccc(c3)C#C)c2cc1OCCOC",
+    "Doxorubicin": "COc1cccc2C(=O)c3c(O)c4C[C@](O)(C[C@H](O[C@H]5C[C@H](N)[C@H](O)[C@H](C)O5)"
+                   "c4c(O)c3C(=O)c12)C(=O)CO",
+    "Methotrexate": "CN(Cc1cnc2nc(N)nc(N)c2n1)c1ccc(cc1)C(=O)N[C@@H](CCC(=O)O)C(=O)O",
+    "Fluorouracil": "O=c1[nH]cc(F)c(=O)[nH]1",
+    "Tamoxifen": r"CC/C(=C(\c1ccccc1)c1ccc(OCCN(C)C)cc1)c1ccccc1",
+    "JQ1": "Cc1sc2c(c1C)C(c1ccc(Cl)cc1)=N[C@@H](CC(=O)OC(C)(C)C)c1nnc(C)n1-2",
+    "Dasatinib": "Cc1nc(Nc2ncc(s2)C(=O)Nc2c(C)cccc2Cl)cc(n1)N1CCN(CCO)CC1",
+    "Bortezomib": "CC(C)C[C@H](NC(=O)[C@@H](Cc1ccccc1)NC(=O)c1cnccn1)B(O)O",
+}
+
+SCIPLEX3_DOSES_NM = (10.0, 100.0, 1000.0, 10000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenTruth:
+    """The planted model of `toy_screen`, on the log scale of normalised expression.
+
+    genes: `(d,)` planted gene names; drugs: `(n_drugs,)`; smiles: {drug: SMILES};
+    doses: the doses (in `dose_unit`); cell_types: the cell types generated.
+    adjacency `(d, d)` bool (i → j), weights `(d, d)`; bias `(n_cell_types, d)` and
+    noise_scale `(d,)` of the linear SCM `x = x W + bias + u + σ ε` in log counts per 10⁴;
+    targets `(n_drugs, d)` bool; emax, ec50 (in `dose_unit`), hill: `(n_drugs, d)` (defined
+    for every pair; only targets act).
+    """
+
+    genes: tuple
+    drugs: tuple
+    smiles: dict
+    doses: tuple
+    dose_unit: str
+    cell_types: tuple
+    adjacency: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+    noise_scale: np.ndarray
+    targets: np.ndarray
+    emax: np.ndarray
+    ec50: np.ndarray
+    hill: np.ndarray
+
+    def shift(self, drug: str, dose: float) -> np.ndarray:
+        """`(d,)` true intervention shift of `drug` at `dose` (in `dose_unit`)."""
+        i = self.drugs.index(drug)
+        c = float(dose)
+        a = 0.0 if c <= 0 else 1.0 / (1.0 + (self.ec50[i] / c) ** self.hill[i])
+        return self.targets[i] * self.emax[i] * a
+
+    def mean_log_expression(self, drug: str | None, dose: float = 0.0,
+                            cell_type: str | None = None) -> np.ndarray:
+        """`(d,)` mean of the planted log expression (SCM without count noise)."""
+        b = self.bias[0 if cell_type is None else self.cell_types.index(cell_type)]
+        u = np.zeros(len(self.genes)) if drug is None else self.shift(drug, dose)
+        return np.linalg.solve((np.eye(len(self.genes)) - self.weights).T, b + u)
+
+
+def toy_screen(
+    seed: int = 0,
+    *,
+    n_drugs: int = 10,
+    n_genes: int = 12,
+    n_background_genes: int = 60,
+    n_cells: int = 12,
+    n_control: int = 120,
+    doses: Sequence[float] = SCIPLEX3_DOSES_NM,
+    cell_types: Sequence[str] = ("A549", "MCF7"),
+    max_targets: int = 2,
+    expected_degree: float = 2.0,
+    ec50_range: tuple[float, float] = (30.0, 300.0),
+    library_size: float = 10_000.0,
+) -> tuple[Any, ScreenTruth]:
+    """A small sci-Plex3-like screen with a planted GIM ground truth: `(adata, truth)`.
+
+    Per cell type: `n_control` vehicle cells and `n_cells` cells per (drug, dose). Log
+    expression of the `n_genes` planted genes follows a linear SCM on a random DAG (expected
+    degree `expected_degree`, weights ±U[0.5, 1]) with noise σ ∈ U[0.3, 0.5]; each drug targets 1 to
+    `max_targets` genes with a Hill shift (|emax| ∈ U[1, 2] log units, EC50 log-uniform in
+    `ec50_range` nM, Hill coefficient ∈ U[1, 2.5]). Cell types differ only in baseline
+    expression. Counts are Poisson with library sizes around `library_size`, and
+    `n_background_genes` unperturbed genes make up most of each library, so normalising to
+    10⁴ counts and log1p recovers the planted log scale closely.
+
+    AnnData: X `(n_cells_total, n_genes + n_background_genes)` raw counts (CSR, float32);
+    obs columns `product_name`, `dose` (nM), `cell_type`, `SMILES`, `vehicle` (the
+    `SCIPLEX3` schema; vehicle cells are "Vehicle" at dose 0 with DMSO's SMILES); var index
+    gene names (planted genes `G00`…, background `BG000`…).
+    """
+    ad = _import_screen_extra("anndata")
+    pd = _import_screen_extra("pandas")
+    sparse = _import_screen_extra("scipy.sparse")
+    if not 1 <= n_drugs <= len(TOY_DRUGS):
+        raise ValueError(f"n_drugs must be between 1 and {len(TOY_DRUGS)}, got {n_drugs}")
+    if n_genes < 2 or not 1 <= max_targets <= n_genes:
+        raise ValueError("need n_genes >= 2 and 1 <= max_targets <= n_genes")
+    if n_cells < 1 or n_control < 1 or not cell_types:
+        raise ValueError("need n_cells >= 1, n_control >= 1 and at least one cell type")
+    doses = tuple(float(c) for c in doses)
+    if not doses or min(doses) <= 0:
+        raise ValueError(f"doses must be positive, got {doses}")
+    rng = np.random.default_rng(seed)
+    d, n_ct = n_genes, len(cell_types)
+    drugs = tuple(list(TOY_DRUGS)[:n_drugs])
+
+    # Linear SCM on a random DAG over the planted genes (edges i → j only for i < j in a
+    # random order).
+    order = rng.permutation(d)
+    upper = np.triu(rng.random((d, d)) < min(1.0, expected_degree / (d - 1)), k=1)
+    adjacency = upper[np.ix_(np.argsort(order), np.argsort(order))]
+    weights = np.where(adjacency, rng.choice([-1.0, 1.0], (d, d)) * rng.uniform(0.5, 1.0, (d, d)),
+                       0.0)
+    noise_scale = rng.uniform(0.3, 0.5, d)
+    # Baseline means of log counts per 10⁴ (cell-type specific), turned into SCM biases:
+    # x = μ + (u + σε)(I − W)⁻¹  ⇔  x = xW + μ(I − W) + u + σε.
+    mu = rng.uniform(np.log(80.0), np.log(300.0), (n_ct, d))
+    bias = mu @ (np.eye(d) - weights)
+
+    # Targets: 1..max_targets distinct genes per drug; Hill parameters per (drug, gene).
+    targets = np.zeros((n_drugs, d), dtype=bool)
+    for i in range(n_drugs):
+        k = rng.integers(1, max_targets + 1)
+        targets[i, rng.choice(d, size=k, replace=False)] = True
+    emax = rng.choice([-1.0, 1.0], (n_drugs, d)) * rng.uniform(1.0, 2.0, (n_drugs, d))
+    lo, hi = np.log(ec50_range[0]), np.log(ec50_range[1])
+    ec50 = np.exp(rng.uniform(lo, hi, (n_drugs, d)))
+    hill = rng.uniform(1.0, 2.5, (n_drugs, d))
+    genes = tuple(f"G{j:02d}" for j in range(d))
+    truth = ScreenTruth(genes, drugs, {k: TOY_DRUGS[k] for k in drugs}, doses, "nM",
+                        tuple(cell_types), adjacency, weights, bias, noise_scale, targets,
+                        emax, ec50, hill)
+
+    # Cells: controls, then every (drug, dose), for each cell type.
+    rows = []  # (cell_type index, drug index or -1, dose, count)
+    for t in range(n_ct):
+        rows.append((t, -1, 0.0, n_control))
+        rows += [(t, i, c, n_cells) for i in range(n_drugs) for c in doses]
+    ct_idx = np.concatenate([np.full(n, t) for t, _, _, n in rows])
+    drug_idx = np.concatenate([np.full(n, i) for _, i, _, n in rows])
+    dose = np.concatenate([np.full(n, c) for _, _, c, n in rows])
+    n_total = ct_idx.size
+    shift = np.zeros((n_total, d))
+    for t, i, c, _ in rows:
+        if i >= 0:
+            shift[(drug_idx == i) & (dose == c) & (ct_idx == t)] = truth.shift(drugs[i], c)
+    exo = bias[ct_idx] + shift + noise_scale * rng.normal(size=(n_total, d))
+    log_expr = np.linalg.solve((np.eye(d) - weights).T, exo.T).T  # (n_total, d)
+
+    # Background genes fill the rest of the library so that perturbing the planted genes
+    # barely changes library totals (normalisation then preserves the planted log scale).
+    planted_share = np.exp(mu).sum(1).max()
+    bg_mu = rng.uniform(0.5, 1.5, n_background_genes)
+    bg_mu = np.log(bg_mu / bg_mu.sum() * max(1e4 - planted_share, 1e3))
+    bg_expr = bg_mu + 0.05 * rng.normal(size=(n_total, n_background_genes))
+    rate = np.exp(np.concatenate([log_expr, bg_expr], axis=1)) / 1e4
+    lib = library_size * np.exp(0.2 * rng.normal(size=(n_total, 1)))
+    counts = rng.poisson(rate * lib).astype(np.float32)
+
+    is_control = drug_idx < 0
+    names = np.where(is_control, CONTROL_NAME, np.asarray(drugs, dtype=object)[
+        np.maximum(drug_idx, 0)])
+    obs = pd.DataFrame({
+        "product_name": pd.Categorical(names),
+        "dose": dose,
+        "cell_type": pd.Categorical(np.asarray(cell_types, dtype=object)[ct_idx]),
+        "SMILES": [CONTROL_SMILES if c else TOY_DRUGS[n]
+                   for c, n in zip(is_control, names, strict=True)],
+        "vehicle": is_control,
+    }, index=[f"cell{i:05d}" for i in range(n_total)])
+    var = pd.DataFrame(index=[*genes, *(f"BG{j:03d}" for j in range(n_background_genes))])
+    adata = ad.AnnData(X=sparse.csr_matrix(counts), obs=obs, var=var)
+    return adata, truth
+
+
+__all__ = [
+    "CONTROL_NAME",
+    "SCIPLEX3",
+    "DoseScale",
+    "ScreenSchema",
+    "ScreenTruth",
+    "dose_response",
+    "drug_features",
+    "drug_smiles",
+    "hill_table",
+    "holdout_dose",
+    "holdout_highest_doses",
+    "holdout_perturbations",
+    "sciplex3_splits",
+    "target_table",
+    "toy_screen",
+]
