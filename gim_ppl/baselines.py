@@ -214,9 +214,6 @@ class CausalTwoStage:
         )
 
     def fit(self, data: PerturbationData, *, key, progress: bool = False) -> CausalTwoStage:
-        from sklearn.kernel_ridge import KernelRidge
-        from sklearn.model_selection import GridSearchCV, GroupKFold
-
         from gim_ppl.inference import fit
         from gim_ppl.model import GIM
 
@@ -228,18 +225,27 @@ class CausalTwoStage:
                      learning_rate=self.learning_rate, progress=progress)
         self.sites, self.fit_result = result.sites, result
         pert = ~np.asarray(data.observational)
-        probs = np.asarray(self.model.posterior_targets(self.sites, onehot))[pert]
+        probs = np.asarray(self.model.posterior_targets(self.sites, onehot))
         h = self.model.hill_parameters(self.sites, onehot)
-        shift = np.asarray(hill_shift(onehot.dose[:, None], h["emax"], jnp.log(h["ec50"]),
-                                      jnp.log(h["hill"])))[pert]
-        inputs = _dose_inputs(data)[pert]
+        shifts = np.asarray(hill_shift(onehot.dose[:, None], h["emax"], jnp.log(h["ec50"]),
+                                       jnp.log(h["hill"])))
+        return self.fit_regressions(data.subset(np.flatnonzero(pert)), probs[pert], shifts[pert])
+
+    def fit_regressions(self, contexts: PerturbationData, target_probs, shifts) -> CausalTwoStage:
+        """Stage 2 alone: regress `target_probs (k, d)` and `shifts (k, d)` of perturbational
+        `contexts` on (features, dose). `fit` calls it with the stage-1 inferences."""
+        from sklearn.kernel_ridge import KernelRidge
+        from sklearn.model_selection import GridSearchCV, GroupKFold
+
+        probs, shifts = np.asarray(target_probs, float), np.asarray(shifts, float)
+        inputs = _dose_inputs(contexts)
         self.in_mean, self.in_scale = inputs.mean(0), np.maximum(inputs.std(0), 1e-6)
         z = (inputs - self.in_mean) / self.in_scale
-        groups = np.asarray(data.perturbation)[pert]
-        n_groups = np.unique(groups).size
+        groups = np.asarray(contexts.perturbation)
         grid = {"alpha": [1e-2, 1e-1, 1.0], "gamma": np.array([0.25, 1.0, 4.0]) / z.shape[1]}
 
         def regressor(x, y, g):
+            # grouped CV: held-out folds are unseen perturbations, as at prediction time
             n_splits = min(5, np.unique(g).size)
             if n_splits < 2:
                 return KernelRidge(kernel="rbf", alpha=0.1, gamma=1.0 / z.shape[1]).fit(x, y)
@@ -247,25 +253,21 @@ class CausalTwoStage:
                                   cv=GroupKFold(n_splits=n_splits))
             return search.fit(x, y, groups=g).best_estimator_
 
-        self.target_regressor = regressor(z, probs, groups) if n_groups > 1 else None
-        self.mean_probs = probs.mean(0)
+        self.target_regressor = regressor(z, probs, groups)
         self.shift_regressors = []
-        for j in range(data.n_vars):
+        for j in range(probs.shape[1]):
             hit = probs[:, j] > 0.5
-            if hit.sum() >= 2:
-                self.shift_regressors.append(regressor(z[hit], shift[hit, j], groups[hit]))
-            else:
-                self.shift_regressors.append(None)
+            self.shift_regressors.append(
+                regressor(z[hit], shifts[hit, j], groups[hit]) if hit.sum() >= 2 else None)
         return self
 
     def interventions(self, contexts: PerturbationData):
         """Predicted `(target_probs (k, d), shifts (k, d))` for `contexts`."""
-        _check_fitted(self.sites, "CausalTwoStage")
+        if not hasattr(self, "target_regressor"):
+            raise RuntimeError("CausalTwoStage: call fit() first")
         z = (_dose_inputs(contexts) - self.in_mean) / self.in_scale
         k, d = contexts.n_contexts, contexts.n_vars
-        probs = (self.target_regressor.predict(z) if self.target_regressor is not None
-                 else np.broadcast_to(self.mean_probs, (k, d)))
-        probs = np.clip(probs, 0.0, 1.0)
+        probs = np.clip(self.target_regressor.predict(z), 0.0, 1.0)
         shifts = np.zeros((k, d))
         for j, reg in enumerate(self.shift_regressors):
             if reg is not None:
@@ -274,6 +276,7 @@ class CausalTwoStage:
         return np.where(obs, 0.0, probs), np.where(obs, 0.0, shifts)
 
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
+        _check_fitted(self.sites, "CausalTwoStage")
         probs, shifts = self.interventions(contexts)
         params = {s: jnp.asarray(v) for s, v in self.sites.items()}
         params["weights"] = masked_weights(params["weights"])

@@ -18,6 +18,7 @@ are scored in one vmapped call.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -145,11 +146,12 @@ def _paired_clouds(predicted: PerturbationData, observed: PerturbationData):
 def _sinkhorn_w2(x, a, y, b, epsilon, max_iterations: int):
     def one(args):
         x, a, y, b = args
-        div, _ = sinkhorn_divergence.sinkhorn_divergence(
+        div, out = sinkhorn_divergence.sinkhorn_divergence(
             pointcloud.PointCloud, x, y, a=a, b=b, epsilon=epsilon,
             solve_kwargs={"max_iterations": max_iterations, "threshold": 1e-3},
         )
-        return jnp.sqrt(jnp.maximum(div, 0.0))
+        converged = jnp.all(jnp.asarray(out.converged))
+        return jnp.sqrt(jnp.maximum(div, 0.0)), converged
 
     # lax.map, not vmap: a vmapped Sinkhorn loop runs every context to the slowest one's
     # iteration count
@@ -167,7 +169,13 @@ def wasserstein(predicted: PerturbationData, observed: PerturbationData, *,
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     x, a, y, b = _paired_clouds(predicted, observed)
-    w2 = np.asarray(_sinkhorn_w2(x, a, y, b, float(epsilon), int(max_iterations)))
+    w2, converged = _sinkhorn_w2(x, a, y, b, float(epsilon), int(max_iterations))
+    w2, converged = np.asarray(w2), np.asarray(converged)
+    if not converged.all():
+        warnings.warn(
+            f"Sinkhorn did not converge in {max_iterations} iterations for contexts "
+            f"{np.flatnonzero(~converged)[:10].tolist()}; raise max_iterations or epsilon",
+            RuntimeWarning, stacklevel=2)
     return w2 if per_context else float(w2.mean())
 
 

@@ -3,6 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
+import gim_ppl
 from gim_ppl import metrics
 
 
@@ -55,3 +56,116 @@ def test_shd_counts_missing_extra_and_reversed_once():
     b[0, 2] = True  # extra
     b[0, 1] = False  # missing
     assert metrics.shd(a, b) == 3
+
+
+# -- distribution distances ---------------------------------------------------------------
+
+def clouds(groups):
+    """PerturbationData whose context k holds the points `groups[k] (n_k, d)`."""
+    x = np.concatenate(groups)
+    ctx = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+    k = len(groups)
+    return gim_ppl.PerturbationData.from_arrays(
+        x, ctx, features=np.ones((k, 1)), dose=np.ones(k), observational=np.zeros(k, bool))
+
+
+def brute_w2(x, y):
+    """Exact W2 between two uniform clouds of equal size by enumerating assignments."""
+    cost = ((x[:, None] - y[None]) ** 2).sum(-1)
+    best = min(cost[np.arange(len(x)), list(p)].mean()
+               for p in itertools.permutations(range(len(y))))
+    return np.sqrt(best)
+
+
+def test_wasserstein_matches_brute_force_assignment():
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(6, 2)) for _ in range(3)]
+    ys = [rng.normal(size=(6, 2)) + np.array([1.0, 0.0]) * k for k in range(3)]
+    got = metrics.wasserstein(clouds(xs), clouds(ys), epsilon=1e-2, per_context=True)
+    want = [brute_w2(x, y) for x, y in zip(xs, ys, strict=True)]
+    # debiased Sinkhorn at ε = 0.01 (costs O(1)) is within ~0.1% of exact OT
+    np.testing.assert_allclose(got, want, rtol=0.005)
+
+
+def test_wasserstein_unequal_sizes_matches_exact_solver():
+    ot = pytest.importorskip("ot")
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(n, 3)) for n in (7, 12)]
+    ys = [rng.normal(size=(n, 3)) * 1.5 + 0.5 for n in (4, 9)]
+    got = metrics.wasserstein(clouds(xs), clouds(ys), epsilon=1e-2, per_context=True)
+    want = [np.sqrt(ot.emd2(np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y)),
+                            ot.dist(x, y))) for x, y in zip(xs, ys, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=0.005)
+
+
+def test_wasserstein_of_translated_gaussians_is_the_shift():
+    # W2(N(m, I), N(m + δ, I)) = |δ|; with the same noise draw translated, the optimal plan
+    # is the identity and the empirical W2 is exactly |δ|
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4))
+    delta = np.array([1.0, -0.5, 0.0, 2.0])
+    got = metrics.wasserstein(clouds([x]), clouds([x + delta]), epsilon=0.01)
+    np.testing.assert_allclose(got, np.linalg.norm(delta), rtol=0.01)
+
+
+def naive_mmd2(x, y):
+    pooled = np.concatenate([x, y])
+    d2 = ((pooled[:, None] - pooled[None]) ** 2).sum(-1)
+    h2 = np.median(d2[np.triu_indices(len(pooled), 1)])
+
+    def k(a, b):
+        return np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * h2))
+
+    n, m = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy))
+            / (m * (m - 1)) - 2 * k(x, y).mean())
+
+
+def test_mmd_matches_naive_unbiased_estimate_with_padding():
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(n, 3)) for n in (5, 11, 8)]
+    ys = [rng.normal(size=(n, 3)) + 0.7 for n in (9, 4, 8)]
+    got = metrics.mmd(clouds(xs), clouds(ys), per_context=True)
+    want = [naive_mmd2(x, y) for x, y in zip(xs, ys, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_energy_distance_in_1d_equals_twice_cdf_l2():
+    # in one dimension, the energy distance between empirical distributions is
+    # 2 ∫ (F_n(t) − G_m(t))² dt, exactly
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=13), rng.normal(size=7) + 0.4
+    grid = np.sort(np.concatenate([x, y]))
+    f = np.searchsorted(np.sort(x), grid[:-1], side="right") / len(x)
+    g = np.searchsorted(np.sort(y), grid[:-1], side="right") / len(y)
+    want = 2 * np.sum((f - g) ** 2 * np.diff(grid))
+    got = metrics.energy_distance(clouds([x[:, None]]), clouds([y[:, None]]))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["wasserstein", "mmd", "energy_distance", "mean_error"])
+def test_same_distribution_scores_clearly_below_different(name):
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(300, 5)), rng.normal(size=(300, 5))
+    c = rng.normal(size=(300, 5)) * 1.3 + 0.8
+    fn = getattr(metrics, name)
+    same, diff = fn(clouds([a]), clouds([b])), fn(clouds([a]), clouds([c]))
+    assert same < 0.5 * diff, (same, diff)
+
+
+def test_distances_reject_mismatched_contexts():
+    rng = np.random.default_rng(6)
+    with pytest.raises(ValueError, match="contexts"):
+        metrics.wasserstein(clouds([rng.normal(size=(4, 2))]),
+                            clouds([rng.normal(size=(4, 2))] * 2))
+    with pytest.raises(ValueError, match="epsilon"):
+        metrics.wasserstein(clouds([rng.normal(size=(4, 2))]), clouds([rng.normal(size=(4, 2))]),
+                            epsilon=0.0)
+
+
+def test_wasserstein_warns_when_sinkhorn_does_not_converge():
+    rng = np.random.default_rng(7)
+    x, y = clouds([rng.normal(size=(6, 2))]), clouds([rng.normal(size=(6, 2)) + 1.0])
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        metrics.wasserstein(x, y, epsilon=1e-3, max_iterations=20)
