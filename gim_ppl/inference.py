@@ -77,6 +77,8 @@ def fit(
     target_sparsity: float | None = None,
     acyclicity_schedule: str | None = "cosine",
     acyclicity_ramp: float = 0.5,
+    batch_size: int | None = None,
+    devices=None,
 ) -> FitResult:
     """MAP (or any guide) by SVI with optax Adam, run in jitted `lax.scan` chunks.
 
@@ -95,9 +97,16 @@ def fit(
             first `acyclicity_ramp` of the steps (edges first fit freely, then the weaker
             direction of each 2-cycle is pruned, as augmented-Lagrangian DAG learners do);
             "constant"/None keeps λ fixed.
+        batch_size: cells per context per step (stratified minibatches, see
+            `stratified_batch`); a step then costs O(n_contexts · batch_size), not O(n_cells).
+            None: full batch.
+        devices: a sequence of JAX devices to shard the cells over (data parallel; see
+            `shard_cells`); None keeps everything on the default device.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1 cells per context, got {batch_size}")
     if not isinstance(data, PerturbationData) or data.x is None:
         raise ValueError("fit needs a PerturbationData with cells (data.x is None)")
     guide = AutoDelta(model) if guide is None else guide
@@ -107,20 +116,37 @@ def fit(
                               acyclicity_ramp)
     svi = SVI(model, guide, optax_to_numpyro(optax.adam(learning_rate)), Trace_ELBO())
 
+    if batch_size is not None and devices is not None:
+        raise ValueError("give batch_size or devices, not both")
+    key, batch_key = jax.random.split(key)
+    batches = None if batch_size is None else BatchIndex.build(data, int(batch_size))
+    pad_weights = None
+    if devices is not None:
+        data, pad_weights = shard_cells(data, devices)
+
+    def step_data(step, data, pad_weights):
+        if batches is None:
+            return data, pad_weights
+        return stratified_batch(jax.random.fold_in(batch_key, step), data, batches)
+
     @jax.jit
-    def run_chunk(state, weights, data):
-        def body(state, bl):
-            return svi.update(state, data, target_sparsity=bl[0], acyclicity_weight=bl[1])
+    def run_chunk(state, weights, data, pad_weights):
+        def body(state, row):
+            batch, cell_weights = step_data(row[2].astype(jnp.int32), data, pad_weights)
+            return svi.update(state, batch, target_sparsity=row[0], acyclicity_weight=row[1],
+                              cell_weights=cell_weights)
         return lax.scan(body, state, weights)
 
     start = time.perf_counter()
-    weights = jnp.stack([betas, lams], axis=1)
-    state = svi.init(key, data, target_sparsity=betas[0], acyclicity_weight=lams[0])
+    weights = jnp.stack([betas, lams, jnp.arange(steps, dtype=betas.dtype)], axis=1)
+    batch0, w0 = step_data(0, data, pad_weights)
+    state = svi.init(key, batch0, target_sparsity=betas[0], acyclicity_weight=lams[0],
+                     cell_weights=w0)
     losses, message, done = [], "", 0
     bar = _progress_bar(steps, progress)
     while done < steps:
         n = min(chunk_size, steps - done)
-        new_state, chunk_losses = run_chunk(state, weights[done:done + n], data)
+        new_state, chunk_losses = run_chunk(state, weights[done:done + n], data, pad_weights)
         chunk_losses = np.asarray(chunk_losses)
         if not (np.all(np.isfinite(chunk_losses)) and _finite(svi.get_params(new_state))):
             first = done + int(np.argmin(np.isfinite(chunk_losses)))
@@ -144,6 +170,92 @@ def fit(
     return FitResult(sites, losses, SVIRunResult(params, state, jnp.asarray(losses)), guide,
                      message, time.perf_counter() - start)
 
+
+
+class BatchIndex(NamedTuple):
+    """Where each context's cells are: `order (n_cells,)` cell indices sorted by context,
+    `start (n_contexts,)` offsets into `order`, `count (n_contexts,)`; `size` cells per
+    context per batch."""
+
+    order: jnp.ndarray
+    start: jnp.ndarray
+    count: jnp.ndarray
+    size: int
+
+    @classmethod
+    def build(cls, data: PerturbationData, size: int) -> BatchIndex:
+        ctx = np.asarray(data.context)
+        count = np.bincount(ctx, minlength=data.n_contexts)
+        start = np.r_[0, np.cumsum(count)[:-1]]
+        order = np.argsort(ctx, kind="stable").astype(np.int32)
+        return cls(jnp.asarray(order), jnp.asarray(start, jnp.int32),
+                   jnp.asarray(count, jnp.int32), int(size))
+
+
+def stratified_batch(key, data: PerturbationData, index: BatchIndex):
+    """A minibatch of `index.size` slots per context and the cell weights that make its
+    sufficient statistics unbiased for the full data's.
+
+    A context with `n_k ≤ size` cells contributes all of them (weight 1; unused slots weight
+    0); a larger one `size` cells drawn with replacement, each weighted `n_k / size`. The sum
+    of the weights of context k is `n_k` in every batch.
+
+    Returns:
+        `(PerturbationData with n_contexts · size cells, cell_weights (n_contexts · size,))`.
+    """
+    b = index.size
+    slot = jnp.arange(b)[None, :]
+    count = index.count[:, None]
+    small = count <= b
+    u = jax.random.uniform(key, (index.count.shape[0], b))
+    offset = jnp.where(small, jnp.minimum(slot, jnp.maximum(count - 1, 0)),
+                       jnp.floor(u * count).astype(jnp.int32))
+    cells = index.order[index.start[:, None] + offset].reshape(-1)
+    dtype = data.x.dtype
+    weight = jnp.where(small, (slot < count).astype(dtype), count.astype(dtype) / b)
+    ctx = jnp.repeat(jnp.arange(index.count.shape[0], dtype=jnp.int32), b)
+    batch = PerturbationData(
+        data.x[cells], ctx, data.features, data.dose, data.observational, data.perturbation,
+        data.var_names, data.context_names, data.feature_names, data.perturbation_names,
+    )
+    return batch, weight.reshape(-1)
+
+
+def shard_cells(data: PerturbationData, devices):
+    """Place the cells of `data` split over `devices` along the cell axis (per-context arrays
+    replicated), so a jitted likelihood runs data-parallel: each device sums its cells'
+    statistics and XLA all-reduces them.
+
+    The cell count is padded to a multiple of the number of devices with copies of the first
+    cell carrying weight 0, so the result equals the unsharded one up to summation order.
+
+    Returns:
+        `(sharded PerturbationData, cell_weights (n_padded,))` — pass the weights to the
+        model (`cell_weights=`); `fit(..., devices=)` does this for you.
+    """
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices must name at least one device")
+    n = data.x.shape[0]
+    pad = (-n) % len(devices)
+    idx = np.r_[np.arange(n), np.zeros(pad, dtype=int)]
+    weights = np.r_[np.ones(n), np.zeros(pad)].astype(np.asarray(data.x).dtype)
+    mesh = Mesh(np.asarray(devices), ("cells",))
+    rows, rep = NamedSharding(mesh, P("cells")), NamedSharding(mesh, P())
+
+    def put(a, sharding):
+        return jax.device_put(jnp.asarray(a), sharding)
+
+    sharded = PerturbationData(
+        put(np.asarray(data.x)[idx], rows), put(np.asarray(data.context)[idx], rows),
+        put(data.features, rep), put(data.dose, rep), put(data.observational, rep),
+        put(data.perturbation, rep), data.var_names, data.context_names, data.feature_names,
+        data.perturbation_names,
+    )
+    return sharded, put(weights, rows)
 
 
 def _progress_bar(total, enabled):

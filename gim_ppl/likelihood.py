@@ -40,21 +40,28 @@ class ResidualStats(NamedTuple):
     sum_rf: jnp.ndarray | None = None
 
 
-def residual_stats(residuals, context, n_contexts: int, fitted=None) -> ResidualStats:
+def residual_stats(residuals, context, n_contexts: int, fitted=None,
+                   cell_weights=None) -> ResidualStats:
     """Sufficient statistics of residuals `r = x − f(x)` per context (one segment_sum).
 
     Args:
         residuals: `(n_cells, n_vars)`.
         context: `(n_cells,)` int in `[0, n_contexts)`.
         fitted: `(n_cells, n_vars)` f(x), only for replace interventions.
+        cell_weights: optional `(n_cells,)` weights of the cells in every sum: `n_k / b_k` for
+            a minibatch of `b_k` of a context's `n_k` cells (unbiased sums), 0 for padding.
     """
     ones = jnp.ones((*residuals.shape[:1], 1), residuals.dtype)
     cols = [ones, residuals, residuals * residuals]
     if fitted is not None:
         cols += [fitted, fitted * fitted, residuals * fitted]
-    sums = jax.ops.segment_sum(jnp.concatenate(cols, axis=-1), context, n_contexts)
+    n_blocks = len(cols) - 1
+    stacked = jnp.concatenate(cols, axis=-1)
+    if cell_weights is not None:
+        stacked = stacked * jnp.asarray(cell_weights, stacked.dtype)[:, None]
+    sums = jax.ops.segment_sum(stacked, context, n_contexts)
     d = residuals.shape[-1]
-    parts = [sums[:, 1 + i * d: 1 + (i + 1) * d] for i in range(len(cols) - 1)]
+    parts = [sums[:, 1 + i * d: 1 + (i + 1) * d] for i in range(n_blocks)]
     return ResidualStats(sums[:, 0], *parts)
 
 

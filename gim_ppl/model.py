@@ -202,19 +202,25 @@ class GIM:
 
     # -- the NumPyro model -----------------------------------------------------------
     def __call__(self, data: PerturbationData, target_sparsity=None, acyclicity_weight=None, *,
-                 hard_targets=False):
+                 hard_targets=False, cell_weights=None):
         """Log joint of the parameters and `data` (cells marginalised over targets), or,
         without cells, a generative pass that samples `targets`, `noise` and records `"x"`.
 
         `target_sparsity` (β_I) and `acyclicity_weight` (λ) override the model's defaults for
-        this call, so `fit` can anneal them.
+        this call, so `fit` can anneal them. `cell_weights (n_cells,)` weight each cell in the
+        sufficient statistics (minibatches: `n_k / b_k`; padding: 0).
         """
         self._check_data(data)
         params = {s: numpyro.sample(s, prior) for s, prior in self._priors.items()}
         params["weights"] = masked_weights(params["weights"])
         # The Gaussian conditionals form a proper density only for a DAG; a cycle can raise
         # them by O(1) nats per cell, so the penalty scales with the number of cells.
-        n_scale = data.x.shape[0] if data.x is not None else 1
+        if data.x is None:
+            n_scale = 1
+        elif cell_weights is None:
+            n_scale = data.x.shape[0]
+        else:
+            n_scale = jnp.sum(cell_weights)
         lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
         numpyro.factor(
             "acyclicity",
@@ -233,7 +239,8 @@ class GIM:
         n_contexts = data.dose.shape[0]
         fitted = mechanism_mean(self.mechanism, params, data.x)
         stats = residual_stats(data.x - fitted, data.context, n_contexts,
-                               fitted if self.intervention_kind == "replace" else None)
+                               fitted if self.intervention_kind == "replace" else None,
+                               cell_weights)
         groups = self._groups(data)
         if self.marginal == "exact":
             l0, l1 = target_terms(stats, params["noise_scale"], shift, self.intervention_kind)

@@ -1,0 +1,233 @@
+"""Performance benchmark (`gim-ppl bench --perf`): the NumPyro SVI step against a
+hand-written pure-JAX floor of the same objective, a full default fit, and scaling of time
+per step and compiled memory with cells and variables.
+
+Timing protocol: every step function runs `n_steps` Adam steps inside one jitted `lax.scan`;
+the first call (compile + run) is reported as compile time minus one run, then the median of
+`repeats` further calls gives the time per step. Memory is XLA's compiled-memory analysis of
+one step (arguments + outputs + temporaries), which is what the step needs on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDelta
+from numpyro.optim import optax_to_numpyro
+
+from gim_ppl.data import PerturbationData
+from gim_ppl.graph import acyclicity_penalty
+from gim_ppl.hill import hill_shift
+from gim_ppl.interventions import intervention_outputs
+from gim_ppl.likelihood import exact_marginal, relaxed_mc_marginal, residual_stats, target_terms
+from gim_ppl.mechanisms import masked_weights, mechanism_mean
+from gim_ppl.model import GIM
+
+
+def floor_loss(model: GIM, unconstrained: dict, data: PerturbationData, key):
+    """−log joint of `model` written directly in JAX (no NumPyro handlers or ELBO), in the
+    same unconstrained coordinates as AutoDelta (log noise scale). Shift interventions,
+    independent targets: the configuration `gim-ppl demo` fits."""
+    params = dict(unconstrained)
+    params["noise_scale"] = jnp.exp(unconstrained["noise_scale"])
+    log_prior = sum(jnp.sum(prior.log_prob(params[s])) for s, prior in model._priors.items())
+    params["weights"] = masked_weights(params["weights"])
+    n_cells = data.x.shape[0]
+    penalty = (model.acyclicity_weight * n_cells
+               * acyclicity_penalty(params["weights"], model.acyclicity, model.power_iterations))
+    heads = intervention_outputs(params, data.features)
+    shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+    prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
+    sparsity = model.target_sparsity * jnp.sum(prob)
+    fitted = mechanism_mean(model.mechanism, params, data.x)
+    stats = residual_stats(data.x - fitted, data.context, data.dose.shape[0])
+    if model.marginal == "exact":
+        l0, l1 = target_terms(stats, params["noise_scale"], shift)
+        loglik = exact_marginal(l0, l1, heads.target_logits, data.observational)
+    else:
+        loglik = relaxed_mc_marginal(key, stats, params["noise_scale"], shift,
+                                     heads.target_logits, data.observational,
+                                     temperature=model.temperature, n_samples=model.n_mc)
+    return -(log_prior + loglik) + penalty + sparsity
+
+
+def _time_scan(run, state, n_steps: int, repeats: int) -> dict:
+    """Compile time and median seconds per step of `run(state) -> (state, losses)`."""
+    start = time.perf_counter()
+    jax.block_until_ready(run(state))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(state))
+        times.append(time.perf_counter() - start)
+    med = float(np.median(times))
+    return {"compile_seconds": max(first - med, 0.0), "seconds_per_step": med / n_steps,
+            "repeats": repeats, "n_steps": n_steps}
+
+
+def numpyro_step_timing(model: GIM, data: PerturbationData, *, n_steps: int = 200,
+                        repeats: int = 5, learning_rate: float = 1e-3) -> dict:
+    """(a) SVI steps of `model` through NumPyro (AutoDelta, Trace_ELBO, optax Adam)."""
+    svi = SVI(model, AutoDelta(model), optax_to_numpyro(optax.adam(learning_rate)),
+              Trace_ELBO())
+    state = svi.init(jax.random.key(0), data)
+
+    @jax.jit
+    def run(state):
+        return jax.lax.scan(lambda s, _: svi.update(s, data), state, None, length=n_steps)
+
+    return _time_scan(run, state, n_steps, repeats)
+
+
+def floor_step_timing(model: GIM, data: PerturbationData, *, n_steps: int = 200,
+                      repeats: int = 5, learning_rate: float = 1e-3) -> dict:
+    """(b) The same objective by `jax.value_and_grad(floor_loss)` + optax Adam."""
+    rng = np.random.default_rng(0)
+    params = {s: jnp.asarray(rng.normal(scale=0.1, size=shape), data.x.dtype)
+              for s, shape in model.site_shapes.items()}
+    opt = optax.adam(learning_rate)
+    grad_fn = jax.value_and_grad(lambda p, k: floor_loss(model, p, data, k))
+
+    @jax.jit
+    def run(state):
+        def step(carry, i):
+            params, opt_state = carry
+            loss, grad = grad_fn(params, jax.random.fold_in(jax.random.key(0), i))
+            updates, opt_state = opt.update(grad, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+        return jax.lax.scan(step, state, jnp.arange(n_steps))
+
+    return _time_scan(run, (params, opt.init(params)), n_steps, repeats)
+
+
+def step_memory_bytes(model: GIM, data: PerturbationData) -> int | None:
+    """Bytes XLA allocates for one NumPyro SVI step (arguments, outputs, temporaries)."""
+    svi = SVI(model, AutoDelta(model), optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+    state = svi.init(jax.random.key(0), data)
+    compiled = jax.jit(lambda s, d: svi.update(s, d)).lower(state, data).compile()
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+               + stats.temp_size_in_bytes)
+
+
+def random_cells(n_cells: int, n_vars: int, *, n_contexts: int = 100, n_features: int = 10,
+                 seed: int = 0) -> PerturbationData:
+    """Synthetic cells of a given size for scaling runs (values are irrelevant to timing):
+    one observational context and `n_contexts − 1` perturbational ones, cells spread evenly."""
+    rng = np.random.default_rng(seed)
+    ctx = np.arange(n_cells) % n_contexts
+    obs = np.arange(n_contexts) == 0
+    return PerturbationData(
+        jnp.asarray(rng.normal(size=(n_cells, n_vars)), jnp.float32), jnp.asarray(ctx,
+                                                                                  jnp.int32),
+        jnp.asarray(np.where(obs[:, None], 0.0, rng.normal(size=(n_contexts, n_features))),
+                    jnp.float32),
+        jnp.asarray(np.where(obs, 0.0, rng.choice([0.5, 1.0, 2.0], n_contexts)), jnp.float32),
+        jnp.asarray(obs), jnp.asarray(np.where(obs, -1, np.arange(n_contexts)), jnp.int32),
+        tuple(f"x{j}" for j in range(n_vars)), tuple(f"c{k}" for k in range(n_contexts)),
+        tuple(f"z{j}" for j in range(n_features)),
+        tuple(f"p{k}" for k in range(n_contexts)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfConfig:
+    """What `run_perf` measures; `quick` shrinks every size for a smoke run."""
+
+    step_vars: tuple = (10, 100)
+    cells: tuple = (1_000, 10_000, 100_000, 1_000_000)
+    vars_: tuple = (10, 100, 1000)
+    vars_cells: int = 10_000
+    mlp_max_vars: int = 100
+    n_steps: int = 100
+    repeats: int = 5
+    full_fit_steps: int = 30_000
+    full_fit_marginals: tuple = ("exact", "relaxed_mc")
+
+    @classmethod
+    def quick(cls) -> PerfConfig:
+        return cls(step_vars=(10,), cells=(1_000, 10_000), vars_=(10, 30), vars_cells=2_000,
+                   mlp_max_vars=30, n_steps=20, repeats=2, full_fit_steps=500,
+                   full_fit_marginals=("exact",))
+
+
+def run_perf(config: PerfConfig, *, log=print) -> dict:
+    """Every measurement of the performance benchmark; JSON-ready."""
+    from gim_ppl.datasets import synthetic_hill
+    from gim_ppl.inference import fit
+
+    out: dict = {"config": dataclasses.asdict(config), "steps": [], "scaling": [],
+                 "full_fit": []}
+    for d in config.step_vars:
+        bench = synthetic_hill(0, n_vars=d)
+        for marginal in ("exact", "relaxed_mc"):
+            model = GIM(d, bench.train.n_features, marginal=marginal)
+            a = numpyro_step_timing(model, bench.train, n_steps=config.n_steps,
+                                    repeats=config.repeats)
+            b = floor_step_timing(model, bench.train, n_steps=config.n_steps,
+                                  repeats=config.repeats)
+            row = {"n_vars": d, "marginal": marginal, "numpyro": a, "floor": b,
+                   "ratio": a["seconds_per_step"] / b["seconds_per_step"]}
+            out["steps"].append(row)
+            log(f"step d={d} {marginal}: numpyro {1e3 * a['seconds_per_step']:.3f} ms, "
+                f"floor {1e3 * b['seconds_per_step']:.3f} ms, ratio {row['ratio']:.2f}")
+
+    sizes = [("cells", n, 10) for n in config.cells]
+    sizes += [("vars", config.vars_cells, d) for d in config.vars_]
+    for mechanism in ("linear", "mlp"):
+        for axis, n, d in sizes:
+            if mechanism == "mlp" and d > config.mlp_max_vars:
+                continue
+            data = random_cells(n, d)
+            model = GIM(d, data.n_features, mechanism=mechanism)
+            t = numpyro_step_timing(model, data, n_steps=max(2, config.n_steps // 10),
+                                    repeats=config.repeats)
+            mem = step_memory_bytes(model, data)
+            out["scaling"].append({"axis": axis, "mechanism": mechanism, "n_cells": n,
+                                   "n_vars": d, **t, "memory_bytes": mem})
+            log(f"scaling {mechanism} n={n} d={d}: {1e3 * t['seconds_per_step']:.2f} ms/step, "
+                f"{(mem or 0) / 2**20:.1f} MiB")
+
+    bench = synthetic_hill(0)
+    for marginal in config.full_fit_marginals:
+        model = GIM(10, 10, marginal=marginal)
+        start = time.perf_counter()
+        fit(model, bench.train, steps=config.full_fit_steps, key=jax.random.key(0),
+            progress=False)
+        seconds = time.perf_counter() - start
+        out["full_fit"].append({"marginal": marginal, "steps": config.full_fit_steps,
+                                "seconds": seconds})
+        log(f"full fit {marginal}: {config.full_fit_steps} steps in {seconds:.1f} s")
+    return out
+
+
+def perf_markdown(results: dict) -> str:
+    """Markdown tables of a `run_perf` result."""
+    lines = ["## SVI step: NumPyro vs pure-JAX floor", "",
+             "| d | marginal | NumPyro ms/step | floor ms/step | ratio | compile s (NumPyro) |",
+             "|---|---|---|---|---|---|"]
+    for r in results["steps"]:
+        lines.append(f"| {r['n_vars']} | {r['marginal']} | "
+                     f"{1e3 * r['numpyro']['seconds_per_step']:.3f} | "
+                     f"{1e3 * r['floor']['seconds_per_step']:.3f} | {r['ratio']:.2f} | "
+                     f"{r['numpyro']['compile_seconds']:.1f} |")
+    lines += ["", "## Scaling (NumPyro SVI step, exact marginal)", "",
+              "| mechanism | cells | d | ms/step | step memory (MiB) |", "|---|---|---|---|---|"]
+    for r in results["scaling"]:
+        mem = "—" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f}"
+        lines.append(f"| {r['mechanism']} | {r['n_cells']:,} | {r['n_vars']} | "
+                     f"{1e3 * r['seconds_per_step']:.2f} | {mem} |")
+    lines += ["", "## Full fit of the default benchmark (d = 10)", "",
+              "| marginal | steps | wall s |", "|---|---|---|"]
+    for r in results["full_fit"]:
+        lines.append(f"| {r['marginal']} | {r['steps']} | {r['seconds']:.1f} |")
+    return "\n".join(lines)
