@@ -88,13 +88,19 @@ def shd(true_adjacency, estimated_adjacency) -> int:
     return int(np.triu(pair, k=1).sum())
 
 
-def _context_means(data: PerturbationData) -> np.ndarray:
+def _cells(data: PerturbationData):
+    """`(x (n, d), context (n,), counts (k,))` as numpy, every context with cells."""
     if data.x is None:
         raise ValueError("data has no cells")
     x, ctx = np.asarray(data.x), np.asarray(data.context)
     counts = np.bincount(ctx, minlength=data.n_contexts)
     if (counts == 0).any():
         raise ValueError(f"contexts without cells: {np.flatnonzero(counts == 0)[:10]}")
+    return x, ctx, counts
+
+
+def _context_means(data: PerturbationData) -> np.ndarray:
+    x, ctx, counts = _cells(data)
     sums = np.zeros((data.n_contexts, x.shape[1]))
     np.add.at(sums, ctx, x)
     return sums / counts[:, None]
@@ -116,12 +122,7 @@ def mean_error(predicted: PerturbationData, observed: PerturbationData, *,
 def _padded_clouds(data: PerturbationData):
     """Cells grouped by context: `(points (k, m, d), weights (k, m))`, weights 1/n_k on real
     cells and 0 on padding, `m = max_k n_k`."""
-    if data.x is None:
-        raise ValueError("data has no cells")
-    x, ctx = np.asarray(data.x), np.asarray(data.context)
-    counts = np.bincount(ctx, minlength=data.n_contexts)
-    if (counts == 0).any():
-        raise ValueError(f"contexts without cells: {np.flatnonzero(counts == 0)[:10]}")
+    x, ctx, counts = _cells(data)
     order = np.argsort(ctx, kind="stable")
     start = np.r_[0, np.cumsum(counts)[:-1]]
     slot = np.arange(ctx.size) - np.repeat(start, counts)
