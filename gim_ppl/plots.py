@@ -226,6 +226,7 @@ def plot_dose_response(
     band: float = 0.9,
     n_doses: int = 101,
     max_variables: int = 4,
+    legend: bool = True,
     ax=None,
 ) -> tuple[Figure, np.ndarray]:
     """Fitted Hill curves per (perturbation, variable) with observed context means on top.
@@ -250,20 +251,19 @@ def plot_dose_response(
             aligned with `data` (e.g. `bench.truth.hill["train"]`); drawn dashed.
         true_targets: `(n_contexts, n_vars)` bool aligned with `data`; required with
             `true_hill` (a non-targeted variable's true curve is 0).
+        legend: draw a legend (below a new figure; in the first panel of given axes).
         ax: one Axes per panel (`n_perturbations · n_variables`, row-major), or None.
     Returns:
-        `(fig, axes)` with `axes (n_perturbations, n_variables)`.
+        `(fig, axes)` with `axes (n_perturbations, n_variables)`. Artists carry gids for
+        inspection: "fit" (curve), "band", "truth", "observed", "control".
     """
     if not 0.0 < band < 1.0:
         raise ValueError(f"band must be in (0, 1), got {band}")
     if (true_hill is None) != (true_targets is None):
         raise ValueError("give true_hill and true_targets together")
-    if perturbations is None:
-        ids, first = _present_perturbations(data)
-        if ids.size == 0:
-            raise ValueError("data has no perturbational contexts")
-        perturbations = [int(ids[0])]
     pert_ids, first = _pick_perturbations(data, perturbations)
+    if perturbations is None:
+        pert_ids, first = pert_ids[:1], first[:1]
     params, has_draws = _draw_params(model, sites)
     heads = data.subset(first)
     hill = model.hill_parameters(sites, heads)  # each (n_draws?, n_pert, d)
@@ -300,7 +300,7 @@ def plot_dose_response(
                                color=FIT_COLOR, alpha=0.25, lw=0, gid="band",
                                label=f"{round(100 * band)}% posterior band")
             a.plot(doses, np.median(curve, 0), color=FIT_COLOR, lw=2.0, gid="fit",
-                   label="fitted Hill curve")
+                   label="posterior median curve" if has_draws else "fitted Hill curve")
             if true_hill is not None:
                 h = {key: np.asarray(true_hill[key])[k0, j] for key in ("emax", "ec50", "hill")}
                 on = bool(np.asarray(true_targets)[k0, j])
@@ -325,12 +325,12 @@ def plot_dose_response(
                 a.set_xlabel("dose")
             if c == 0:
                 a.set_ylabel(ylabel)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if n_rows * n_cols > 1:
+    if legend and ax is None:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8,
                    frameon=False)
-    else:
-        axes[0, 0].legend(fontsize=7, loc="lower right")
+    elif legend:
+        axes[0, 0].legend(fontsize=7, loc="best")
     return fig, axes
 
 
@@ -406,8 +406,11 @@ def plot_targets(
                                       edgecolor=TRUTH_COLOR, gid="true_target"))
     fig.colorbar(image, ax=list(axes), label="target probability", shrink=0.9)
     if truth is not None:
-        fig.legend(handles=[Patch(fill=False, edgecolor=TRUTH_COLOR, label="true target")],
-                   loc="outside lower center", fontsize=8, frameon=False)
+        handle = Patch(fill=False, edgecolor=TRUTH_COLOR, label="true target")
+        if ax is None:
+            fig.legend(handles=[handle], loc="outside lower center", fontsize=8, frameon=False)
+        else:
+            axes[-1].legend(handles=[handle], loc="upper right", fontsize=7)
     return fig, axes
 
 
@@ -452,6 +455,31 @@ def _layered_positions(adjacency: np.ndarray) -> dict[int, tuple[float, float]]:
         for i, node in enumerate(nodes):
             pos[int(node)] = (i - (nodes.size - 1) / 2.0 + offset, -float(level))
     return pos
+
+
+def _edge_bend(pos: Mapping, i: int, j: int, clearance: float = 0.3) -> float:
+    """Curvature (matplotlib `arc3` rad) of the edge i → j that keeps it clear of other nodes.
+
+    Tries slight bends first, then stronger ones either way; returns the first whose curve
+    passes every other node at `clearance` (in layout units, ~ node spacing), else the one
+    that passes farthest. arc3 puts the Bezier control point at `mid + rad · (dy, −dx)`.
+    """
+    a, b = np.asarray(pos[i], dtype=float), np.asarray(pos[j], dtype=float)
+    others = np.asarray([p for k, p in pos.items() if k not in (i, j)], dtype=float)
+    if others.size == 0:
+        return 0.1
+    t = np.linspace(0.08, 0.92, 22)[:, None]
+    normal = np.array([b[1] - a[1], a[0] - b[0]])
+    best, best_gap = 0.1, -np.inf
+    for rad in (0.1, -0.1, 0.25, -0.25, 0.4, -0.4, 0.55, -0.55):
+        control = (a + b) / 2.0 + rad * normal
+        curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * control + t**2 * b
+        gap = float(np.min(np.linalg.norm(curve[:, None, :] - others[None], axis=-1)))
+        if gap >= clearance:
+            return rad
+        if gap > best_gap:
+            best, best_gap = rad, gap
+    return best
 
 
 def plot_graph(
@@ -513,7 +541,13 @@ def plot_graph(
                          f"got {layout!r}")
 
     width_by = max(float(weights[learned].max()) if learned.any() else 1.0, 1e-12)
-    fig, ax = _single_axes(ax, (1.0 + 0.55 * d, 0.9 + 0.5 * d))
+    if isinstance(layout, str) and layout == "layered":  # unit spacing between nodes and rows
+        span = np.ptp(np.asarray([pos[i] for i in range(d)], dtype=float), axis=0)
+    else:
+        span = np.full(2, max(2.0, 0.8 * np.sqrt(d)))
+    # ~1.1 inch per unit of node spacing, plus room for the legend on the right
+    fig, ax = _single_axes(ax, (min(3.0 + 1.1 * (span[0] + 1), 14.0),
+                                min(1.0 + 1.1 * (span[1] + 1), 10.0)))
     node_size = 900
     nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=node_size, node_color="white",
                            edgecolors="0.2", linewidths=1.2)
@@ -523,14 +557,13 @@ def plot_graph(
         if not edges:
             continue
         dashed = cls == "missing"
-        widths = [1.5 if dashed else 0.8 + (max_width - 0.8) * weights[i, j] / width_by
-                  for i, j in edges]
-        patches = nx.draw_networkx_edges(
-            graph, pos, edgelist=edges, ax=ax, width=widths, edge_color=EDGE_COLORS[cls],
-            style="--" if dashed else "-", arrows=True, arrowstyle="-|>", arrowsize=14,
-            node_size=node_size, connectionstyle="arc3,rad=0.12",
-        )
-        for patch, (i, j) in zip(patches, edges, strict=True):
+        for i, j in edges:
+            width = 1.5 if dashed else 0.8 + (max_width - 0.8) * weights[i, j] / width_by
+            (patch,) = nx.draw_networkx_edges(
+                graph, pos, edgelist=[(i, j)], ax=ax, width=width, edge_color=EDGE_COLORS[cls],
+                style="--" if dashed else "-", arrows=True, arrowstyle="-|>", arrowsize=14,
+                node_size=node_size, connectionstyle=f"arc3,rad={_edge_bend(pos, i, j):.3f}",
+            )
             patch.set_gid(f"{cls}:{i}->{j}")
         label = f"{cls} ({len(edges)})" if cls != "edge" else f"learned edge ({len(edges)})"
         handles.append(Line2D([], [], color=EDGE_COLORS[cls], lw=2, ls="--" if dashed else "-",
@@ -541,7 +574,7 @@ def plot_graph(
     ax.set_title(title, fontsize=10)
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
-                  frameon=False, title="edge width ∝ |weight|", title_fontsize=8)
+                  frameon=False, title="width ∝ |weight|", title_fontsize=8)
     ax.set_axis_off()
     ax.margins(0.12)
     return fig, ax
@@ -631,7 +664,8 @@ def plot_pair(
         pair: two variable names or indices (x axis, y axis).
         max_points: at most this many cells of each source are drawn (evenly spaced).
     Returns:
-        `(fig, ax)`; observed in grey, predicted in orange.
+        `(fig, ax)`; observed in grey (drawn on top), predicted in orange; the two point
+        collections have gids "observed" and "predicted".
     """
     sources = _sources(predicted, observed)
     names = sources[0][1].var_names
@@ -641,13 +675,14 @@ def plot_pair(
     i, j = pair_ids
     fig, ax = _single_axes(ax, (3.6, 3.4))
     name = _context_name(sources, context)
-    for label, data in sources:
+    for label, data in sources[::-1]:  # observed cells on top
         x = _cells(data, _context_index(data, name))
         keep = np.unique(np.linspace(0, x.shape[0] - 1, min(max_points, x.shape[0])).astype(int))
         observed_here = label == "observed"
-        ax.scatter(x[keep, i], x[keep, j], s=9, alpha=0.5 if observed_here else 0.4,
+        ax.scatter(x[keep, i], x[keep, j], s=10 if observed_here else 8,
+                   alpha=0.7 if observed_here else 0.35,
                    color=OBSERVED_COLOR if observed_here else PREDICTED_COLOR,
-                   marker="o" if observed_here else "^", label=label, linewidths=0)
+                   marker="o" if observed_here else "^", label=label, linewidths=0, gid=label)
     ax.set_xlabel(names[i])
     ax.set_ylabel(names[j])
     ax.set_title(name, fontsize=9)

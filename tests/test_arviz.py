@@ -3,7 +3,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import arviz as az
-import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -82,12 +81,3 @@ def test_per_perturbation_rejects_mixed_features_and_unknown_per():
         gim_ppl.to_arviz(model, draws, mixed, per="perturbation")
     with pytest.raises(ValueError, match="per must be"):
         gim_ppl.to_arviz(model, draws, data, per="drug")
-
-
-def test_per_perturbation_from_mcmc_keeps_chains():
-    model, _, data = _problem()
-    mcmc = gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=30, num_samples=20,
-                            num_chains=2)
-    idata = gim_ppl.to_arviz(model, mcmc, data, per="perturbation")
-    assert idata.posterior["hill"].shape == (2, 20, 3, 3)
-    assert "diverging" in idata.sample_stats

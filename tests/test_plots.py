@@ -181,6 +181,18 @@ def test_targets_heatmaps_prior_posterior_and_truth(fitted):
     assert "prior" in axes[0].get_title() and "posterior" in axes[1].get_title()
 
 
+def test_targets_on_given_axes(fitted):
+    bench, model, result = fitted
+    fig, axes = plt.subplots(1, 2)
+    out_fig, out_axes = plots.plot_targets(model, result.sites, bench.train, perturbations=[2, 0],
+                                           true_targets=bench.truth.targets["train"], ax=axes)
+    assert out_fig is fig and list(out_axes) == list(axes) and len(fig.axes) == 3
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["drug_02", "drug_00"]
+    assert axes[1].get_legend() is not None and not fig.legends
+    with pytest.raises(ValueError, match="must hold 2 axes"):
+        plots.plot_targets(model, result.sites, bench.train, ax=axes[0])
+
+
 def test_targets_without_cells_shows_only_the_prior(fitted):
     bench, model, result = fitted
     contexts = bench.full_ood.contexts_only()
@@ -237,6 +249,12 @@ def test_graph_colours_edges_by_class_and_width_by_weight():
     assert node_labels == ["x0", "x1", "x2", "x3"]
 
 
+def test_edges_bend_around_nodes_in_their_way():
+    on_a_line = {0: (0.0, 0.0), 1: (0.0, -1.0), 2: (0.0, -2.0), 3: (3.0, 0.0)}
+    assert abs(plots._edge_bend(on_a_line, 0, 2)) >= 0.25  # node 1 sits on the segment
+    assert plots._edge_bend(on_a_line, 0, 1) == 0.1  # nothing in the way: a slight bend
+
+
 def test_graph_with_names_draws_and_layouts(fitted):
     bench, model, result = fitted
     draws = _draws(result.sites, n=8)
@@ -264,12 +282,13 @@ def test_predicted_vs_observed_panels(fitted):
         observed_line, predicted_line = a.get_lines()
         assert a.get_xlabel() == var
         assert predicted_line.get_linestyle() == "--"
-        grid = observed_line.get_xdata()
-        area = np.trapezoid(observed_line.get_ydata(), grid)
+        grid, dens = observed_line.get_xdata(), observed_line.get_ydata()
+        area = np.sum(np.diff(grid) * (dens[1:] + dens[:-1]) / 2.0)
         assert 0.9 < area < 1.01  # a density over the plotted range
     scatter = axes[4]
-    observed_pts, predicted_pts = [c for c in scatter.collections
-                                   if isinstance(c, PathCollection)]
+    (observed_pts,) = _by_gid(scatter.collections, "observed")
+    (predicted_pts,) = _by_gid(scatter.collections, "predicted")
+    assert isinstance(observed_pts, PathCollection)
     x_obs = np.asarray(test.x)[np.asarray(test.context) == 3]
     np.testing.assert_allclose(observed_pts.get_offsets(), x_obs[:, [2, 0]], rtol=1e-6)
     assert predicted_pts.get_offsets().shape == (40, 2)
