@@ -160,7 +160,7 @@ def _sinkhorn_w2(x, a, y, b, epsilon, max_iterations: int):
 
 
 def wasserstein(predicted: PerturbationData, observed: PerturbationData, *,
-                epsilon: float = 0.1, max_iterations: int = 2000, per_context: bool = False):
+                epsilon: float = 0.1, max_iterations: int = 10_000, per_context: bool = False):
     """Wasserstein-2 between predicted and observed cells of each context, as √S_ε.
 
     S_ε is ott-jax's debiased Sinkhorn divergence with cost ‖x − y‖² (no cost scaling) and

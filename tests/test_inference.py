@@ -54,7 +54,7 @@ def test_fit_rejects_data_without_cells():
 
 def test_nuts_and_arviz_with_named_coords():
     data = small_data(d=2, p=1, n_pert=2, n_cells=8)
-    model = gim_ppl.GIM(2, 1)
+    model = gim_ppl.GIM(2, 1, acyclicity="notears")  # exact gradient, as HMC needs
     mcmc = gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=150,
                             num_samples=100, num_chains=2)
     samples = mcmc.get_samples()
@@ -74,6 +74,16 @@ def test_nuts_and_arviz_with_named_coords():
     assert model.target_probabilities(samples, data).shape == (data.n_contexts, 2)
     assert model.hill_parameters(samples, data)["ec50"].shape == (200, data.n_contexts, 2)
     assert model.graph(samples).dtype == bool
+    by_pert = gim_ppl.to_arviz(model, mcmc, data, per="perturbation").posterior
+    assert list(by_pert["emax"].dims)[2:] == ["perturbation", "var"]
+    assert by_pert.sizes["perturbation"] == 2
+
+
+def test_run_mcmc_warns_on_spectral_penalty():
+    data = small_data(d=2, p=1, n_pert=2, n_cells=4)
+    with pytest.warns(UserWarning, match="notears"):
+        gim_ppl.run_mcmc(gim_ppl.GIM(2, 1), data, key=jax.random.key(0), num_warmup=2,
+                         num_samples=2)
 
 
 def test_to_arviz_from_a_map_point():
