@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from gim_ppl import metrics
 from gim_ppl.baselines import Observational
+from gim_ppl.data import PerturbationData
 from gim_ppl.datasets import synthetic_hill
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
@@ -90,6 +95,361 @@ def _demo(args) -> int:
     return 0
 
 
+def _perf(args) -> int:
+    import json
+    from pathlib import Path
+
+    from gim_ppl.perf import PerfConfig, perf_markdown, run_perf
+
+    config = PerfConfig.quick() if args.quick else PerfConfig()
+    machine = machine_description()
+    print(f"machine: {machine}")
+    results = {**run_perf(config), "machine": machine}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf.json").write_text(json.dumps(results, indent=2))
+    md = f"# gim_ppl performance\n\nMachine: {machine}.\n\n{perf_markdown(results)}\n"
+    (out / "perf.md").write_text(md)
+    print(md)
+    print(f"wrote {out / 'perf.json'} and {out / 'perf.md'}")
+    return 0
+
+
+def _bench(args) -> int:
+    from gim_ppl.benchmark import METHODS, BenchConfig, run_benchmark, write_results
+
+    if args.perf:
+        return _perf(args)
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"unknown methods {unknown}; choose from {METHODS}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in dict(
+        seeds=tuple(args.seeds) if args.seeds else None, n_vars=args.n_vars,
+        mechanism=args.mechanism, graph=args.graph, steps=args.steps,
+        learning_rate=args.learning_rate, methods=methods).items() if v is not None}
+    config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    machine = machine_description()
+    print(f"machine: {machine}")
+    print(f"config: {config}")
+    results = run_benchmark(config, progress=not args.no_progress)
+    json_path, md_path = write_results(results, args.out, machine=machine)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _add_bench_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="run every method on the synthetic protocol, several "
+                                         "seeds; write results.json and results.md")
+    bench.add_argument("--quick", action="store_true",
+                       help="small setting for CI: 1 seed, 4000 steps at lr 1e-2, fewer "
+                            "test contexts")
+    bench.add_argument("--perf", action="store_true",
+                       help="performance benchmark instead: NumPyro step vs pure-JAX floor, "
+                            "scaling in cells and variables, full-fit time (perf.json/.md)")
+    bench.add_argument("--seeds", type=int, nargs="+")
+    bench.add_argument("--n-vars", type=int)
+    bench.add_argument("--mechanism", choices=("linear", "mlp"))
+    bench.add_argument("--graph", choices=("er", "sf"))
+    bench.add_argument("--steps", type=int)
+    bench.add_argument("--learning-rate", type=float)
+    bench.add_argument("--methods", help="comma-separated subset of the methods")
+    bench.add_argument("--out", default="bench_results")
+    bench.add_argument("--no-progress", action="store_true")
+
+
+# --- gim-ppl fit: a GIM on the user's drug screen ---------------------------------------
+
+_FIT_KEYS = ("perturbation_key", "dose_key", "control", "dose_unit", "cell_type_key",
+             "smiles_key")
+
+
+def _add_fit_parser(sub) -> None:
+    """Register `gim-ppl fit` (a drug screen in .h5ad → graph, targets, Hill curves, ...)."""
+    fit_p = sub.add_parser(
+        "fit", help="fit a GIM to a drug screen (.h5ad) and write its graph, targets, Hill "
+                    "parameters, predictions, metrics and figures")
+    fit_p.add_argument("--h5ad", required=True, help="AnnData file, cells × genes")
+    fit_p.add_argument("--preset", choices=("sciplex3",),
+                       help="take the obs keys of the sci-Plex3 schema (product_name, dose in "
+                            "nM, cell_type, SMILES, vehicle); explicit keys override it")
+    fit_p.add_argument("--perturbation-key", help="obs column with the drug of each cell")
+    fit_p.add_argument("--dose-key", help="obs column with the numeric dose of each cell")
+    fit_p.add_argument("--control", help="boolean obs column marking control cells, or the "
+                                         "drug name that control cells carry")
+    fit_p.add_argument("--dose-unit", help="unit of the dose column (default nM)")
+    fit_p.add_argument("--log-dose", action="store_true",
+                       help="model dose log1p(dose / reference) instead of dose / reference")
+    fit_p.add_argument("--dose-reference", type=float,
+                       help="dose (in --dose-unit) that becomes 1 in the model (default 1 µM)")
+    fit_p.add_argument("--cell-type", help="fit only the cells of this cell type")
+    fit_p.add_argument("--cell-type-key", help="obs column of the cell type (default cell_type)")
+    fit_p.add_argument("--smiles-key", help="obs column with the SMILES of each drug; drug "
+                                            "features are computed from it with RDKit")
+    fit_p.add_argument("--features-csv", help="CSV of numeric drug features, first column the "
+                                              "drug name (instead of --smiles-key)")
+    fit_p.add_argument("--feature-kind", choices=("morgan", "rdkit2d"), default="morgan")
+    fit_p.add_argument("--n-components", type=int,
+                       help="PCA components of the drug features (default min(16, drugs − 1))")
+    fit_p.add_argument("--genes", help="comma-separated genes (default: highly variable genes)")
+    fit_p.add_argument("--n-top-genes", type=int, default=50)
+    fit_p.add_argument("--layer", help="read expression from adata.layers[LAYER]")
+    fit_p.add_argument("--holdout", choices=("highest-dose", "none"), default="highest-dose",
+                       help="hold out every drug's highest dose (predicted and scored), or "
+                            "nothing")
+    fit_p.add_argument("--holdout-drugs", help="comma-separated drugs held out entirely")
+    fit_p.add_argument("--steps", type=int, default=6000)
+    fit_p.add_argument("--learning-rate", type=float, default=1e-2)
+    fit_p.add_argument("--target-sparsity", type=float, default=1.0)
+    fit_p.add_argument("--graph-threshold", type=float, default=0.3)
+    fit_p.add_argument("--n-pred-cells", type=int, default=200)
+    fit_p.add_argument("--top-targets", type=int, default=3,
+                       help="targets per drug drawn in the dose-response figure")
+    fit_p.add_argument("--seed", type=int, default=0)
+    fit_p.add_argument("--out", required=True, help="output folder (created)")
+    fit_p.add_argument("--no-progress", action="store_true")
+
+
+def _fit_settings(args) -> dict:
+    """The obs keys and dose unit: explicit flags, else the preset, else an error."""
+    from gim_ppl.datasets import SCIPLEX3
+
+    preset = dataclasses.asdict(SCIPLEX3) if args.preset == "sciplex3" else {}
+    out = {k: getattr(args, k) if getattr(args, k) is not None else preset.get(k)
+           for k in _FIT_KEYS}
+    if args.features_csv is not None and args.smiles_key is None:
+        out["smiles_key"] = None  # features come from the CSV, not the preset's SMILES
+    out["dose_unit"] = out["dose_unit"] or "nM"
+    out["cell_type_key"] = out["cell_type_key"] or "cell_type"
+    missing = [f"--{k.replace('_', '-')}" for k in ("perturbation_key", "dose_key", "control")
+               if out[k] is None]
+    if missing:
+        raise ValueError(f"gim-ppl fit needs {', '.join(missing)} (or --preset sciplex3)")
+    return out
+
+
+def _fit_command(args) -> int:
+    """`gim-ppl fit`: read, validate, split, fit, and write every artefact to `--out`."""
+    try:
+        loaded = _load_screen(args)
+    except (KeyError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"gim-ppl fit: error: {message}", file=sys.stderr)
+        return 2
+    data, train, test, scale, settings = loaded
+    print(f"data: {data}")
+    print(f"train: {train.n_contexts} contexts, {train.n_cells} cells; held out: "
+          f"{test.n_contexts} contexts, {test.n_cells} cells")
+    print(f"machine: {machine_description()}")
+
+    from gim_ppl.datasets import center_on_controls, hill_table, shift_cells, target_table
+
+    # The model is fit to expression minus the control mean (an exact reparametrisation of
+    # the linear SCM's bias); Adam converges far better than on raw log expression ~ 5.
+    centred, offset = center_on_controls(train)
+    model = GIM(data.n_vars, data.n_features, target_sparsity=args.target_sparsity)
+    result = fit(model, centred, steps=args.steps, key=jax.random.key(args.seed),
+                 learning_rate=args.learning_rate, progress=not args.no_progress)
+    if result.message:
+        print(f"warning: {result.message}", file=sys.stderr)
+    sites = result.sites
+
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    weights = model.edge_weights(sites)
+    graph = model.graph(sites, threshold=args.graph_threshold)
+    src, dst = np.nonzero(graph)
+    import pandas as pd
+
+    pd.DataFrame({"source": [data.var_names[i] for i in src],
+                  "target": [data.var_names[j] for j in dst],
+                  "weight": weights[src, dst]}).to_csv(out / "graph.csv", index=False)
+    targets = target_table(model, sites, data, train=centred)
+    targets.to_csv(out / "targets.csv", index=False)
+    hill = hill_table(model, sites, data, scale)
+    hill.to_csv(out / "hill.csv", index=False)
+
+    # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
+    to_predict = test if test.n_contexts else data.subset(~np.asarray(data.observational))
+    pred = shift_cells(model.predict(sites, to_predict.contexts_only(),
+                                     key=jax.random.key(args.seed + 1),
+                                     n_cells=args.n_pred_cells), offset)
+    _write_predictions(out / "predictions.h5ad", pred, scale, settings)
+    scores = None
+    if test.n_contexts:
+        scores = _heldout_metrics(pred, test, train, key=jax.random.key(args.seed + 2),
+                                  n_cells=args.n_pred_cells)
+        (out / "metrics.json").write_text(json.dumps(scores, indent=2))
+    _fit_figures(out / "figures", targets, hill, scale, data, test, args.top_targets)
+    summary = {
+        "h5ad": str(args.h5ad), "settings": settings, "cell_type": args.cell_type,
+        "genes": list(data.var_names), "n_cells": data.n_cells,
+        "n_contexts": data.n_contexts, "features": list(data.feature_names),
+        "dose_scale": dataclasses.asdict(scale), "holdout": args.holdout,
+        "heldout_contexts": list(test.context_names), "steps": args.steps,
+        "learning_rate": args.learning_rate, "target_sparsity": args.target_sparsity,
+        "final_loss": float(result.losses[-1]) if result.losses.size else None,
+        "fit_seconds": result.seconds, "fit_message": result.message,
+        "control_mean": np.asarray(offset).tolist(), "machine": machine_description(),
+    }
+    (out / "run.json").write_text(json.dumps(summary, indent=2))
+    if scores is not None:
+        print(f"held-out mean error {scores['mean_error']:.3f} (control prediction "
+              f"{scores['mean_error_control']:.3f}) over {len(scores['per_context'])} contexts")
+    print(f"wrote graph.csv, targets.csv, hill.csv, predictions.h5ad"
+          f"{', metrics.json' if scores else ''}, run.json and figures/ to {out}")
+    return 0
+
+
+def _load_screen(args):
+    """Read the .h5ad, build drug features and `PerturbationData`, and split it."""
+    from gim_ppl.data import _import_optional
+    from gim_ppl.datasets import (
+        DoseScale,
+        drug_features,
+        drug_smiles,
+        holdout_highest_doses,
+        holdout_perturbations,
+    )
+
+    settings = _fit_settings(args)
+    anndata = _import_optional("anndata")
+    pd = _import_optional("pandas")
+    path = Path(args.h5ad)
+    if not path.is_file():
+        raise FileNotFoundError(f"--h5ad {str(path)!r}: no such file")
+    adata = anndata.read_h5ad(path)
+    if args.features_csv is not None:
+        features = pd.read_csv(args.features_csv, index_col=0)
+    elif settings["smiles_key"] is not None:
+        smiles = drug_smiles(adata, perturbation_key=settings["perturbation_key"],
+                             smiles_key=settings["smiles_key"], control=settings["control"])
+        features = drug_features(smiles, kind=args.feature_kind, n_components=args.n_components)
+    else:
+        print("no --smiles-key or --features-csv: one-hot drug features (new drugs cannot "
+              "be predicted)", file=sys.stderr)
+        features = "onehot"
+    scale = DoseScale.for_unit(settings["dose_unit"], log=args.log_dose,
+                               reference=args.dose_reference)
+    genes = None if args.genes is None else [g.strip() for g in args.genes.split(",")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = PerturbationData.from_anndata(
+            adata, perturbation_key=settings["perturbation_key"], dose_key=settings["dose_key"],
+            control=settings["control"], features=features, genes=genes, layer=args.layer,
+            cell_type=args.cell_type, cell_type_key=settings["cell_type_key"],
+            n_top_genes=args.n_top_genes, dose_unit=scale.unit, log_dose=scale.log,
+            dose_reference=scale.reference,
+        )
+    for w in caught:  # e.g. "raw counts were normalised": tell the user on stderr
+        print(f"note: {w.message}", file=sys.stderr)
+    train, test_parts = data, []
+    if args.holdout_drugs:
+        train, held = holdout_perturbations(train, [d.strip() for d in
+                                                    args.holdout_drugs.split(",")])
+        test_parts.append(held)
+    if args.holdout == "highest-dose":
+        train, held = holdout_highest_doses(train)
+        test_parts.append(held)
+    names = [n for part in test_parts for n in part.context_names]
+    test = data.subset(np.asarray(names, dtype=str)) if names else data.subset(
+        np.zeros(data.n_contexts, dtype=bool))
+    return data, train, test, scale, settings
+
+
+def _write_predictions(path, pred: PerturbationData, scale, settings) -> None:
+    """Predicted cells as AnnData: X `(n_pred_cells, n_genes)`, obs context / drug / dose."""
+    import anndata
+    import pandas as pd
+
+    ctx = np.asarray(pred.context)
+    pert = np.asarray(pred.perturbation)[ctx]
+    obs = pd.DataFrame({
+        "context": pd.Categorical([pred.context_names[k] for k in ctx]),
+        settings["perturbation_key"]: pd.Categorical(
+            [pred.perturbation_names[p] if p >= 0 else "control" for p in pert]),
+        # doses are stored in float32: round back to the 7 digits that float32 carries
+        settings["dose_key"]: [float(f"{c:.7g}") for c in
+                               scale.to_user(np.asarray(pred.dose)[ctx])],
+    }, index=[f"pred{i}" for i in range(ctx.size)])
+    adata = anndata.AnnData(X=np.asarray(pred.x, dtype=np.float32), obs=obs,
+                            var=pd.DataFrame(index=list(pred.var_names)))
+    adata.uns["dose_unit"] = scale.unit
+    adata.uns["description"] = "cells predicted by a GIM (gim-ppl fit), log1p-normalised"
+    adata.write_h5ad(path)
+
+
+def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
+                     train: PerturbationData, *, key, n_cells: int) -> dict:
+    """Per held-out context: error of the predicted mean, and of the control prediction."""
+    control = Observational().fit(train).predict(test.contexts_only(), key=key, n_cells=n_cells)
+    gim_err = metrics.mean_error(pred, test, per_context=True)
+    ctrl_err = metrics.mean_error(control, test, per_context=True)
+    return {
+        "mean_error": float(np.mean(gim_err)),
+        "mean_error_control": float(np.mean(ctrl_err)),
+        "per_context": [
+            {"context": name, "n_observed_cells": int(n), "mean_error": float(g),
+             "mean_error_control": float(c)}
+            for name, n, g, c in zip(test.context_names, test.cells_per_context(), gim_err,
+                                     ctrl_err, strict=True)
+        ],
+    }
+
+
+def _fit_figures(folder, targets, hill, scale, data: PerturbationData,
+                 test: PerturbationData, top: int) -> None:
+    """dose_response.png (per drug, its top targets' Hill curves in user units) and
+    target_heatmap.png (π, drugs × genes), with plain matplotlib (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    from gim_ppl.datasets import dose_response
+
+    drugs = list(dict.fromkeys(targets["perturbation"]))
+    genes = list(data.var_names)
+    prob = targets.pivot(index="perturbation", columns="gene",
+                         values="target_probability").loc[drugs, genes].to_numpy()
+    fig = Figure(figsize=(1.0 + 0.35 * len(genes), 1.0 + 0.3 * len(drugs)), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(prob, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(drugs)), drugs, fontsize=7)
+    ax.set_title("target probability π(z)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.savefig(folder / "target_heatmap.png", dpi=120)
+
+    doses = scale.to_user(np.asarray(data.dose))
+    positive = doses[doses > 0]
+    grid = np.geomspace(positive.min() / 10, positive.max() * 10, 200)
+    heldout = set(test.context_names)
+    ncols = min(4, len(drugs))
+    nrows = -(-len(drugs) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (i, drug) in zip(axes, enumerate(drugs), strict=False):
+        rows = hill[hill["perturbation"] == drug].set_index("gene").loc[genes]
+        for j in np.argsort(-prob[i])[:top]:
+            r = rows.iloc[j]
+            curve = dose_response(scale, grid, r["emax"], r["ec50"], r["hill"])
+            ax.plot(grid, curve, label=f"{genes[j]} (π={prob[i, j]:.2f})")
+        mine = [k for k, n in enumerate(data.context_names) if n.startswith(f"{drug}@")]
+        for k in mine:
+            style = "--" if data.context_names[k] in heldout else ":"
+            ax.axvline(doses[k], color="grey", lw=0.8, ls=style)
+        ax.axhline(0.0, color="black", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_title(drug, fontsize=9)
+        ax.set_xlabel(f"dose ({scale.unit})", fontsize=8)
+        ax.set_ylabel("shift (log expr.)", fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in axes[len(drugs):]:
+        ax.set_visible(False)
+    fig.suptitle("Hill dose-response of each drug's top targets (dashed: held-out dose)")
+    fig.savefig(folder / "dose_response.png", dpi=120)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gim-ppl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,9 +460,15 @@ def main(argv=None) -> int:
     demo.add_argument("--learning-rate", type=float, default=1e-3)
     demo.add_argument("--marginal", choices=("exact", "relaxed_mc", "both"), default="both")
     demo.add_argument("--no-progress", action="store_true")
+    _add_bench_parser(sub)
+    _add_fit_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "fit":
+        return _fit_command(args)
     return 2
 
 

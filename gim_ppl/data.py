@@ -516,14 +516,15 @@ class PerturbationData:
 
 
 def _import_optional(module: str):
-    """Import a drug-screen dependency, or say how to install it."""
+    """Import a drug-screen dependency (anndata, scanpy, RDKit, scikit-learn, pandas), or say
+    how to install it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
-            f"{module} is needed to read AnnData screens; install it with "
+            f"{module} is needed for drug-screen data; install the screen extra with "
             f'pip install "gim_ppl[screen]"'
         ) from err
 

@@ -9,6 +9,7 @@ from gim_ppl.datasets.screen import (
     DoseScale,
     ScreenSchema,
     ScreenTruth,
+    center_on_controls,
     dose_response,
     drug_features,
     drug_smiles,
@@ -17,6 +18,7 @@ from gim_ppl.datasets.screen import (
     holdout_highest_doses,
     holdout_perturbations,
     sciplex3_splits,
+    shift_cells,
     target_table,
     toy_screen,
 )
@@ -27,6 +29,7 @@ __all__ += [
     "DoseScale",
     "ScreenSchema",
     "ScreenTruth",
+    "center_on_controls",
     "dose_response",
     "drug_features",
     "drug_smiles",
@@ -35,6 +38,7 @@ __all__ += [
     "holdout_highest_doses",
     "holdout_perturbations",
     "sciplex3_splits",
+    "shift_cells",
     "target_table",
     "toy_screen",
 ]
