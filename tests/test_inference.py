@@ -2,6 +2,7 @@ import warnings
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -95,3 +96,30 @@ def test_to_arviz_from_a_map_point():
     assert idata.posterior["target_prob"].shape == (1, 1, data.n_contexts, 3)
     with pytest.raises(TypeError, match="expected an MCMC or a dict"):
         gim_ppl.to_arviz(model, [1, 2], data)
+
+
+def test_dual_ascent_raises_acyclicity_weight_only_while_cyclic():
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoDelta
+    from numpyro.optim import optax_to_numpyro
+
+    from gim_ppl.inference import _raise_acyclicity_weight
+
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    guide = AutoDelta(model)
+    svi = SVI(model, guide, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+    params = svi.get_params(svi.init(jax.random.key(0), data))
+    schedule = jnp.stack([jnp.zeros(10), jnp.full(10, 2.0), jnp.arange(10.0)], axis=1)
+
+    def with_weights(w):
+        return {**params, "weights_auto_loc": jnp.asarray(w, jnp.float32)}
+
+    cyclic = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # penalty 1 × 2 × 100 nats
+    dag = [[0.0, 1.0, 0.5], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    raised = _raise_acyclicity_weight(model, guide, with_weights(cyclic), schedule, 4, 100.0)
+    np.testing.assert_allclose(raised[:4, 1], 2.0)
+    np.testing.assert_allclose(raised[4:, 1], 20.0)
+    kept = _raise_acyclicity_weight(model, guide, with_weights(dag), schedule, 4, 100.0)
+    np.testing.assert_allclose(kept[:, 1], 2.0)
