@@ -56,17 +56,20 @@ class BenchConfig:
         return cls(**base)
 
 
-def _gim_scores(model: GIM, sites, bench) -> dict:
-    train, pert = bench.train, ~np.asarray(bench.train.observational)
+def _recovery_scores(model: GIM, sites, bench, train_data, unseen_probs) -> dict:
+    """Target and graph recovery. `train_data`: the training split as `model` sees it (its
+    posterior targets are scored on the perturbational contexts); `unseen_probs (k, d)`: the
+    method's target probabilities for the full-OOD contexts."""
+    pert = ~np.asarray(bench.train.observational)
     truth_train = bench.truth.targets["train"][pert]
     truth_ood = bench.truth.targets["full_ood"]
-    post = np.asarray(model.posterior_targets(sites, train))[pert]
-    prior_ood = np.asarray(model.target_probabilities(sites, bench.full_ood))
+    post = np.asarray(model.posterior_targets(sites, train_data))[pert]
+    probs = np.asarray(unseen_probs)
     return {
         "target_auroc_train": metrics.auroc(truth_train, post),
         "target_ap_train": metrics.average_precision(truth_train, post),
-        "target_auroc_full_ood": metrics.auroc(truth_ood, prior_ood),
-        "target_ap_full_ood": metrics.average_precision(truth_ood, prior_ood),
+        "target_auroc_full_ood": metrics.auroc(truth_ood, probs),
+        "target_ap_full_ood": metrics.average_precision(truth_ood, probs),
         **_graph_scores(model, sites, bench),
     }
 
@@ -118,21 +121,12 @@ def _make_method(name: str, bench, config: BenchConfig):
 
 def _recovery(name: str, method, bench) -> dict:
     if name.startswith("gim_"):
-        return _gim_scores(method.model, method.sites, bench)
+        unseen = method.model.target_probabilities(method.sites, bench.full_ood)
+        return _recovery_scores(method.model, method.sites, bench, bench.train, unseen)
     if name == "causal_two_stage":
-        train, pert = bench.train, ~np.asarray(bench.train.observational)
-        truth_train = bench.truth.targets["train"][pert]
-        onehot = method.one_hot_contexts(train)
-        post = np.asarray(method.model.posterior_targets(method.sites, onehot))[pert]
         probs, _ = method.interventions(bench.full_ood)
-        truth_ood = bench.truth.targets["full_ood"]
-        return {
-            "target_auroc_train": metrics.auroc(truth_train, post),
-            "target_ap_train": metrics.average_precision(truth_train, post),
-            "target_auroc_full_ood": metrics.auroc(truth_ood, probs),
-            "target_ap_full_ood": metrics.average_precision(truth_ood, probs),
-            **_graph_scores(method.model, method.sites, bench),
-        }
+        return _recovery_scores(method.model, method.sites, bench,
+                                method.one_hot_contexts(bench.train), probs)
     return {}
 
 
