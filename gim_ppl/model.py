@@ -220,6 +220,9 @@ class GIM:
         elif cell_weights is None:
             n_scale = data.x.shape[0]
         else:
+            if jnp.shape(cell_weights) != data.x.shape[:1]:
+                raise ValueError(f"cell_weights must have shape ({data.x.shape[0]},) (one per "
+                                 f"cell), got {jnp.shape(cell_weights)}")
             n_scale = jnp.sum(cell_weights)
         lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
         numpyro.factor(

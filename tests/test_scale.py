@@ -155,3 +155,10 @@ def test_jitted_step_has_no_host_callbacks():
         for prim in ("callback", "io_callback", "pure_callback", "debug_callback",
                      "device_put"):
             assert prim not in text, (marginal, prim)
+
+
+def test_cell_weights_of_wrong_shape_are_rejected():
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    with pytest.raises(ValueError, match="cell_weights must have shape"):
+        log_density(model, (data,), {"cell_weights": jnp.ones(3)}, random_sites(model))
