@@ -17,34 +17,11 @@ import numpy as np
 
 from gim_ppl import metrics
 from gim_ppl.baselines import Observational
+from gim_ppl.benchmark import evaluate_gim
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets import synthetic_hill
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
-
-
-def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
-    """Target recovery and per-context mean errors of a fitted GIM on a synthetic benchmark."""
-    train = bench.train
-    pert = ~np.asarray(train.observational)
-    truth_train = bench.truth.targets["train"][pert]
-    out = {
-        "target_auroc_train_posterior": metrics.auroc(
-            truth_train, model.posterior_targets(sites, train)[pert]),
-        "target_auroc_train_prior": metrics.auroc(
-            truth_train, model.target_probabilities(sites, train)[pert]),
-        "target_auroc_full_ood": metrics.auroc(
-            bench.truth.targets["full_ood"], model.target_probabilities(sites, bench.full_ood)),
-    }
-    control = Observational().fit(train)
-    for i, split in enumerate(("partial_ood", "full_ood")):
-        data = bench.split(split)
-        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-        pred = model.predict(sites, data, key=k1, n_cells=n_cells)
-        out[f"mean_error_{split}"] = metrics.mean_error(pred, data)
-        out[f"mean_error_{split}_control"] = metrics.mean_error(
-            control.predict(data, key=k2, n_cells=n_cells), data)
-    return out
 
 
 def machine_description() -> str:
@@ -55,8 +32,11 @@ def machine_description() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
     except (OSError, StopIteration):
         pass
+    device = jax.devices()[0]
+    backend = device.platform if device.platform == "cpu" else (
+        f"{device.platform} ({device.device_kind})")
     return (f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
-            f"jax {jax.__version__} on {jax.devices()[0].platform}")
+            f"jax {jax.__version__} on {backend}")
 
 
 def _demo(args) -> int:
@@ -102,6 +82,8 @@ def _perf(args) -> int:
     from gim_ppl.perf import PerfConfig, perf_markdown, run_perf
 
     config = PerfConfig.quick() if args.quick else PerfConfig()
+    if args.large:
+        config = dataclasses.replace(config, large=tuple(args.large))
     machine = machine_description()
     print(f"machine: {machine}")
     results = {**run_perf(config), "machine": machine}
@@ -140,6 +122,17 @@ def _bench(args) -> int:
     return 0
 
 
+def _cells_by_vars(text: str) -> tuple[int, int]:
+    try:
+        n, d = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--large expects CELLSxVARS such as 1000000x1000, got {text!r}") from None
+    if n < 1 or d < 2:
+        raise argparse.ArgumentTypeError(f"--large needs cells >= 1 and vars >= 2, got {text!r}")
+    return n, d
+
+
 def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="run every method on the synthetic protocol, several "
                                          "seeds; write results.json and results.md")
@@ -149,6 +142,10 @@ def _add_bench_parser(sub) -> None:
     bench.add_argument("--perf", action="store_true",
                        help="performance benchmark instead: NumPyro step vs pure-JAX floor, "
                             "scaling in cells and variables, full-fit time (perf.json/.md)")
+    bench.add_argument("--large", type=_cells_by_vars, nargs="+", default=(),
+                       metavar="CELLSxVARS",
+                       help="with --perf: extra linear-exact step sizes, e.g. 1000000x1000 "
+                            "(meant for a GPU)")
     bench.add_argument("--seeds", type=int, nargs="+")
     bench.add_argument("--n-vars", type=int)
     bench.add_argument("--mechanism", choices=("linear", "mlp"))
