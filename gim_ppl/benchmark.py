@@ -21,8 +21,8 @@ from gim_ppl.datasets import synthetic_hill
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
 
-METHODS = ("oracle", "observational", "unstructured", "causal_two_stage", "gim_exact",
-           "gim_relaxed_mc")
+METHODS = ("oracle", "oracle_features", "observational", "unstructured", "causal_two_stage",
+           "gim_exact", "gim_relaxed_mc")
 DISTANCES = ("wasserstein", "mmd", "energy_distance", "mean_error")
 SPLITS = ("partial_ood", "full_ood")
 
@@ -130,6 +130,8 @@ class _GIMMethod:
 def _make_method(name: str, bench, config: BenchConfig):
     if name == "oracle":
         return baselines.Oracle(bench)
+    if name == "oracle_features":
+        return baselines.OracleFeatureTargets(bench)
     if name == "observational":
         return baselines.Observational()
     if name == "unstructured":
@@ -147,6 +149,10 @@ def _recovery(name: str, method, bench) -> dict:
     if name.startswith("gim_"):
         unseen = method.model.target_probabilities(method.sites, bench.full_ood)
         return _recovery_scores(method.model, method.sites, bench, bench.train, unseen)
+    if name == "oracle_features":
+        truth, probs = bench.truth.targets["full_ood"], method.target_probabilities(bench.full_ood)
+        return {"target_auroc_full_ood": metrics.auroc(truth, probs),
+                "target_ap_full_ood": metrics.average_precision(truth, probs)}
     if name == "causal_two_stage":
         probs, _ = method.interventions(bench.full_ood)
         return _recovery_scores(method.model, method.sites, bench,

@@ -130,3 +130,35 @@ def test_causal_two_stage_end_to_end_beats_control(bench):
         bench.partial_ood, key=jax.random.key(2), n_cells=200)
     assert (metrics.mean_error(pred, bench.partial_ood)
             < 0.7 * metrics.mean_error(control, bench.partial_ood))
+
+
+def test_oracle_feature_targets_sits_between_oracle_and_control(bench):
+    # the logistic regressions are fitted to the true targets of the training drugs, so they
+    # rank those targets almost perfectly (regularised by CV, so π stays below 1); unseen
+    # drugs cost the reference only the target prediction: it must lie between the oracle
+    # and the control prediction on both splits
+    ref = baselines.OracleFeatureTargets(bench).fit(bench.train)
+    oracle = baselines.Oracle(bench).fit(bench.train)
+    control = baselines.Observational().fit(bench.train)
+    train_pi = ref.target_probabilities(bench.partial_ood)
+    assert metrics.auroc(bench.truth.targets["partial_ood"], train_pi) > 0.95
+    assert (train_pi[np.asarray(bench.partial_ood.observational)] == 0).all()
+    for split in ("partial_ood", "full_ood"):
+        observed = bench.split(split)
+        err = {name: metrics.mean_error(m.predict(observed, key=jax.random.key(3), n_cells=200),
+                                        observed)
+               for name, m in (("ref", ref), ("oracle", oracle), ("control", control))}
+        assert err["oracle"] <= err["ref"] < err["control"], (split, err)
+
+
+def test_oracle_feature_targets_with_perfect_probabilities_is_the_oracle(bench):
+    # with π equal to the true targets the reference samples the true distribution: its
+    # context means match the oracle's up to sampling noise (200 vs 200 cells)
+    ref = baselines.OracleFeatureTargets(bench).fit(bench.train)
+    truth = bench.truth.targets["full_ood"].astype(float)
+    ref.target_probabilities = lambda contexts: truth
+    observed = bench.full_ood
+    got = metrics.mean_error(ref.predict(observed, key=jax.random.key(4), n_cells=200), observed)
+    want = metrics.mean_error(baselines.Oracle(bench).predict(observed, key=jax.random.key(5),
+                                                              n_cells=200), observed)
+    assert abs(got - want) < 0.1, (got, want)
