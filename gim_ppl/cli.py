@@ -279,7 +279,8 @@ def _fit_command(args) -> int:
         scores = _heldout_metrics(pred, test, train, key=jax.random.key(args.seed + 2),
                                   n_cells=args.n_pred_cells)
         (out / "metrics.json").write_text(json.dumps(scores, indent=2))
-    _fit_figures(out / "figures", targets, hill, scale, data, test, args.top_targets)
+    _fit_figures(out / "figures", model, sites, targets, hill, scale, data, test,
+                 args.top_targets)
     summary = {
         "h5ad": str(args.h5ad), "settings": settings, "cell_type": args.cell_type,
         "genes": list(data.var_names), "n_cells": data.n_cells,
@@ -396,27 +397,23 @@ def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
     }
 
 
-def _fit_figures(folder, targets, hill, scale, data: PerturbationData,
+def _fit_figures(folder, model: GIM, sites, targets, hill, scale, data: PerturbationData,
                  test: PerturbationData, top: int) -> None:
-    """dose_response.png (per drug, its top targets' Hill curves in user units) and
-    target_heatmap.png (π, drugs × genes), with plain matplotlib (no pyplot state)."""
+    """target_heatmap.png (π from features, drugs × genes: `gim_ppl.plots.plot_targets`) and
+    dose_response.png (per drug, its top targets' Hill curves in the user's dose unit and
+    scale, which `plots.plot_dose_response` does not know), with no pyplot state."""
     from matplotlib.figure import Figure
 
     from gim_ppl.datasets import dose_response
+    from gim_ppl.plots import plot_targets
+
+    fig, _ = plot_targets(model, sites, data, posterior=False)
+    fig.savefig(folder / "target_heatmap.png", dpi=120)
 
     drugs = list(dict.fromkeys(targets["perturbation"]))
     genes = list(data.var_names)
     prob = targets.pivot(index="perturbation", columns="gene",
                          values="target_probability").loc[drugs, genes].to_numpy()
-    fig = Figure(figsize=(1.0 + 0.35 * len(genes), 1.0 + 0.3 * len(drugs)), layout="constrained")
-    ax = fig.add_subplot()
-    im = ax.imshow(prob, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(drugs)), drugs, fontsize=7)
-    ax.set_title("target probability π(z)")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.savefig(folder / "target_heatmap.png", dpi=120)
-
     doses = scale.to_user(np.asarray(data.dose))
     positive = doses[doses > 0]
     grid = np.geomspace(positive.min() / 10, positive.max() * 10, 200)
