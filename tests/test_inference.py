@@ -116,16 +116,20 @@ def test_dual_ascent_raises_acyclicity_weight_only_while_cyclic():
     def with_weights(w):
         return {**params, "weights_auto_loc": jnp.asarray(w, jnp.float32)}
 
-    cyclic = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # a 2-cycle above 0.3
+    cyclic = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # cycle gain 1
+    # a weak edge closing a cycle of strong ones: the read-off graph at 0.3 is a DAG, but
+    # the cycle gain (1 · 2 · 0.2)^(1/3) = 0.74 still amplifies samples: must raise λ
+    hidden_cycle = [[0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.2, 0.0, 0.0]]
     dag = [[0.0, 1.0, 0.5], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
     # a strong DAG with weak reverse edges: W itself is cyclic (penalty > 0, many nats on
-    # thousands of cells) but the graph read off at 0.3 is not, so λ must stay
-    jitter = [[0.0, 1.0, 0.5], [0.05, 0.0, 1.0], [0.05, 0.05, 0.0]]
+    # thousands of cells) but its cycle gain is 0.2 (spectral radius of |W|), so λ must stay
+    jitter = [[0.0, 1.0, 0.5], [0.005, 0.0, 1.0], [0.005, 0.005, 0.0]]
     from gim_ppl.graph import acyclicity_penalty
     assert float(acyclicity_penalty(jnp.asarray(jitter, jnp.float32))) > 1e-4
-    raised = _raise_acyclicity_weight(model, guide, with_weights(cyclic), schedule, 4)
-    np.testing.assert_allclose(raised[:4, 1], 2.0)
-    np.testing.assert_allclose(raised[4:, 1], 20.0)
+    for w in (cyclic, hidden_cycle):
+        raised = _raise_acyclicity_weight(model, guide, with_weights(w), schedule, 4)
+        np.testing.assert_allclose(raised[:4, 1], 2.0)
+        np.testing.assert_allclose(raised[4:, 1], 20.0)
     for w in (dag, jitter):
         kept = _raise_acyclicity_weight(model, guide, with_weights(w), schedule, 4)
         np.testing.assert_allclose(kept[:, 1], 2.0)
