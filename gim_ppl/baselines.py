@@ -120,18 +120,14 @@ class OracleFeatureTargets(Oracle):
         return np.where(np.asarray(contexts.observational)[:, None], 0.0, pi)
 
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
+        from gim_ppl.datasets.synthetic import _sample_cells
+
         truth = self.bench.truth
-        h = truth.hill[self._split_of(contexts)]
-        k, d = contexts.n_contexts, len(truth.bias)
-        shift = hill_shift(contexts.dose[:, None], jnp.asarray(h["emax"]),
-                           jnp.log(jnp.asarray(h["ec50"])), jnp.log(jnp.asarray(h["hill"])))
-        pi = jnp.asarray(self.target_probabilities(contexts), shift.dtype)
-        ctx = np.repeat(np.arange(k), n_cells)
+        pi = np.repeat(self.target_probabilities(contexts), n_cells, axis=0)
         k_target, k_noise = jax.random.split(key)
-        targets = jax.random.bernoulli(k_target, pi[ctx]).astype(shift.dtype)
-        noise = jax.random.normal(k_noise, (k * n_cells, d), shift.dtype)
-        x = sample_scm(truth.mechanism, truth.mechanism_params(),
-                       noise * jnp.asarray(truth.noise_scale) + targets * shift[ctx])
+        targets = jax.random.bernoulli(k_target, jnp.asarray(pi, jnp.float32))
+        x, _ = _sample_cells(truth, targets, truth.hill[self._split_of(contexts)], contexts,
+                             k_noise, n_cells)
         return cells_for_contexts(contexts, x, n_cells)
 
 

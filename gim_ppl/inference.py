@@ -167,8 +167,7 @@ def fit(
         losses.append(chunk_losses)
         if (acyclicity_dual_ascent and acyclicity_schedule is not None
                 and done >= acyclicity_ramp * steps and done < steps):
-            weights = _raise_acyclicity_weight(model, guide, svi.get_params(state), weights,
-                                               done)
+            weights = _raise_acyclicity_weight(guide, svi.get_params(state), weights, done)
         if bar is not None:
             bar.update(n)
             bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
@@ -182,7 +181,7 @@ def fit(
 
 
 
-def _raise_acyclicity_weight(model: GIM, guide, params, weights, done: int, *,
+def _raise_acyclicity_weight(guide, params, weights, done: int, *,
                              max_cycle_gain: float = 0.3, factor: float = 10.0,
                              max_weight: float = 1e4):
     """Dual ascent on λ once its ramp is over: while the spectral radius of |W| (the

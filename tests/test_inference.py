@@ -127,9 +127,9 @@ def test_dual_ascent_raises_acyclicity_weight_only_while_cyclic():
     from gim_ppl.graph import acyclicity_penalty
     assert float(acyclicity_penalty(jnp.asarray(jitter, jnp.float32))) > 1e-4
     for w in (cyclic, hidden_cycle):
-        raised = _raise_acyclicity_weight(model, guide, with_weights(w), schedule, 4)
+        raised = _raise_acyclicity_weight(guide, with_weights(w), schedule, 4)
         np.testing.assert_allclose(raised[:4, 1], 2.0)
         np.testing.assert_allclose(raised[4:, 1], 20.0)
     for w in (dag, jitter):
-        kept = _raise_acyclicity_weight(model, guide, with_weights(w), schedule, 4)
+        kept = _raise_acyclicity_weight(guide, with_weights(w), schedule, 4)
         np.testing.assert_allclose(kept[:, 1], 2.0)

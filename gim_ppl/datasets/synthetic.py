@@ -84,15 +84,18 @@ class SyntheticBenchmark:
 
 
 def _sample_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, key, n_cells):
-    """`n_cells` true cells per context: `(x (k·n_cells, d), context (k·n_cells,))`."""
+    """`n_cells` true cells per context: `(x (k·n_cells, d), context (k·n_cells,))`.
+
+    `targets`: `(k, d)` per context, or `(k·n_cells, d)` per cell (context-major)."""
     k, d = contexts.n_contexts, len(truth.bias)
     ctx = jnp.repeat(jnp.arange(k, dtype=jnp.int32), n_cells)
     shift = hill_shift(contexts.dose[:, None], jnp.asarray(h["emax"]),
                        jnp.log(jnp.asarray(h["ec50"])), jnp.log(jnp.asarray(h["hill"])))
-    shift = shift * jnp.asarray(targets, shift.dtype)
+    targets = jnp.asarray(targets, shift.dtype)
+    per_cell = targets if targets.shape[0] == k * n_cells else targets[ctx]
     noise = jax.random.normal(key, (k * n_cells, d), shift.dtype)
     x = sample_scm(truth.mechanism, truth.mechanism_params(),
-                   noise * jnp.asarray(truth.noise_scale) + shift[ctx])
+                   noise * jnp.asarray(truth.noise_scale) + per_cell * shift[ctx])
     return x, ctx
 
 
