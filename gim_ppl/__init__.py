@@ -1,23 +1,33 @@
 """gim_ppl: Generative Intervention Models as NumPyro models.
 
-Public API (see DESIGN.md §4): `PerturbationData`, `Priors`, `GIM`, `fit`, `FitResult`,
-`run_mcmc`, `to_arviz`, and the submodules `baselines`, `datasets`, `metrics` and `plots`
-(matplotlib figures; imported on first access, so fitting never needs matplotlib).
+Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit`, `FitResult`, `run_mcmc`,
+`to_arviz`, and the submodules `datasets`, `metrics`, `baselines` and `plots`.
+
+`import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
+submodules that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn),
+`plots` (`[plots]`: matplotlib, networkx) — are imported on first attribute access.
 """
 
-from gim_ppl import baselines, datasets, metrics
+import importlib
+
+from gim_ppl import datasets
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference import FitResult, fit, run_mcmc, to_arviz
 from gim_ppl.model import GIM, Priors
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "metrics": "gim_ppl.evaluation.metrics",
+    "baselines": "gim_ppl.evaluation.baselines",
+    "evaluation": "gim_ppl.evaluation",
+    "plots": "gim_ppl.plots",
+}
+
 
 def __getattr__(name: str):
-    if name == "plots":
-        import importlib
-
-        return importlib.import_module("gim_ppl.plots")
+    if name in _LAZY:
+        return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module 'gim_ppl' has no attribute {name!r}")
 
 

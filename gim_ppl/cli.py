@@ -15,11 +15,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gim_ppl import metrics
-from gim_ppl.baselines import Observational
-from gim_ppl.benchmark import evaluate_gim
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets import synthetic_hill
+from gim_ppl.evaluation import metrics
+from gim_ppl.evaluation.baselines import Observational
+from gim_ppl.evaluation.benchmark import evaluate_gim
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
 
@@ -79,7 +79,7 @@ def _perf(args) -> int:
     import json
     from pathlib import Path
 
-    from gim_ppl.perf import PerfConfig, perf_markdown, run_perf
+    from gim_ppl.evaluation.perf import PerfConfig, perf_markdown, run_perf
 
     config = PerfConfig.quick() if args.quick else PerfConfig()
     if args.large:
@@ -98,7 +98,7 @@ def _perf(args) -> int:
 
 
 def _bench(args) -> int:
-    from gim_ppl.benchmark import METHODS, BenchConfig, run_benchmark, write_results
+    from gim_ppl.evaluation.benchmark import METHODS, BenchConfig, run_benchmark, write_results
 
     if args.perf:
         return _perf(args)

@@ -11,10 +11,12 @@ The container is an immutable JAX pytree. Arrays are children (so it passes thro
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +55,21 @@ def _names(name: str, value: Sequence[str] | None, length: int, default_prefix: 
     return names
 
 
-@jax.tree_util.register_pytree_node_class
+class ContextMoments(NamedTuple):
+    """Per-context moments of the cells: `count (n_contexts,)`, `mean` and `var`
+    `(n_contexts, n_vars)` (population variance), in float64."""
+
+    count: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["x", "context", "features", "dose", "observational", "perturbation"],
+    meta_fields=["var_names", "context_names", "feature_names", "perturbation_names"],
+)
+@dataclasses.dataclass(frozen=True)
 class PerturbationData:
     """Cells under perturbations, grouped into contexts.
 
@@ -67,57 +83,26 @@ class PerturbationData:
         perturbation: `(n_contexts,)` int index into `perturbation_names`, -1 for controls.
         var_names, context_names, feature_names, perturbation_names: tuples of str.
 
-    Build with `PerturbationData.from_arrays` (validated); never mutate the arrays.
+    A frozen dataclass pytree: arrays are children (it passes through `jit`, `SVI.run` and
+    `Predictive`), names are static. Build it with `from_arrays` (validated); derive variants
+    with `replace(x=..., context=...)`, `subset(...)` or `contexts_only()`.
     """
 
-    __slots__ = (
-        "context",
-        "context_names",
-        "dose",
-        "feature_names",
-        "features",
-        "observational",
-        "perturbation",
-        "perturbation_names",
-        "var_names",
-        "x",
-    )
+    x: Any
+    context: Any
+    features: Any
+    dose: Any
+    observational: Any
+    perturbation: Any
+    var_names: tuple
+    context_names: tuple
+    feature_names: tuple
+    perturbation_names: tuple
 
-    def __init__(
-        self,
-        x,
-        context,
-        features,
-        dose,
-        observational,
-        perturbation,
-        var_names: tuple,
-        context_names: tuple,
-        feature_names: tuple,
-        perturbation_names: tuple,
-    ):
-        # Unvalidated: used by pytree unflattening and internal constructors.
-        for name, value in zip(
-            self.__slots__,
-            (context, context_names, dose, feature_names, features, observational,
-             perturbation, perturbation_names, var_names, x),
-            strict=True,
-        ):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("PerturbationData is immutable; use subset() or from_arrays()")
-
-    # -- pytree protocol -------------------------------------------------------------
-    def tree_flatten(self):
-        children = (self.x, self.context, self.features, self.dose, self.observational,
-                    self.perturbation)
-        aux = (self.var_names, self.context_names, self.feature_names, self.perturbation_names)
-        return children, aux
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children, *aux)
+    def replace(self, **changes) -> PerturbationData:
+        """A copy with some fields changed (unvalidated: the caller keeps shapes consistent,
+        as `jax.tree_util` does; use `from_arrays` for user input)."""
+        return dataclasses.replace(self, **changes)
 
     # -- sizes -----------------------------------------------------------------------
     @property
@@ -153,6 +138,55 @@ class PerturbationData:
             f"n_contexts={self.n_contexts} ({n_obs} observational), "
             f"n_features={self.n_features}, n_perturbations={len(self.perturbation_names)})"
         )
+
+    # -- vocabulary ------------------------------------------------------------------
+    def context_moments(self) -> ContextMoments:
+        """Count, mean and variance of the cells of every context (float64).
+
+        Raises:
+            ValueError: no cells, or a context without cells.
+        """
+        if self.x is None:
+            raise ValueError("data has no cells (x is None)")
+        x, ctx = np.asarray(self.x, dtype=np.float64), np.asarray(self.context)
+        counts = np.bincount(ctx, minlength=self.n_contexts).astype(float)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise ValueError(f"contexts without cells: {_rows(empty)}")
+        sums = np.zeros((self.n_contexts, x.shape[1]))
+        squares = np.zeros_like(sums)
+        np.add.at(sums, ctx, x)
+        np.add.at(squares, ctx, x**2)
+        mean = sums / counts[:, None]
+        return ContextMoments(counts, mean, np.maximum(squares / counts[:, None] - mean**2, 0.0))
+
+    def context_means(self) -> np.ndarray:
+        """`(n_contexts, n_vars)` mean cell of every context (float64)."""
+        return self.context_moments().mean
+
+    def control_cells(self) -> np.ndarray:
+        """`(n_control_cells, n_vars)` cells of the observational contexts.
+
+        Raises:
+            ValueError: no cells, or no observational context with cells.
+        """
+        obs = np.asarray(self.observational)
+        if self.x is None or not obs.any():
+            raise ValueError("data needs cells of at least one observational context")
+        return np.asarray(self.x)[obs[np.asarray(self.context)]]
+
+    def perturbation_contexts(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(ids, first)`: the perturbation indices present (sorted) and the first context
+        of each, both `(n_present,)` int. A perturbation's features do not depend on the
+        dose, so `subset(first)` is one context per perturbation."""
+        pert = np.asarray(self.perturbation)
+        ids, first = np.unique(pert, return_index=True)
+        keep = ids >= 0
+        return ids[keep].astype(int), first[keep].astype(int)
+
+    def contexts_only(self) -> PerturbationData:
+        """The same contexts without cells (what `GIM.predict` needs)."""
+        return self.replace(x=None, context=None)
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -299,16 +333,16 @@ class PerturbationData:
 
         dtype = jnp.result_type(float)
         return cls(
-            None if x_arr is None else jnp.asarray(x_arr, dtype=dtype),
-            None if ctx is None else jnp.asarray(ctx),
-            jnp.asarray(features, dtype=dtype),
-            jnp.asarray(dose, dtype=dtype),
-            jnp.asarray(obs),
-            jnp.asarray(pert),
-            var_names,
-            context_names,
-            feature_names,
-            perturbation_names,
+            x=None if x_arr is None else jnp.asarray(x_arr, dtype=dtype),
+            context=None if ctx is None else jnp.asarray(ctx),
+            features=jnp.asarray(features, dtype=dtype),
+            dose=jnp.asarray(dose, dtype=dtype),
+            observational=jnp.asarray(obs),
+            perturbation=jnp.asarray(pert),
+            var_names=var_names,
+            context_names=context_names,
+            feature_names=feature_names,
+            perturbation_names=perturbation_names,
         )
 
     @classmethod
@@ -450,13 +484,6 @@ class PerturbationData:
         )
 
     # -- views -----------------------------------------------------------------------
-    def contexts_only(self) -> PerturbationData:
-        """The same contexts without cells (what `GIM.predict` needs)."""
-        return PerturbationData(
-            None, None, self.features, self.dose, self.observational, self.perturbation,
-            self.var_names, self.context_names, self.feature_names, self.perturbation_names,
-        )
-
     def subset(self, contexts) -> PerturbationData:
         """Keep the given contexts (int indices, names or a bool mask) and their cells.
 
@@ -472,11 +499,10 @@ class PerturbationData:
             ctx = jnp.asarray(remap[old][keep].astype(np.int32))
             x = None if self.x is None else jnp.asarray(np.asarray(self.x)[keep])
         take = jnp.asarray(idx)
-        return PerturbationData(
-            x, ctx, self.features[take], self.dose[take], self.observational[take],
-            self.perturbation[take], self.var_names,
-            tuple(self.context_names[i] for i in idx), self.feature_names,
-            self.perturbation_names,
+        return self.replace(
+            x=x, context=ctx, features=self.features[take], dose=self.dose[take],
+            observational=self.observational[take], perturbation=self.perturbation[take],
+            context_names=tuple(self.context_names[i] for i in idx),
         )
 
     def split_by(self, labels) -> dict:

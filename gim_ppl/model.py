@@ -23,11 +23,10 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import Predictive
 
-from gim_ppl.data import PerturbationData
-from gim_ppl.graph import acyclicity_penalty, default_power_iterations, threshold_graph
-from gim_ppl.hill import hill_shift
-from gim_ppl.interventions import intervention_outputs, intervention_site_shapes
-from gim_ppl.likelihood import (
+from gim_ppl.core.graph import acyclicity_penalty, default_power_iterations, threshold_graph
+from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.interventions import intervention_outputs, intervention_site_shapes
+from gim_ppl.core.likelihood import (
     INTERVENTION_KINDS,
     exact_marginal,
     make_groups,
@@ -36,12 +35,13 @@ from gim_ppl.likelihood import (
     residual_stats,
     target_terms,
 )
-from gim_ppl.mechanisms import (
+from gim_ppl.core.mechanisms import (
     masked_weights,
     mechanism_mean,
     mechanism_site_shapes,
     sample_scm,
 )
+from gim_ppl.data import PerturbationData
 
 MARGINALS = ("exact", "relaxed_mc")
 

@@ -29,10 +29,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from gim_ppl.core.graph import topological_order
+from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.mechanisms import masked_weights, mechanism_mean
 from gim_ppl.data import PerturbationData
-from gim_ppl.graph import topological_order
-from gim_ppl.hill import hill_shift
-from gim_ppl.mechanisms import masked_weights, mechanism_mean
 from gim_ppl.model import GIM
 
 OBSERVED_COLOR = "0.25"
@@ -513,7 +513,7 @@ def plot_graph(
     """
     import networkx as nx
 
-    from gim_ppl.metrics import shd
+    from gim_ppl.evaluation.metrics import shd
 
     learned = np.asarray(model.graph(sites, threshold=threshold), dtype=bool)
     weights = np.abs(model.edge_weights(sites))

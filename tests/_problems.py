@@ -34,7 +34,7 @@ def random_sites(model, seed=0, scale=0.5):
 
 
 def numpy_mean(model, sites, x):
-    """f(x) by explicit loops (independent of gim_ppl.mechanisms)."""
+    """f(x) by explicit loops (independent of gim_ppl.core.mechanisms)."""
     s = {k: np.asarray(v, dtype=float) for k, v in sites.items()}
     w = s["weights"] * (1 - np.eye(x.shape[1]))
     if model.mechanism == "linear":

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from gim_ppl import benchmark, cli
+from gim_ppl import cli
+from gim_ppl.evaluation import benchmark
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -106,8 +109,34 @@ def test_is_a_pytree_and_immutable():
     assert again.var_names == data.var_names
     doubled = jax.jit(lambda d: d.x * 2)(data)
     np.testing.assert_allclose(doubled, np.asarray(data.x) * 2)
-    with pytest.raises(AttributeError, match="immutable"):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         data.x = None
+
+
+def test_replace_changes_only_the_named_fields():
+    data = build()
+    x2 = np.asarray(data.x) + 1.0
+    new = data.replace(x=jnp.asarray(x2))
+    np.testing.assert_allclose(new.x, x2)
+    assert new.context is data.context and new.var_names == data.var_names
+    np.testing.assert_allclose(data.x, x2 - 1.0)  # the original is unchanged
+    assert data.contexts_only().x is None and data.contexts_only().context is None
+
+
+def test_context_vocabulary_against_a_direct_computation():
+    data = build()
+    x, ctx = np.asarray(data.x, float), np.asarray(data.context)
+    moments = data.context_moments()
+    for k in range(data.n_contexts):
+        np.testing.assert_allclose(moments.mean[k], x[ctx == k].mean(0), rtol=1e-12)
+        np.testing.assert_allclose(moments.var[k], x[ctx == k].var(0), rtol=1e-9, atol=1e-12)
+        assert moments.count[k] == (ctx == k).sum()
+    obs = np.asarray(data.observational)
+    np.testing.assert_array_equal(data.control_cells(), np.asarray(data.x)[obs[ctx]])
+    ids, first = data.perturbation_contexts()
+    pert = np.asarray(data.perturbation)
+    assert list(ids) == sorted(set(pert[pert >= 0].tolist()))
+    assert all(pert[f] == g and (pert[:f] != g).all() for g, f in zip(ids, first, strict=True))
 
 
 def test_subset_and_split_by():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gim_ppl.datasets import random_dag, synthetic_hill
-from gim_ppl.graph import is_dag
+from gim_ppl.core.graph import is_dag
 
 
 def test_default_benchmark_follows_the_protocol():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gim_ppl.graph import (
+from gim_ppl.core.graph import (
     find_cycle,
     is_dag,
     notears_penalty,

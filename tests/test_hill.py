@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gim_ppl.hill import hill_activation, hill_activation_log_dose, hill_shift
+from gim_ppl.core.hill import hill_activation, hill_activation_log_dose, hill_shift
 
 
 def test_zero_at_zero_dose_and_half_at_ec50():

@@ -124,7 +124,7 @@ def test_dual_ascent_raises_acyclicity_weight_only_while_cyclic():
     # a strong DAG with weak reverse edges: W itself is cyclic (penalty > 0, many nats on
     # thousands of cells) but its cycle gain is 0.2 (spectral radius of |W|), so λ must stay
     jitter = [[0.0, 1.0, 0.5], [0.005, 0.0, 1.0], [0.005, 0.005, 0.0]]
-    from gim_ppl.graph import acyclicity_penalty
+    from gim_ppl.core.graph import acyclicity_penalty
     assert float(acyclicity_penalty(jnp.asarray(jitter, jnp.float32))) > 1e-4
     for w in (cyclic, hidden_cycle):
         raised = _raise_acyclicity_weight(guide, with_weights(w), schedule, 4)

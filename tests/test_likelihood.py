@@ -6,7 +6,7 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 
 import gim_ppl
-from gim_ppl.likelihood import (
+from gim_ppl.core.likelihood import (
     exact_marginal,
     relaxed_mc_marginal,
     residual_stats,
@@ -54,8 +54,8 @@ def _stats_and_terms(model, sites, data):
     w = sites["weights"] * (1 - jnp.eye(data.n_vars))
     r = x - (x @ w + sites["bias"])
     stats = residual_stats(r, data.context, data.n_contexts)
-    heads = gim_ppl.interventions.intervention_outputs(sites, data.features)
-    shift = gim_ppl.hill.hill_shift(data.dose[:, None], heads.emax, heads.log_ec50,
+    heads = gim_ppl.core.interventions.intervention_outputs(sites, data.features)
+    shift = gim_ppl.core.hill.hill_shift(data.dose[:, None], heads.emax, heads.log_ec50,
                                     heads.log_hill)
     return stats, shift, heads.target_logits
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gim_ppl
-from gim_ppl import metrics
+from gim_ppl.evaluation import metrics
 
 
 def brute_auroc(y, s):

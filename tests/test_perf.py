@@ -7,7 +7,8 @@ from _problems import random_sites, small_data
 from numpyro.infer.util import log_density
 
 import gim_ppl
-from gim_ppl import cli, perf
+from gim_ppl import cli
+from gim_ppl.evaluation import perf
 
 
 def test_floor_loss_is_the_models_negative_log_joint():

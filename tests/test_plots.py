@@ -225,7 +225,7 @@ def test_edge_classes_agree_with_shd():
     assert classes == {"correct": [(0, 1)], "reversed": [(2, 1)], "extra": [(0, 3)],
                        "missing": [(2, 3)]}
     n_wrong = sum(len(v) for k, v in classes.items() if k != "correct")
-    assert n_wrong == gim_ppl.metrics.shd(truth, learned)
+    assert n_wrong == gim_ppl.evaluation.metrics.shd(truth, learned)
     assert plots.edge_classes(learned) == {"edge": [(0, 1), (0, 3), (2, 1)]}
 
 

@@ -15,7 +15,7 @@ from numpyro.infer.util import log_density
 
 import gim_ppl
 from gim_ppl.inference import BatchIndex, stratified_batch
-from gim_ppl.likelihood import residual_stats
+from gim_ppl.core.likelihood import residual_stats
 
 
 def test_stratified_batch_weights_sum_to_context_sizes():
@@ -59,7 +59,7 @@ def test_minibatch_fit_runs_and_learns():
     assert res.message == ""
     pert = ~np.asarray(bench.train.observational)
     post = model.posterior_targets(res.sites, bench.train)[pert]
-    assert gim_ppl.metrics.auroc(bench.truth.targets["train"][pert], post) > 0.8
+    assert gim_ppl.evaluation.metrics.auroc(bench.truth.targets["train"][pert], post) > 0.8
 
 
 def test_fit_rejects_bad_batch_size():

@@ -12,7 +12,7 @@ from scipy import sparse
 
 import gim_ppl
 from gim_ppl import PerturbationData, metrics
-from gim_ppl.baselines import Observational
+from gim_ppl.evaluation.baselines import Observational
 from gim_ppl.datasets import (
     SCIPLEX3,
     DoseScale,
@@ -29,7 +29,7 @@ from gim_ppl.datasets import (
     target_table,
     toy_screen,
 )
-from gim_ppl.hill import hill_activation
+from gim_ppl.core.hill import hill_activation
 
 KEYS = dict(perturbation_key="product_name", dose_key="dose", control="vehicle")
 
@@ -71,7 +71,7 @@ def test_toy_screen_follows_the_sciplex3_schema(screen):
     assert sparse.issparse(adata.X) and np.all(x == np.round(x)) and x.min() >= 0
     # every drug has 1 or 2 targets; with 10 drugs and 12 genes every gene is some target
     assert set(truth.targets.sum(1)) <= {1, 2} and truth.targets.any(0).all()
-    assert gim_ppl.graph.is_dag(truth.adjacency)
+    assert gim_ppl.core.graph.is_dag(truth.adjacency)
     # the SMILES stored per cell are the truth's, one per drug
     assert drug_smiles(adata) == dict(sorted(truth.smiles.items()))
 
@@ -370,7 +370,7 @@ def test_dose_scale_maps_ec50_back_to_user_units(log):
     doses = np.array([0.0, 10.0, 100.0, 1000.0, 10000.0])
     np.testing.assert_allclose(scale.to_user(scale.to_model(doses)), doses, rtol=1e-12)
     assert scale.to_model(0.0) == 0.0
-    # half-maximal effect at the user-unit EC50: the model's Hill curve (gim_ppl.hill) at
+    # half-maximal effect at the user-unit EC50: the model's Hill curve (gim_ppl.core.hill) at
     # to_model(ec50) is exactly 1/2, whatever the transform
     ec50_user, hill = 250.0, 1.7
     act = hill_activation(scale.to_model(ec50_user), np.log(scale.to_model(ec50_user)),

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtri
 
+from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.mechanisms import mechanism_mean, sample_scm
 from gim_ppl.data import PerturbationData
-from gim_ppl.hill import hill_shift
-from gim_ppl.mechanisms import mechanism_mean, sample_scm
 
 SPLITS = ("train", "partial_ood", "full_ood")
 
@@ -51,7 +51,7 @@ class GroundTruth:
     hill: dict
 
     def mechanism_params(self) -> dict:
-        """Parameters in the layout of `gim_ppl.mechanisms` (jnp arrays)."""
+        """Parameters in the layout of `gim_ppl.core.mechanisms` (jnp arrays)."""
         params = {"weights": self.weights, "bias": self.bias, **self.mlp}
         return {k: jnp.asarray(v) for k, v in params.items()}
 

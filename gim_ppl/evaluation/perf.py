@@ -21,12 +21,17 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.optim import optax_to_numpyro
 
+from gim_ppl.core.graph import acyclicity_penalty
+from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.interventions import intervention_outputs
+from gim_ppl.core.likelihood import (
+    exact_marginal,
+    relaxed_mc_marginal,
+    residual_stats,
+    target_terms,
+)
+from gim_ppl.core.mechanisms import masked_weights, mechanism_mean
 from gim_ppl.data import PerturbationData
-from gim_ppl.graph import acyclicity_penalty
-from gim_ppl.hill import hill_shift
-from gim_ppl.interventions import intervention_outputs
-from gim_ppl.likelihood import exact_marginal, relaxed_mc_marginal, residual_stats, target_terms
-from gim_ppl.mechanisms import masked_weights, mechanism_mean
 from gim_ppl.model import GIM
 
 
@@ -167,8 +172,8 @@ class PerfConfig:
 
 def run_perf(config: PerfConfig, *, log=print) -> dict:
     """Every measurement of the performance benchmark; JSON-ready."""
-    from gim_ppl.benchmark import evaluate_gim
     from gim_ppl.datasets import synthetic_hill
+    from gim_ppl.evaluation.benchmark import evaluate_gim
     from gim_ppl.inference import fit
 
     out: dict = {"config": dataclasses.asdict(config), "steps": [], "scaling": [],

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.mechanisms import masked_weights, sample_scm
 from gim_ppl.data import PerturbationData
-from gim_ppl.hill import hill_shift
-from gim_ppl.mechanisms import masked_weights, sample_scm
 
 
 def cells_for_contexts(contexts: PerturbationData, x, n_cells: int) -> PerturbationData:

@@ -16,8 +16,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gim_ppl import baselines, metrics
 from gim_ppl.datasets import synthetic_hill
+from gim_ppl.evaluation import baselines, metrics
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
 
