@@ -23,6 +23,7 @@ from numpyro.optim import optax_to_numpyro
 
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
+from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
 from gim_ppl.model import GIM
 
 SCHEDULES = ("cosine", "constant")
