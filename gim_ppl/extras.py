@@ -1,0 +1,44 @@
+"""Optional dependencies: import one, or say which extra installs it.
+
+`import gim_ppl` needs only jax, numpyro, optax and numpy. Features beyond fitting live in
+extras: `[bench]` (ott-jax, scikit-learn: metrics, baselines, benchmarks), `[plots]`
+(matplotlib, networkx), `[screen]` (anndata, scanpy, rdkit, pandas: drug screens),
+`[arviz]` (arviz: `to_arviz`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# top-level module → the extra that installs it
+EXTRA_OF = {
+    "ott": "bench",
+    "sklearn": "bench",
+    "matplotlib": "plots",
+    "networkx": "plots",
+    "anndata": "screen",
+    "scanpy": "screen",
+    "rdkit": "screen",
+    "pandas": "screen",
+    "h5py": "screen",
+    "arviz": "arviz",
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import `module` (e.g. "rdkit.Chem"), or raise an ImportError naming the extra.
+
+    >>> np = require("numpy")
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.split(".")[0]
+        extra = EXTRA_OF.get(top)
+        hint = (f'pip install "gim_ppl[{extra}]"' if extra is not None
+                else f"pip install {top}")
+        raise ImportError(f"{module} is needed for this feature: {hint}") from err
+
+
+__all__ = ["EXTRA_OF", "require"]
