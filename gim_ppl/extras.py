@@ -2,8 +2,7 @@
 
 `import gim_ppl` needs only jax, numpyro, optax and numpy. Features beyond fitting live in
 extras: `[bench]` (ott-jax, scikit-learn: metrics, baselines, benchmarks), `[plots]`
-(matplotlib, networkx), `[screen]` (anndata, scanpy, rdkit, pandas: drug screens),
-`[arviz]` (arviz: `to_arviz`).
+(matplotlib, networkx), `[screen]` (anndata, scanpy, rdkit, pandas: drug screens).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ EXTRA_OF = {
     "rdkit": "screen",
     "pandas": "screen",
     "h5py": "screen",
-    "arviz": "arviz",
 }
 
 
