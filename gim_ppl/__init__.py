@@ -13,7 +13,8 @@ import importlib
 from gim_ppl import datasets
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference import FitResult, fit, run_mcmc, to_arviz
-from gim_ppl.model import GIM, Priors
+from gim_ppl.model import GIM
+from gim_ppl.priors import Priors
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,6 @@
-"""`gim-ppl` command line: `demo` fits the bundled synthetic benchmark and prints its metrics."""
+"""`gim-ppl` command line: `demo` fits the bundled synthetic benchmark and prints its metrics;
+`bench` runs the benchmark protocol (or, with `--perf`, the performance benchmark); `fit`
+fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write."""
 
 from __future__ import annotations
 
@@ -11,17 +13,32 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
+import optax
 
 from gim_ppl.data import PerturbationData
-from gim_ppl.datasets import synthetic_hill
+from gim_ppl.datasets import (
+    SCIPLEX3,
+    DoseScale,
+    center_on_controls,
+    drug_features,
+    drug_smiles,
+    from_anndata,
+    holdout_highest_doses,
+    holdout_perturbations,
+    shift_cells,
+    synthetic_hill,
+)
 from gim_ppl.evaluation import metrics
 from gim_ppl.evaluation.baselines import Observational
 from gim_ppl.evaluation.benchmark import evaluate_gim
-from gim_ppl.inference import fit
+from gim_ppl.extras import require
+from gim_ppl.inference import FitResult, fit
 from gim_ppl.model import GIM
+from gim_ppl.summary import hill_table, target_table
 
 
 def machine_description() -> str:
@@ -49,7 +66,7 @@ def _demo(args) -> int:
         model = GIM(args.n_vars, bench.train.n_features, marginal=marginal)
         start = time.perf_counter()
         result = fit(model, bench.train, steps=args.steps, key=jax.random.key(args.seed),
-                     learning_rate=args.learning_rate, progress=not args.no_progress)
+                     optimizer=optax.adam(args.learning_rate), progress=not args.no_progress)
         seconds = time.perf_counter() - start
         if result.message:
             print(f"warning: {result.message}", file=sys.stderr)
@@ -76,9 +93,6 @@ def _demo(args) -> int:
 
 
 def _perf(args) -> int:
-    import json
-    from pathlib import Path
-
     from gim_ppl.evaluation.perf import PerfConfig, perf_markdown, run_perf
 
     config = PerfConfig.quick() if args.quick else PerfConfig()
@@ -211,8 +225,6 @@ def _add_fit_parser(sub) -> None:
 
 def _fit_settings(args) -> dict:
     """The obs keys and dose unit: explicit flags, else the preset, else an error."""
-    from gim_ppl.datasets import SCIPLEX3
-
     preset = dataclasses.asdict(SCIPLEX3) if args.preset == "sciplex3" else {}
     out = {k: getattr(args, k) if getattr(args, k) is not None else preset.get(k)
            for k in _FIT_KEYS}
@@ -227,72 +239,42 @@ def _fit_settings(args) -> dict:
     return out
 
 
+class _Screen(NamedTuple):
+    """What `gim-ppl fit` loaded: all contexts, the train/test split, the dose scale and the
+    obs keys used."""
+
+    data: PerturbationData
+    train: PerturbationData
+    test: PerturbationData
+    scale: DoseScale
+    settings: dict
+
+
+class _Fitted(NamedTuple):
+    """The fitted model, its `FitResult`, the centred training cells and the control mean
+    that was subtracted (`center_on_controls`)."""
+
+    model: GIM
+    result: FitResult
+    centred: PerturbationData
+    offset: np.ndarray
+
+
 def _fit_command(args) -> int:
-    """`gim-ppl fit`: read, validate, split, fit, and write every artefact to `--out`."""
+    """`gim-ppl fit`: load and split the screen, fit, and write every artefact to `--out`."""
     try:
-        loaded = _load_screen(args)
+        screen = _load_screen(args)
     except (KeyError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"gim-ppl fit: error: {message}", file=sys.stderr)
         return 2
-    data, train, test, scale, settings = loaded
-    print(f"data: {data}")
-    print(f"train: {train.n_contexts} contexts, {train.n_cells} cells; held out: "
-          f"{test.n_contexts} contexts, {test.n_cells} cells")
+    print(f"data: {screen.data}")
+    print(f"train: {screen.train.n_contexts} contexts, {screen.train.n_cells} cells; held out: "
+          f"{screen.test.n_contexts} contexts, {screen.test.n_cells} cells")
     print(f"machine: {machine_description()}")
-
-    from gim_ppl.datasets import center_on_controls, hill_table, shift_cells, target_table
-
-    # The model is fit to expression minus the control mean (an exact reparametrisation of
-    # the linear SCM's bias); Adam converges far better than on raw log expression ~ 5.
-    centred, offset = center_on_controls(train)
-    model = GIM(data.n_vars, data.n_features, target_sparsity=args.target_sparsity)
-    result = fit(model, centred, steps=args.steps, key=jax.random.key(args.seed),
-                 learning_rate=args.learning_rate, progress=not args.no_progress)
-    if result.message:
-        print(f"warning: {result.message}", file=sys.stderr)
-    sites = result.sites
-
+    fitted = _fit_screen(args, screen)
     out = Path(args.out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    weights = model.edge_weights(sites)
-    graph = model.graph(sites, threshold=args.graph_threshold)
-    src, dst = np.nonzero(graph)
-    import pandas as pd
-
-    pd.DataFrame({"source": [data.var_names[i] for i in src],
-                  "target": [data.var_names[j] for j in dst],
-                  "weight": weights[src, dst]}).to_csv(out / "graph.csv", index=False)
-    targets = target_table(model, sites, data, train=centred)
-    targets.to_csv(out / "targets.csv", index=False)
-    hill = hill_table(model, sites, data, scale)
-    hill.to_csv(out / "hill.csv", index=False)
-
-    # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
-    to_predict = test if test.n_contexts else data.subset(~np.asarray(data.observational))
-    pred = shift_cells(model.predict(sites, to_predict.contexts_only(),
-                                     key=jax.random.key(args.seed + 1),
-                                     n_cells=args.n_pred_cells), offset)
-    _write_predictions(out / "predictions.h5ad", pred, scale, settings)
-    scores = None
-    if test.n_contexts:
-        scores = _heldout_metrics(pred, test, train, key=jax.random.key(args.seed + 2),
-                                  n_cells=args.n_pred_cells)
-        (out / "metrics.json").write_text(json.dumps(scores, indent=2))
-    _fit_figures(out / "figures", model, sites, targets, hill, scale, data, test,
-                 args.top_targets)
-    summary = {
-        "h5ad": str(args.h5ad), "settings": settings, "cell_type": args.cell_type,
-        "genes": list(data.var_names), "n_cells": data.n_cells,
-        "n_contexts": data.n_contexts, "features": list(data.feature_names),
-        "dose_scale": dataclasses.asdict(scale), "holdout": args.holdout,
-        "heldout_contexts": list(test.context_names), "steps": args.steps,
-        "learning_rate": args.learning_rate, "target_sparsity": args.target_sparsity,
-        "final_loss": float(result.losses[-1]) if result.losses.size else None,
-        "fit_seconds": result.seconds, "fit_message": result.message,
-        "control_mean": np.asarray(offset).tolist(), "machine": machine_description(),
-    }
-    (out / "run.json").write_text(json.dumps(summary, indent=2))
+    scores = _write_outputs(out, args, screen, fitted)
     if scores is not None:
         print(f"held-out mean error {scores['mean_error']:.3f} (control prediction "
               f"{scores['mean_error_control']:.3f}) over {len(scores['per_context'])} contexts")
@@ -301,20 +283,11 @@ def _fit_command(args) -> int:
     return 0
 
 
-def _load_screen(args):
+def _load_screen(args) -> _Screen:
     """Read the .h5ad, build drug features and `PerturbationData`, and split it."""
-    from gim_ppl.data import _import_optional
-    from gim_ppl.datasets import (
-        DoseScale,
-        drug_features,
-        drug_smiles,
-        holdout_highest_doses,
-        holdout_perturbations,
-    )
-
     settings = _fit_settings(args)
-    anndata = _import_optional("anndata")
-    pd = _import_optional("pandas")
+    anndata = require("anndata")
+    pd = require("pandas")
     path = Path(args.h5ad)
     if not path.is_file():
         raise FileNotFoundError(f"--h5ad {str(path)!r}: no such file")
@@ -334,7 +307,7 @@ def _load_screen(args):
     genes = None if args.genes is None else [g.strip() for g in args.genes.split(",")]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = PerturbationData.from_anndata(
+        data = from_anndata(
             adata, perturbation_key=settings["perturbation_key"], dose_key=settings["dose_key"],
             control=settings["control"], features=features, genes=genes, layer=args.layer,
             cell_type=args.cell_type, cell_type_key=settings["cell_type_key"],
@@ -354,7 +327,69 @@ def _load_screen(args):
     names = [n for part in test_parts for n in part.context_names]
     test = data.subset(np.asarray(names, dtype=str)) if names else data.subset(
         np.zeros(data.n_contexts, dtype=bool))
-    return data, train, test, scale, settings
+    return _Screen(data, train, test, scale, settings)
+
+
+def _fit_screen(args, screen: _Screen) -> _Fitted:
+    """Fit a GIM to the training cells minus the control mean (an exact reparametrisation of
+    the linear SCM's bias; Adam converges far better than on raw log expression ~ 5)."""
+    centred, offset = center_on_controls(screen.train)
+    model = GIM(screen.data.n_vars, screen.data.n_features,
+                target_sparsity=args.target_sparsity)
+    result = fit(model, centred, steps=args.steps, key=jax.random.key(args.seed),
+                 optimizer=optax.adam(args.learning_rate), progress=not args.no_progress)
+    if result.message:
+        print(f"warning: {result.message}", file=sys.stderr)
+    return _Fitted(model, result, centred, offset)
+
+
+def _write_outputs(out: Path, args, screen: _Screen, fitted: _Fitted) -> dict | None:
+    """Write graph.csv, targets.csv, hill.csv, predictions.h5ad, metrics.json (when contexts
+    were held out), figures/ and run.json; return the held-out scores (or None)."""
+    import pandas as pd
+
+    model, sites, data = fitted.model, fitted.result.sites, screen.data
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    weights = model.edge_weights(sites)
+    src, dst = np.nonzero(model.graph(sites, threshold=args.graph_threshold))
+    pd.DataFrame({"source": [data.var_names[i] for i in src],
+                  "target": [data.var_names[j] for j in dst],
+                  "weight": weights[src, dst]}).to_csv(out / "graph.csv", index=False)
+    target_table(model, sites, data, train=fitted.centred).to_csv(out / "targets.csv",
+                                                                  index=False)
+    hill_table(model, sites, data, screen.scale).to_csv(out / "hill.csv", index=False)
+
+    # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
+    test = screen.test
+    to_predict = test if test.n_contexts else data.subset(~np.asarray(data.observational))
+    pred = shift_cells(model.predict(sites, to_predict.contexts_only(),
+                                     key=jax.random.key(args.seed + 1),
+                                     n_cells=args.n_pred_cells), fitted.offset)
+    _write_predictions(out / "predictions.h5ad", pred, screen.scale, screen.settings)
+    scores = None
+    if test.n_contexts:
+        scores = _heldout_metrics(pred, test, screen.train, key=jax.random.key(args.seed + 2),
+                                  n_cells=args.n_pred_cells)
+        (out / "metrics.json").write_text(json.dumps(scores, indent=2))
+    _write_figures(out / "figures", args, screen, fitted)
+    (out / "run.json").write_text(json.dumps(_run_record(args, screen, fitted), indent=2))
+    return scores
+
+
+def _run_record(args, screen: _Screen, fitted: _Fitted) -> dict:
+    """run.json: the input, settings, genes, split, fit settings and outcome, machine."""
+    data, result = screen.data, fitted.result
+    return {
+        "h5ad": str(args.h5ad), "settings": screen.settings, "cell_type": args.cell_type,
+        "genes": list(data.var_names), "n_cells": data.n_cells,
+        "n_contexts": data.n_contexts, "features": list(data.feature_names),
+        "dose_scale": dataclasses.asdict(screen.scale), "holdout": args.holdout,
+        "heldout_contexts": list(screen.test.context_names), "steps": args.steps,
+        "learning_rate": args.learning_rate, "target_sparsity": args.target_sparsity,
+        "final_loss": float(result.losses[-1]) if result.losses.size else None,
+        "fit_seconds": result.seconds, "fit_message": result.message,
+        "control_mean": np.asarray(fitted.offset).tolist(), "machine": machine_description(),
+    }
 
 
 def _write_predictions(path, pred: PerturbationData, scale, settings) -> None:
@@ -397,51 +432,21 @@ def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
     }
 
 
-def _fit_figures(folder, model: GIM, sites, targets, hill, scale, data: PerturbationData,
-                 test: PerturbationData, top: int) -> None:
-    """target_heatmap.png (π from features, drugs × genes: `gim_ppl.plots.plot_targets`) and
-    dose_response.png (per drug, its top targets' Hill curves in the user's dose unit and
-    scale, which `plots.plot_dose_response` does not know), with no pyplot state."""
-    from matplotlib.figure import Figure
+def _write_figures(folder: Path, args, screen: _Screen, fitted: _Fitted) -> None:
+    """target_heatmap.png (`plots.plot_targets`, prior π per drug and gene) and
+    dose_response.png (`plots.plot_dose_response_grid`, in the user's dose unit)."""
+    import matplotlib.pyplot as plt
 
-    from gim_ppl.datasets import dose_response
-    from gim_ppl.plots import plot_targets
+    from gim_ppl.plots import plot_dose_response_grid, plot_targets
 
-    fig, _ = plot_targets(model, sites, data, posterior=False)
+    model, sites = fitted.model, fitted.result.sites
+    fig, _ = plot_targets(model, sites, screen.data, posterior=False)
     fig.savefig(folder / "target_heatmap.png", dpi=120)
-
-    drugs = list(dict.fromkeys(targets["perturbation"]))
-    genes = list(data.var_names)
-    prob = targets.pivot(index="perturbation", columns="gene",
-                         values="target_probability").loc[drugs, genes].to_numpy()
-    doses = scale.to_user(np.asarray(data.dose))
-    positive = doses[doses > 0]
-    grid = np.geomspace(positive.min() / 10, positive.max() * 10, 200)
-    heldout = set(test.context_names)
-    ncols = min(4, len(drugs))
-    nrows = -(-len(drugs) // ncols)
-    fig = Figure(figsize=(3.2 * ncols, 2.4 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (i, drug) in zip(axes, enumerate(drugs), strict=False):
-        rows = hill[hill["perturbation"] == drug].set_index("gene").loc[genes]
-        for j in np.argsort(-prob[i])[:top]:
-            r = rows.iloc[j]
-            curve = dose_response(scale, grid, r["emax"], r["ec50"], r["hill"])
-            ax.plot(grid, curve, label=f"{genes[j]} (π={prob[i, j]:.2f})")
-        mine = [k for k, n in enumerate(data.context_names) if n.startswith(f"{drug}@")]
-        for k in mine:
-            style = "--" if data.context_names[k] in heldout else ":"
-            ax.axvline(doses[k], color="grey", lw=0.8, ls=style)
-        ax.axhline(0.0, color="black", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_title(drug, fontsize=9)
-        ax.set_xlabel(f"dose ({scale.unit})", fontsize=8)
-        ax.set_ylabel("shift (log expr.)", fontsize=8)
-        ax.legend(fontsize=6)
-    for ax in axes[len(drugs):]:
-        ax.set_visible(False)
-    fig.suptitle("Hill dose-response of each drug's top targets (dashed: held-out dose)")
+    plt.close(fig)
+    fig, _ = plot_dose_response_grid(model, sites, screen.data, screen.scale,
+                                     heldout=screen.test.context_names, top=args.top_targets)
     fig.savefig(folder / "dose_response.png", dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:

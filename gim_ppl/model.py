@@ -1,4 +1,4 @@
-"""`GIM`: the generative intervention model as a callable NumPyro model, and its `Priors`.
+"""`GIM`: the generative intervention model as a callable NumPyro model.
 
     model(data, target_sparsity=None)
 
@@ -11,10 +11,8 @@ it samples `targets` per context, Hill shifts and cells, returned as the determi
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import field
 
 import jax
 import jax.numpy as jnp
@@ -23,107 +21,46 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import Predictive
 
-from gim_ppl.core.graph import acyclicity_penalty, default_power_iterations, threshold_graph
+from gim_ppl.core.graph import acyclicity_penalty_fn, default_power_iterations, threshold_graph
 from gim_ppl.core.hill import hill_shift
-from gim_ppl.core.interventions import intervention_outputs, intervention_site_shapes
+from gim_ppl.core.interventions import (
+    InterventionOutputs,
+    as_intervention_map,
+    intervention_outputs,
+)
 from gim_ppl.core.likelihood import (
-    INTERVENTION_KINDS,
-    exact_marginal,
+    INTERVENTION_EFFECTS,
+    MARGINALS,
+    CellModel,
+    log_likelihood,
     make_groups,
-    posterior_target_probs,
-    relaxed_mc_marginal,
-    residual_stats,
-    target_terms,
+    sample_cells,
 )
-from gim_ppl.core.mechanisms import (
-    masked_weights,
-    mechanism_mean,
-    mechanism_site_shapes,
-    sample_scm,
-)
+from gim_ppl.core.likelihood import posterior_targets as cell_posterior_targets
+from gim_ppl.core.mechanisms import as_mechanism, masked_weights
+from gim_ppl.core.sites import Site, site_shape
 from gim_ppl.data import PerturbationData
-
-MARGINALS = ("exact", "relaxed_mc")
-
-
-@dataclasses.dataclass(frozen=True)
-class Priors:
-    """Priors of every parameter; each a `numpyro.distributions.Distribution`.
-
-    A scalar distribution is broadcast to the site's shape; a distribution whose batch
-    shape already matches the site (e.g. per-edge priors) is used as is. Dose parameters
-    are in log-dose units of the data's `dose` (EC50 = exp(log_ec50)).
-    """
-
-    edge_weight: dist.Distribution = field(default_factory=lambda: dist.Laplace(0.0, 0.1))
-    bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 5.0))
-    noise_scale: dist.Distribution = field(default_factory=lambda: dist.LogNormal(0.0, 1.0))
-    mlp_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
-    target_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
-    target_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(-2.0, 2.0))
-    emax_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
-    emax_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 2.0))
-    log_ec50_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
-    log_ec50_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
-    log_hill_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
-    log_hill_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
-    gim_hidden_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, dist.Distribution):
-                raise TypeError(
-                    f"Priors.{f.name} must be a numpyro Distribution, got {type(value).__name__}"
-                )
-        support = self.noise_scale.support
-        if not (bool(np.all(support(jnp.asarray(1.0)))) and not bool(np.any(support(-1.0)))):
-            raise ValueError("Priors.noise_scale must have positive support (e.g. LogNormal)")
-
-    def for_site(self, site: str) -> dist.Distribution:
-        """The prior field that governs a model sample site."""
-        if site in _SITE_PRIOR:
-            return getattr(self, _SITE_PRIOR[site])
-        if site.startswith("mlp_"):
-            return self.mlp_weight
-        if site.startswith("gim_"):
-            return self.gim_hidden_weight
-        head, _, part = site.rpartition("_")
-        return getattr(self, f"{head}_{'weight' if part == 'weights' else 'bias'}")
-
-
-_SITE_PRIOR = {"weights": "edge_weight", "bias": "bias", "noise_scale": "noise_scale"}
-
-
-def _site_distribution(prior: dist.Distribution, shape: tuple) -> dist.Distribution:
-    batch = tuple(prior.batch_shape) + tuple(prior.event_shape)
-    if batch == shape and prior.event_shape:
-        return prior.to_event(len(shape) - len(prior.event_shape)) if prior.batch_shape else prior
-    if prior.event_shape:
-        raise ValueError(
-            f"prior {prior} has event shape {prior.event_shape}; expected a scalar prior or one "
-            f"of shape {shape}"
-        )
-    try:
-        return prior.expand(shape).to_event(len(shape))
-    except ValueError as err:
-        raise ValueError(
-            f"prior with batch shape {prior.batch_shape} cannot broadcast to site shape {shape}"
-        ) from err
+from gim_ppl.priors import SCM_SITES, Priors, site_distribution
 
 
 class GIM:
     """Generative intervention model over `n_vars` variables and `n_features` features.
 
+    A callable NumPyro model, `model(data, target_sparsity=None, acyclicity_weight=None)`:
+    priors on every site, the acyclicity and target-sparsity factors, and
+    `numpyro.factor("cells", core.likelihood.log_likelihood(...))`; the computation itself
+    lives in the pure functions of `gim_ppl.core` (as dynamax models call their filters).
+
     Args:
         n_vars: number of measured variables d.
         n_features: dimension p of the perturbation features.
-        mechanism: "linear" or "mlp" causal mechanisms.
+        mechanism: "linear" or "mlp" causal mechanisms (or a `core.mechanisms.Mechanism`).
         marginal: "exact" (per-variable logaddexp, zero variance) or "relaxed_mc" (the
             paper's relaxed-Bernoulli Monte Carlo estimator).
         priors: `Priors`.
-        intervention: "linear" or "mlp" map from features to targets and Hill parameters.
-        intervention_kind: "shift" (x_j += u) or "replace" (x_j's mechanism replaced by a
+        intervention_map: "linear" or "mlp" map from features to targets and Hill parameters
+            (or a `core.interventions.InterventionMap`).
+        intervention_effect: "shift" (x_j += u) or "replace" (x_j's mechanism replaced by a
             Gaussian with the Hill mean).
         hidden: hidden units of MLP mechanisms and of the MLP intervention map.
         acyclicity: "spectral" (NO-BEARS power iteration) or "notears".
@@ -144,8 +81,8 @@ class GIM:
         marginal: str = "exact",
         priors: Priors | None = None,
         *,
-        intervention: str = "linear",
-        intervention_kind: str = "shift",
+        intervention_map: str = "linear",
+        intervention_effect: str = "shift",
         hidden: int = 16,
         acyclicity: str = "spectral",
         acyclicity_weight: float = 10.0,
@@ -159,46 +96,48 @@ class GIM:
             raise ValueError(f"n_vars and n_features must be >= 1, got {n_vars}, {n_features}")
         if marginal not in MARGINALS:
             raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
-        if intervention_kind not in INTERVENTION_KINDS:
-            raise ValueError(
-                f"intervention_kind must be one of {INTERVENTION_KINDS}, got {intervention_kind!r}"
-            )
-        if acyclicity not in ("spectral", "notears"):
-            raise ValueError(f"acyclicity must be 'spectral' or 'notears', got {acyclicity!r}")
+        if intervention_effect not in INTERVENTION_EFFECTS:
+            raise ValueError(f"intervention_effect must be one of {INTERVENTION_EFFECTS}, got "
+                             f"{intervention_effect!r}")
         if temperature <= 0 or n_mc < 1 or hidden < 1:
             raise ValueError("temperature must be > 0, n_mc >= 1 and hidden >= 1")
         if target_sparsity < 0 or acyclicity_weight < 0:
             raise ValueError("target_sparsity and acyclicity_weight must be >= 0")
+        mech, imap = as_mechanism(mechanism), as_intervention_map(intervention_map)
         self.n_vars, self.n_features = int(n_vars), int(n_features)
-        self.mechanism, self.marginal = mechanism, marginal
+        self.mechanism, self.marginal = mech.name, marginal
         self.priors = Priors() if priors is None else priors
         if not isinstance(self.priors, Priors):
             raise TypeError(f"priors must be a gim_ppl.Priors, got {type(self.priors).__name__}")
-        self.intervention, self.intervention_kind = intervention, intervention_kind
+        self.intervention_map, self.intervention_effect = imap.name, intervention_effect
         self.hidden = int(hidden)
         self.acyclicity, self.acyclicity_weight = acyclicity, float(acyclicity_weight)
         self.power_iterations = (
             default_power_iterations(self.n_vars) if power_iterations is None
             else int(power_iterations)
         )
+        # h(W) as a value: a callable (n_vars, n_vars) -> scalar; validates the name.
+        self.acyclicity_penalty = acyclicity_penalty_fn(acyclicity, self.power_iterations)
         self.target_sparsity = float(target_sparsity)
         self.temperature, self.n_mc = float(temperature), int(n_mc)
         self.shared_targets = bool(shared_targets)
-        d, p, h = self.n_vars, self.n_features, self.hidden
+        self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
+                                    self.n_mc)
+        # One table: each site's axes (→ shape and ArviZ dims) and prior field.
+        self.sites: dict[str, Site] = {**SCM_SITES, **mech.sites, **imap.sites}
+        self.axis_sizes = {"var": self.n_vars, "parent": self.n_vars,
+                           "feature": self.n_features, "hidden": self.hidden,
+                           "map_hidden": self.hidden}
         self.site_shapes: dict[str, tuple] = {
-            "weights": (d, d),
-            "bias": (d,),
-            "noise_scale": (d,),
-            **mechanism_site_shapes(mechanism, d, h),
-            **intervention_site_shapes(intervention, p, d, h),
-        }
-        self._priors = {s: _site_distribution(self.priors.for_site(s), shape)
-                        for s, shape in self.site_shapes.items()}
+            s: site_shape(spec, self.axis_sizes) for s, spec in self.sites.items()}
+        self.site_priors = {s: site_distribution(self.priors.for_site(s), shape)
+                            for s, shape in self.site_shapes.items()}
 
     def __repr__(self) -> str:
         return (f"GIM(n_vars={self.n_vars}, n_features={self.n_features}, "
                 f"mechanism={self.mechanism!r}, marginal={self.marginal!r}, "
-                f"intervention={self.intervention!r}, kind={self.intervention_kind!r})")
+                f"intervention_map={self.intervention_map!r}, "
+                f"intervention_effect={self.intervention_effect!r})")
 
     # -- the NumPyro model -----------------------------------------------------------
     def __call__(self, data: PerturbationData, target_sparsity=None, acyclicity_weight=None, *,
@@ -211,7 +150,7 @@ class GIM:
         sufficient statistics (minibatches: `n_k / b_k`; padding: 0).
         """
         self._check_data(data)
-        params = {s: numpyro.sample(s, prior) for s, prior in self._priors.items()}
+        params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
         params["weights"] = masked_weights(params["weights"])
         # The Gaussian conditionals form a proper density only for a DAG; a cycle can raise
         # them by O(1) nats per cell, so the penalty scales with the number of cells.
@@ -227,8 +166,7 @@ class GIM:
         lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
         numpyro.factor(
             "acyclicity",
-            -lam * n_scale
-            * acyclicity_penalty(params["weights"], self.acyclicity, self.power_iterations),
+            -lam * n_scale * self.acyclicity_penalty(params["weights"]),
         )
         heads = intervention_outputs(params, data.features)
         shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
@@ -238,23 +176,10 @@ class GIM:
         beta = self.target_sparsity if target_sparsity is None else target_sparsity
         prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
         numpyro.factor("target_sparsity", -beta * jnp.sum(prob))
-
-        n_contexts = data.dose.shape[0]
-        fitted = mechanism_mean(self.mechanism, params, data.x)
-        stats = residual_stats(data.x - fitted, data.context, n_contexts,
-                               fitted if self.intervention_kind == "replace" else None,
-                               cell_weights)
-        groups = self._groups(data)
-        if self.marginal == "exact":
-            l0, l1 = target_terms(stats, params["noise_scale"], shift, self.intervention_kind)
-            loglik = exact_marginal(l0, l1, heads.target_logits, data.observational, groups)
-        else:
-            loglik = relaxed_mc_marginal(
-                _prng_key(), stats, params["noise_scale"], shift, heads.target_logits,
-                data.observational, temperature=self.temperature, n_samples=self.n_mc,
-                kind=self.intervention_kind, groups=groups,
-            )
-        numpyro.factor("cells", loglik)
+        key = None if self.marginal == "exact" else _prng_key()
+        numpyro.factor("cells", log_likelihood(
+            self.cell_model, params, data, heads.target_logits, shift,
+            groups=self._groups(data), cell_weights=cell_weights, key=key))
         return None
 
     def _generate(self, params, target_logits, shift, data, hard_targets):
@@ -272,12 +197,8 @@ class GIM:
         n_cells = data.context.shape[0]
         noise = numpyro.sample("noise", dist.Normal(0.0, 1.0).expand((n_cells, self.n_vars))
                                .to_event(2))
-        t_cell, s_cell = targets[data.context], shift[data.context]
-        scaled = params["noise_scale"] * noise
-        if self.intervention_kind == "shift":
-            x = sample_scm(self.mechanism, params, scaled + t_cell * s_cell)
-        else:
-            x = sample_scm(self.mechanism, params, scaled, t_cell, s_cell)
+        x = sample_cells(self.cell_model, params, noise, targets[data.context],
+                         shift[data.context])
         return numpyro.deterministic("x", x)
 
     def _groups(self, data: PerturbationData):
@@ -301,7 +222,10 @@ class GIM:
             )
 
     # -- reading a fit -----------------------------------------------------------------
-    def _check_sites(self, sites: Mapping) -> bool:
+    # Convention: every read-off returns one value per draw when `sites` carry a leading draw
+    # axis (`(n_draws, …)`), and the single-point shape otherwise; the caller averages.
+    # `graph` and `predict` summarise draws (majority edges; a mixture over draws).
+    def check_sites(self, sites: Mapping) -> bool:
         """Validate `sites`; return True if they carry a leading draw axis."""
         if not isinstance(sites, Mapping):
             raise TypeError(f"sites must be a dict of sample-site values, got {type(sites)}")
@@ -325,52 +249,50 @@ class GIM:
         return bool(draws)
 
     def _map_sites(self, fn, sites, *args):
-        """Apply `fn(params, *args)` to one point or vmap it over draws."""
+        """Apply `fn(params, *args)` to one point or vmap it over draws; params have the
+        diagonal of `weights` masked."""
+
+        def masked(params):
+            return fn({**params, "weights": masked_weights(params["weights"])}, *args)
+
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
-        if self._check_sites(sites):
-            return jax.vmap(lambda p: fn(p, *args))(params), True
-        return fn(params, *args), False
+        if self.check_sites(sites):
+            return jax.vmap(masked)(params)
+        return masked(params)
 
-    def _heads(self, params, data):
-        return intervention_outputs(params, data.features)
+    def intervention_outputs(self, sites, contexts: PerturbationData) -> InterventionOutputs:
+        """`InterventionOutputs(target_logits, emax, log_ec50, log_hill)` of each context,
+        each `(n_contexts, n_vars)` (`(n_draws, …)` with draws)."""
+        self._check_data(contexts)
+        out = self._map_sites(lambda p, d: intervention_outputs(p, d.features), sites, contexts)
+        return InterventionOutputs(*(np.asarray(v) for v in out))
 
-    def target_probabilities(self, sites, contexts: PerturbationData):
-        """Prior target probabilities π(z) from features, `(n_contexts, n_vars)`.
-
-        0 for observational contexts; the posterior mean over draws when sites carry draws.
-        """
+    def target_probabilities(self, sites, contexts: PerturbationData) -> np.ndarray:
+        """Prior target probabilities π(z) from features, `(n_contexts, n_vars)`
+        (`(n_draws, …)` with draws); 0 for observational contexts."""
         self._check_data(contexts)
 
         def fn(params, data):
-            logits = self._heads(params, data).target_logits
+            logits = intervention_outputs(params, data.features).target_logits
             return jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(logits))
 
-        out, draws = self._map_sites(fn, sites, contexts)
-        return np.asarray(out.mean(0) if draws else out)
+        return np.asarray(self._map_sites(fn, sites, contexts))
 
-    def posterior_targets(self, sites, data: PerturbationData):
-        """`P(I_kj = 1 | cells of context k, model)`, `(n_contexts, n_vars)` (exact).
-
-        With `shared_targets`, conditions on all contexts of the perturbation. Averaged over
-        draws when sites carry draws.
-        """
+    def posterior_targets(self, sites, data: PerturbationData) -> np.ndarray:
+        """`P(I_kj = 1 | cells of context k, model)`, `(n_contexts, n_vars)` (`(n_draws, …)`
+        with draws), exact. With `shared_targets`, conditions on all contexts of the
+        perturbation."""
         self._check_data(data)
         if data.x is None:
             raise ValueError("posterior_targets needs cells: data.x is None")
 
         def fn(params, data):
-            params = {**params, "weights": masked_weights(params["weights"])}
-            heads = self._heads(params, data)
+            heads = intervention_outputs(params, data.features)
             shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
-            fitted = mechanism_mean(self.mechanism, params, data.x)
-            stats = residual_stats(data.x - fitted, data.context, data.dose.shape[0],
-                                   fitted if self.intervention_kind == "replace" else None)
-            l0, l1 = target_terms(stats, params["noise_scale"], shift, self.intervention_kind)
-            return posterior_target_probs(l0, l1, heads.target_logits, data.observational,
-                                          self._groups(data))
+            return cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
+                                          shift, groups=self._groups(data))
 
-        out, draws = self._map_sites(fn, sites, data)
-        return np.asarray(out.mean(0) if draws else out)
+        return np.asarray(self._map_sites(fn, sites, data))
 
     def hill_parameters(self, sites, contexts: PerturbationData) -> dict:
         """`dict(emax, ec50, hill)`, each `(n_contexts, n_vars)` (`(n_draws, …)` with draws).
@@ -380,20 +302,19 @@ class GIM:
         self._check_data(contexts)
 
         def fn(params, data):
-            heads = self._heads(params, data)
+            heads = intervention_outputs(params, data.features)
             return {
                 "emax": jnp.where(data.observational[:, None], 0.0, heads.emax),
                 "ec50": jnp.exp(heads.log_ec50),
                 "hill": jnp.exp(heads.log_hill),
             }
 
-        out, _ = self._map_sites(fn, sites, contexts)
+        out = self._map_sites(fn, sites, contexts)
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def edge_weights(self, sites):
+    def edge_weights(self, sites) -> np.ndarray:
         """`(n_vars, n_vars)` weights (i → j) with zero diagonal; `(n_draws, …)` with draws."""
-        out, _ = self._map_sites(lambda p: masked_weights(p["weights"]), sites)
-        return np.asarray(out)
+        return np.asarray(self._map_sites(lambda p: p["weights"], sites))
 
     def graph(self, sites, threshold: float = 0.3) -> np.ndarray:
         """Learned DAG `(n_vars, n_vars)` bool (i → j), guaranteed acyclic.
@@ -412,19 +333,19 @@ class GIM:
         """Sample `n_cells` cells for each context of `contexts` (cells there are ignored).
 
         `mode="mixture"` draws targets per cell from π(z) (the Bayesian predictive);
-        `mode="map"` uses `I = π(z) > 0.5`. With draws in `sites`, the cells of each context
-        are spread evenly over up to `n_cells` draws. Deterministic for a given `key`.
+        `mode="threshold"` uses `I = π(z) > 0.5`. With draws in `sites`, the cells of each
+        context are spread evenly over up to `n_cells` draws. Deterministic for a given `key`.
 
         Returns:
             `PerturbationData` with `x (n_contexts · n_cells, n_vars)`, contexts as given.
         """
-        if mode not in ("mixture", "map"):
-            raise ValueError(f"mode must be 'mixture' or 'map', got {mode!r}")
+        if mode not in ("mixture", "threshold"):
+            raise ValueError(f"mode must be 'mixture' or 'threshold', got {mode!r}")
         if int(n_cells) < 1:
             raise ValueError(f"n_cells must be >= 1, got {n_cells}")
         self._check_data(contexts)
         n_cells = int(n_cells)
-        has_draws = self._check_sites(sites)
+        has_draws = self.check_sites(sites)
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
         if not has_draws:
             params = {s: v[None] for s, v in params.items()}
@@ -435,35 +356,39 @@ class GIM:
         params = {s: v[pick] for s, v in params.items()}
         per_draw = math.ceil(n_cells / used)
 
-        k = contexts.dose.shape[0]
+        k = contexts.n_contexts
         if mode == "mixture":
             # One context per generated cell, so each cell gets its own target draw.
             rep = np.repeat(np.arange(k), per_draw)
             gen = _expand_contexts(contexts, rep, np.arange(rep.size))
         else:
             gen = _expand_contexts(contexts, np.arange(k), np.repeat(np.arange(k), per_draw))
-            logits = jax.vmap(lambda p: self._heads(p, gen).target_logits)(params)
+            logits = jax.vmap(lambda p: intervention_outputs(p, gen.features).target_logits)(
+                params)
             params["targets"] = (logits > 0).astype(logits.dtype)
         predictive = Predictive(self, posterior_samples=params, return_sites=["x"])
         x = predictive(key, gen, hard_targets=True)["x"]  # (used, k * per_draw, d)
-        x = x.reshape(used, k, per_draw, self.n_vars).transpose(1, 0, 2, 3)
-        x = x.reshape(k, used * per_draw, self.n_vars)[:, :n_cells].reshape(-1, self.n_vars)
-        return PerturbationData(
-            x, jnp.asarray(np.repeat(np.arange(k), n_cells).astype(np.int32)),
-            contexts.features, contexts.dose, contexts.observational, contexts.perturbation,
-            contexts.var_names, contexts.context_names, contexts.feature_names,
-            contexts.perturbation_names,
-        )
+        return contexts.replace(
+            x=_context_major(x, k, n_cells),
+            context=jnp.asarray(np.repeat(np.arange(k), n_cells).astype(np.int32)))
+
+
+def _context_major(x, n_contexts: int, n_cells: int):
+    """`(n_draws, n_contexts · per_draw, d)` draws → `(n_contexts · n_cells, d)`, cells of
+    each context taken round the draws and cut to `n_cells`."""
+    n_draws, _, d = x.shape
+    x = x.reshape(n_draws, n_contexts, -1, d).transpose(1, 0, 2, 3)
+    return x.reshape(n_contexts, -1, d)[:, :n_cells].reshape(-1, d)
 
 
 def _expand_contexts(contexts: PerturbationData, rows, cell_context) -> PerturbationData:
     """Contexts `contexts[rows]` with cells assigned by `cell_context` (no x)."""
     rows = jnp.asarray(rows)
-    return PerturbationData(
-        None, jnp.asarray(np.asarray(cell_context, dtype=np.int32)), contexts.features[rows],
-        contexts.dose[rows], contexts.observational[rows], contexts.perturbation[rows],
-        contexts.var_names, tuple(f"c{i}" for i in range(rows.shape[0])),
-        contexts.feature_names, contexts.perturbation_names,
+    return contexts.replace(
+        x=None, context=jnp.asarray(np.asarray(cell_context, dtype=np.int32)),
+        features=contexts.features[rows], dose=contexts.dose[rows],
+        observational=contexts.observational[rows], perturbation=contexts.perturbation[rows],
+        context_names=tuple(f"c{i}" for i in range(rows.shape[0])),
     )
 
 

@@ -8,6 +8,8 @@ from `PerturbationData`.
 - `plot_loss`: the loss curve of a fit.
 - `plot_dose_response`: fitted Hill curves per (perturbation, variable), a posterior band
   when `sites` carry draws, observed context means with error bars on top.
+- `plot_dose_response_grid`: one panel per perturbation, the Hill curves of its most
+  probable targets in the user's dose unit (`DoseScale`), held-out doses marked.
 - `plot_targets`: target probabilities (perturbations × variables), prior π(z) beside the
   posterior P(I = 1 | cells), true targets outlined.
 - `plot_graph`: the learned DAG, edge width by |weight|, optionally against a true graph
@@ -33,6 +35,7 @@ from gim_ppl.core.graph import topological_order
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.mechanisms import masked_weights, mechanism_mean
 from gim_ppl.data import PerturbationData
+from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.model import GIM
 
 OBSERVED_COLOR = "0.25"
@@ -100,17 +103,9 @@ def _resolve(names: Sequence[str], which, what: str) -> list[int]:
     return out
 
 
-def _present_perturbations(data: PerturbationData) -> tuple[np.ndarray, np.ndarray]:
-    """`(perturbation ids present, first context of each)`, both `(n_present,)`, sorted."""
-    pert = np.asarray(data.perturbation)
-    ids = np.unique(pert[pert >= 0])
-    first = np.array([np.flatnonzero(pert == g)[0] for g in ids], dtype=int)
-    return ids, first
-
-
 def _pick_perturbations(data: PerturbationData, perturbations) -> tuple[list[int], list[int]]:
     """Chosen perturbation ids (default: all present) and the first context of each."""
-    ids, first = _present_perturbations(data)
+    ids, first = data.perturbation_contexts()
     if ids.size == 0:
         raise ValueError("data has no perturbational contexts")
     if perturbations is None:
@@ -132,9 +127,15 @@ def _per_perturbation(values, data: PerturbationData, ids) -> np.ndarray:
 
 def _draw_params(model: GIM, sites) -> tuple[dict, bool]:
     """Site values as jnp arrays with a leading draw axis, and whether draws were given."""
-    draws = model._check_sites(sites)
+    draws = model.check_sites(sites)
     params = {s: jnp.asarray(sites[s]) for s in model.site_shapes}
     return (params if draws else {s: v[None] for s, v in params.items()}), draws
+
+
+def _posterior_mean(model: GIM, sites, values) -> np.ndarray:
+    """A read-off averaged over draws when `sites` carry them (read-offs keep the draw axis)."""
+    values = np.asarray(values)
+    return values.mean(0) if model.check_sites(sites) else values
 
 
 def _cells(data: PerturbationData, context: int) -> np.ndarray:
@@ -195,22 +196,17 @@ def _residual_means(model: GIM, params: dict, data: PerturbationData) -> np.ndar
     replace interventions: the value `x` itself (the Hill curve is its mean).
     """
     x = jnp.asarray(data.x)
-    if model.intervention_kind == "shift":
+    if model.intervention_effect == "shift":
         def fitted(p):
             p = {**p, "weights": masked_weights(p["weights"])}
             return mechanism_mean(model.mechanism, p, x)
         effect = np.asarray(x - jax.vmap(fitted)(params).mean(0))
     else:
         effect = np.asarray(x)
-    ctx = np.asarray(data.context)
-    counts = np.bincount(ctx, minlength=data.n_contexts).astype(float)
-    total = np.zeros((data.n_contexts, data.n_vars))
-    square = np.zeros_like(total)
-    np.add.at(total, ctx, effect)
-    np.add.at(square, ctx, effect**2)
-    n = np.maximum(counts, 1.0)[:, None]
-    mean = total / n
-    var = np.maximum(square / n - mean**2, 0.0) * n / np.maximum(n - 1.0, 1.0)
+    moments = data.replace(x=effect).context_moments()
+    n = moments.count[:, None]
+    mean = moments.mean
+    var = moments.var * n / np.maximum(n - 1.0, 1.0)  # unbiased
     return np.stack([mean, np.sqrt(var / n)], axis=-1)
 
 
@@ -233,7 +229,7 @@ def plot_dose_response(
 
     Rows are perturbations, columns variables. The curve is the effect of the intervention
     if the variable is targeted: the shift `E · c^h / (EC50^h + c^h)` of x_j away from its
-    mechanism `f_j(parents)` (for `intervention_kind="replace"`, the mean x_j is set to).
+    mechanism `f_j(parents)` (for `intervention_effect="replace"`, the mean x_j is set to).
     The points are, per context of the perturbation (and the control at dose 0), the mean
     of the same quantity over its cells — `x_j − f_j(x)` for shift interventions — with
     ±1 standard error. A targeted variable's points follow the curve; a non-targeted one's
@@ -265,9 +261,9 @@ def plot_dose_response(
     if perturbations is None:
         pert_ids, first = pert_ids[:1], first[:1]
     params, has_draws = _draw_params(model, sites)
-    heads = data.subset(first)
-    hill = model.hill_parameters(sites, heads)  # each (n_draws?, n_pert, d)
-    prob = model.target_probabilities(sites, heads)  # (n_pert, d)
+    firsts = data.subset(first)
+    hill = model.hill_parameters(sites, firsts)  # each (n_draws?, n_pert, d)
+    prob = _posterior_mean(model, sites, model.target_probabilities(sites, firsts))
     if variables is None:
         order = np.argsort(-prob.max(0), kind="stable")
         var_ids = sorted(order[:min(max_variables, data.n_vars)].tolist())
@@ -288,7 +284,7 @@ def plot_dose_response(
     pert = np.asarray(data.perturbation)
     obs = np.asarray(data.observational)
     dose = np.asarray(data.dose)
-    ylabel = "x − f(parents)" if model.intervention_kind == "shift" else "mean of x"
+    ylabel = "x − f(parents)" if model.intervention_effect == "shift" else "mean of x"
     lower, upper = (1.0 - band) / 2.0, (1.0 + band) / 2.0
     for r, (g, k0) in enumerate(zip(pert_ids, first, strict=True)):
         for c, j in enumerate(var_ids):
@@ -334,6 +330,77 @@ def plot_dose_response(
     return fig, axes
 
 
+def plot_dose_response_grid(
+    model: GIM,
+    sites: Mapping,
+    data: PerturbationData,
+    dose_scale: DoseScale | None = None,
+    *,
+    heldout: Sequence[str] = (),
+    top: int = 3,
+    n_doses: int = 200,
+    ncols: int = 4,
+    ax=None,
+) -> tuple[Figure, np.ndarray]:
+    """One panel per perturbation: the Hill curves of its `top` most probable targets.
+
+    Curves are `gim_ppl.datasets.dose_response` in the user's dose unit on a log dose axis
+    (a decade beyond the doses of `data` on either side); each is labelled with the
+    variable and its prior target probability π(z). Vertical lines mark the doses of the
+    perturbation's contexts, dashed for contexts named in `heldout`, dotted otherwise.
+    With draws in `sites`, π and the Hill parameters are posterior means (EC50 averaged in
+    user units, as in `gim_ppl.summary.hill_table`).
+
+    Args:
+        model, sites: the fitted model (a point or draws).
+        data: the contexts (cells are not needed); panels follow its perturbations present.
+        dose_scale: the `DoseScale` of `from_anndata` (default: model doses, reference 1).
+        heldout: context names drawn dashed (e.g. `test.context_names`).
+        top: curves per panel (the variables with the highest π).
+        n_doses: points per curve.
+        ax: one Axes per perturbation, or None (a grid with `ncols` columns).
+    Returns:
+        `(fig, axes (n_perturbations,))`. Curves carry the gid "fit", dose lines "dose" or
+        "heldout_dose".
+    """
+    scale = DoseScale("model units", 1.0) if dose_scale is None else dose_scale
+    pert_ids, first = _pick_perturbations(data, None)
+    firsts = data.contexts_only().subset(first)
+    prob = _posterior_mean(model, sites, model.target_probabilities(sites, firsts))
+    hill = model.hill_parameters(sites, firsts)
+    ec50 = _posterior_mean(model, sites, scale.to_user(hill["ec50"]))
+    emax = _posterior_mean(model, sites, hill["emax"])
+    coefficient = _posterior_mean(model, sites, hill["hill"])
+    doses = scale.to_user(np.asarray(data.dose))
+    positive = doses[doses > 0]
+    if positive.size == 0:
+        raise ValueError("data has no positive doses to draw")
+    grid = np.geomspace(positive.min() / 10, positive.max() * 10, int(n_doses))
+    heldout = set(heldout)
+    genes = data.var_names
+    pert = np.asarray(data.perturbation)
+
+    fig, axes = _axes_grid(ax, len(pert_ids), ncols, (3.2, 2.4))
+    for i, (a, g) in enumerate(zip(axes, pert_ids, strict=True)):
+        for j in np.argsort(-prob[i])[:top]:
+            curve = dose_response(scale, grid, emax[i, j], ec50[i, j], coefficient[i, j])
+            a.plot(grid, curve, gid="fit", label=f"{genes[j]} (π={prob[i, j]:.2f})")
+        for k in np.flatnonzero(pert == g):
+            held = data.context_names[k] in heldout
+            a.axvline(doses[k], color="grey", lw=0.8, ls="--" if held else ":",
+                      gid="heldout_dose" if held else "dose")
+        a.axhline(0.0, color="black", lw=0.5)
+        a.set_xscale("log")
+        a.set_title(data.perturbation_names[g], fontsize=9)
+        a.set_xlabel(f"dose ({scale.unit})", fontsize=8)
+        a.set_ylabel("shift (log expr.)", fontsize=8)
+        a.legend(fontsize=6)
+    if ax is None:
+        fig.suptitle("Hill dose-response of each perturbation's top targets "
+                     "(dashed: held-out dose)")
+    return fig, axes
+
+
 # --- targets ----------------------------------------------------------------------------
 
 
@@ -369,9 +436,11 @@ def plot_targets(
     posterior = data.x is not None if posterior is None else bool(posterior)
     if posterior and data.x is None:
         raise ValueError("the posterior panel needs cells: data.x is None")
-    panels = [("prior π(z) from features", model.target_probabilities(sites, data.subset(first)))]
+    prior = _posterior_mean(model, sites, model.target_probabilities(sites, data.subset(first)))
+    panels = [("prior π(z) from features", prior)]
     if posterior:
-        post = _per_perturbation(model.posterior_targets(sites, data), data, pert_ids)
+        post = _posterior_mean(model, sites, model.posterior_targets(sites, data))
+        post = _per_perturbation(post, data, pert_ids)
         title = "posterior P(I=1 | cells)" + ("" if model.shared_targets else ", mean over doses")
         panels.append((title, post))
     truth = None
@@ -759,6 +828,7 @@ __all__ = [
     "EDGE_COLORS",
     "edge_classes",
     "plot_dose_response",
+    "plot_dose_response_grid",
     "plot_graph",
     "plot_loss",
     "plot_marginals",

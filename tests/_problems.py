@@ -48,7 +48,7 @@ def numpy_mean(model, sites, x):
 
 def numpy_heads(model, sites, z):
     s = {k: np.asarray(v, dtype=float) for k, v in sites.items()}
-    h = np.tanh(z @ s["gim_w1"] + s["gim_b1"]) if model.intervention == "mlp" else z
+    h = np.tanh(z @ s["map_hidden_weights"] + s["map_hidden_bias"]) if model.intervention_map == "mlp" else z
     return {head: h @ s[f"{head}_weights"] + s[f"{head}_bias"]
             for head in ("target", "emax", "log_ec50", "log_hill")}
 
@@ -68,7 +68,7 @@ def brute_force_loglik(model, sites, data, shared=False):
 
     def cells_ll(k, targets):
         xs, fs = x[ctx == k], f[ctx == k]
-        if model.intervention_kind == "shift":
+        if model.intervention_effect == "shift":
             mean = fs + targets * hill[k]
         else:
             mean = (1 - targets) * fs + targets * hill[k]

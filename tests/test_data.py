@@ -163,3 +163,29 @@ def test_contexts_only_construction():
     with pytest.raises(ValueError, match="give var_names or n_vars"):
         PerturbationData.from_arrays(features=np.ones((2, 2)), dose=[1.0, 2.0],
                                      observational=[False, False])
+
+
+def test_explicit_perturbations_are_checked_and_kept():
+    with pytest.raises(ValueError, match=r"perturbation must be >= 0 for perturbational "
+                                         r"contexts; negative at \[2\]"):
+        build(perturbation=np.array([-1, 0, -1]))
+    with pytest.raises(ValueError, match=r"perturbation must be an int array of shape \(3,\)"):
+        build(perturbation=np.array([0.0, 1.0, 2.0]))
+    # controls become -1 whatever they were given; names may list absent perturbations
+    data = build(perturbation=np.array([5, 0, 0]), perturbation_names=["a", "b", "c"])
+    np.testing.assert_array_equal(np.asarray(data.perturbation), [-1, 0, 0])
+    assert data.perturbation_names == ("a", "b", "c")
+    ids, first = data.perturbation_contexts()
+    assert list(ids) == [0] and list(first) == [1]
+
+
+def test_cells_and_their_contexts_come_together():
+    a = arrays()
+    with pytest.raises(ValueError, match="x was given without context"):
+        PerturbationData.from_arrays(a["x"], features=a["features"], dose=a["dose"],
+                                     observational=a["observational"])
+    with pytest.raises(ValueError, match="context was given without x"):
+        PerturbationData.from_arrays(None, a["context"], features=a["features"],
+                                     dose=a["dose"], observational=a["observational"], n_vars=3)
+    with pytest.raises(ValueError, match=r"observational has 2 entries but dose has 3"):
+        build(observational=np.array([True, False]))

@@ -23,9 +23,9 @@ def cells_factor(model, sites, data, seed=0):
 CASES = [
     dict(mechanism="linear"),
     dict(mechanism="mlp", hidden=3),
-    dict(mechanism="linear", intervention="mlp", hidden=4),
-    dict(mechanism="linear", intervention_kind="replace"),
-    dict(mechanism="mlp", hidden=3, intervention_kind="replace"),
+    dict(mechanism="linear", intervention_map="mlp", hidden=4),
+    dict(mechanism="linear", intervention_effect="replace"),
+    dict(mechanism="mlp", hidden=3, intervention_effect="replace"),
     dict(mechanism="linear", shared_targets=True),
 ]
 

@@ -37,6 +37,34 @@ def test_average_precision_hand_cases():
     np.testing.assert_allclose(metrics.average_precision([1, 0, 0, 1], [1, 1, 1, 1]), 0.5)
 
 
+def brute_average_precision(y, s):
+    """Σ over distinct thresholds t (descending) of (R(t) − R(previous t)) · P(t)."""
+    total, previous_recall = 0.0, 0.0
+    for t in sorted(set(s.tolist()), reverse=True):
+        chosen = s >= t
+        recall = (y & chosen).sum() / y.sum()
+        total += (recall - previous_recall) * (y & chosen).sum() / chosen.sum()
+        previous_recall = recall
+    return total
+
+
+def test_average_precision_matches_threshold_sum_with_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.random(30) < 0.4
+        y[:2] = [True, False]
+        s = rng.integers(0, 5, 30).astype(float)  # many ties
+        np.testing.assert_allclose(metrics.average_precision(y, s), brute_average_precision(y, s))
+
+
+@pytest.mark.parametrize("score", [metrics.auroc, metrics.average_precision])
+@pytest.mark.parametrize("labels", [[1, 1, 1], [0, 0, 0]])
+def test_recovery_scores_reject_labels_of_one_class(score, labels):
+    # undefined for one class: an error, not scikit-learn's nan (AUROC) or 0 (AP) + warning
+    with pytest.raises(ValueError, match="both positives and negatives"):
+        score(labels, [0.1, 0.2, 0.3])
+
+
 def test_recovery_scores_reject_bad_input():
     with pytest.raises(ValueError, match="both positives and negatives"):
         metrics.auroc([1, 1], [0.2, 0.3])

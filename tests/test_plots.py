@@ -5,13 +5,17 @@ matplotlib.use("Agg")
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 import gim_ppl
 from gim_ppl import plots
+from gim_ppl.datasets import DoseScale
+from gim_ppl.evaluation import metrics
 from tests._problems import random_sites
 
 
@@ -25,7 +29,7 @@ def fitted():
     )
     model = gim_ppl.GIM(4, 3)
     result = gim_ppl.fit(model, bench.train, steps=400, key=jax.random.key(0),
-                         learning_rate=1e-2, progress=False)
+                         optimizer=optax.adam(1e-2), progress=False)
     return bench, model, result
 
 
@@ -126,7 +130,7 @@ def test_dose_response_band_with_draws_and_default_variables(fitted):
     draws = _draws(result.sites)
     _, axes = plots.plot_dose_response(model, draws, bench.train, "drug_03", max_variables=2)
     assert axes.shape == (1, 2)
-    prob = model.target_probabilities(draws, bench.train)
+    prob = model.target_probabilities(draws, bench.train).mean(0)  # read-offs keep draws
     prob = prob[np.asarray(bench.train.perturbation) == 3][0]
     top = sorted(np.argsort(-prob)[:2].tolist())
     assert [a.get_title().split(" → ")[1].split()[0] for a in axes[0]] == [f"x{j}" for j in top]
@@ -154,6 +158,52 @@ def test_dose_response_uses_given_axes_and_checks_arguments(fitted):
     with pytest.raises(ValueError, match="together"):
         plots.plot_dose_response(model, result.sites, bench.train,
                                  true_hill=bench.truth.hill["train"])
+
+
+def test_dose_response_grid_draws_each_perturbations_top_targets(fitted):
+    bench, model, result = fitted
+    data, sites = bench.train, result.sites
+    pert = np.asarray(data.perturbation)
+    held = data.context_names[2]
+    fig, axes = plots.plot_dose_response_grid(model, sites, data, heldout=[held], top=2)
+    assert isinstance(fig, Figure) and axes.shape == (4,)
+    ids, first = data.perturbation_contexts()
+    prob = model.target_probabilities(sites, data.subset(first))
+    hill = model.hill_parameters(sites, data.subset(first))
+    for i, a in enumerate(axes):
+        assert a.get_title() == data.perturbation_names[ids[i]] and a.get_xscale() == "log"
+        lines = _by_gid(a.get_lines(), "fit")
+        top = np.argsort(-prob[i])[:2]
+        assert len(lines) == 2
+        for line, j in zip(lines, top, strict=True):
+            assert line.get_label() == f"{data.var_names[j]} (π={prob[i, j]:.2f})"
+            dose = line.get_xdata()
+            expected = _hill(dose, hill["emax"][i, j], hill["ec50"][i, j], hill["hill"][i, j])
+            np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-4, atol=1e-6)
+        rows = np.flatnonzero(pert == ids[i])
+        marks = _by_gid(a.get_lines(), "dose") + _by_gid(a.get_lines(), "heldout_dose")
+        assert sorted(m.get_xdata()[0] for m in marks) == sorted(np.asarray(data.dose)[rows])
+        (dashed,) = _by_gid(a.get_lines(), "heldout_dose") or [None]
+        assert (dashed is not None) == (2 in rows)
+
+
+def test_dose_response_grid_in_user_units_with_draws_and_given_axes(fitted):
+    bench, model, result = fitted
+    data = bench.train
+    _, point = plots.plot_dose_response_grid(model, result.sites, data, top=1)
+    # two identical draws draw the point's curves; doses in nM with 1 model unit = 1000 nM
+    draws = {k: np.stack([np.asarray(v)] * 2) for k, v in result.sites.items()}
+    fig, axes = plt.subplots(2, 2)
+    out_fig, nm = plots.plot_dose_response_grid(model, draws, data, DoseScale("nM", 1000.0),
+                                                top=1, ax=axes)
+    assert out_fig is fig and list(nm) == list(axes.ravel())
+    for a, b in zip(point, nm, strict=True):
+        (p_line,), (n_line,) = _by_gid(a.get_lines(), "fit"), _by_gid(b.get_lines(), "fit")
+        np.testing.assert_allclose(n_line.get_xdata(), 1000.0 * p_line.get_xdata(), rtol=1e-9)
+        np.testing.assert_allclose(n_line.get_ydata(), p_line.get_ydata(), rtol=1e-4, atol=1e-6)
+        assert b.get_xlabel() == "dose (nM)"
+    with pytest.raises(ValueError, match="must hold 4 axes"):
+        plots.plot_dose_response_grid(model, result.sites, data, ax=axes[0])
 
 
 # --- targets ----------------------------------------------------------------------------
@@ -225,7 +275,7 @@ def test_edge_classes_agree_with_shd():
     assert classes == {"correct": [(0, 1)], "reversed": [(2, 1)], "extra": [(0, 3)],
                        "missing": [(2, 3)]}
     n_wrong = sum(len(v) for k, v in classes.items() if k != "correct")
-    assert n_wrong == gim_ppl.evaluation.metrics.shd(truth, learned)
+    assert n_wrong == metrics.shd(truth, learned)
     assert plots.edge_classes(learned) == {"edge": [(0, 1), (0, 3), (2, 1)]}
 
 

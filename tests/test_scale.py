@@ -9,13 +9,15 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _problems import random_sites, small_data
 from numpyro.infer.util import log_density
 
 import gim_ppl
-from gim_ppl.inference import BatchIndex, stratified_batch
 from gim_ppl.core.likelihood import residual_stats
+from gim_ppl.evaluation import metrics
+from gim_ppl.inference import BatchIndex, stratified_batch
 
 
 def test_stratified_batch_weights_sum_to_context_sizes():
@@ -55,17 +57,33 @@ def test_minibatch_fit_runs_and_learns():
     bench = gim_ppl.datasets.synthetic_hill(0)
     model = gim_ppl.GIM(10, 10)
     res = gim_ppl.fit(model, bench.train, steps=3000, key=jax.random.key(0),
-                      learning_rate=1e-2, progress=False, batch_size=25)
+                      optimizer=optax.adam(1e-2), progress=False, batch_size=25)
     assert res.message == ""
     pert = ~np.asarray(bench.train.observational)
     post = model.posterior_targets(res.sites, bench.train)[pert]
-    assert gim_ppl.evaluation.metrics.auroc(bench.truth.targets["train"][pert], post) > 0.8
+    assert metrics.auroc(bench.truth.targets["train"][pert], post) > 0.8
 
 
 def test_fit_rejects_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=2, key=jax.random.key(0),
                     batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="batch_size or devices"):
+        gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=2, key=jax.random.key(0),
+                    batch_size=2, devices=jax.devices(), progress=False)
+
+
+def test_shard_cells_on_one_device_keeps_the_data():
+    from gim_ppl.inference import shard_cells
+
+    data = small_data()
+    sharded, w = shard_cells(data, jax.devices()[:1])
+    np.testing.assert_array_equal(sharded.x, data.x)
+    np.testing.assert_array_equal(sharded.context, data.context)
+    np.testing.assert_array_equal(w, 1.0)
+    assert sharded.var_names == data.var_names and sharded.context_names == data.context_names
+    with pytest.raises(ValueError, match="devices must name at least one device"):
+        shard_cells(data, [])
 
 
 def test_zero_weight_cells_do_not_change_the_log_density():
@@ -73,11 +91,8 @@ def test_zero_weight_cells_do_not_change_the_log_density():
     model = gim_ppl.GIM(3, 2)
     sites = random_sites(model)
     base, _ = log_density(model, (data,), {}, sites)
-    padded = gim_ppl.PerturbationData(
-        jnp.concatenate([data.x, data.x[:3] + 5.0]), jnp.concatenate([data.context,
-                                                                      data.context[:3]]),
-        data.features, data.dose, data.observational, data.perturbation, data.var_names,
-        data.context_names, data.feature_names, data.perturbation_names)
+    padded = data.replace(x=jnp.concatenate([data.x, data.x[:3] + 5.0]),
+                          context=jnp.concatenate([data.context, data.context[:3]]))
     w = jnp.r_[jnp.ones(data.x.shape[0]), jnp.zeros(3)]
     got, _ = log_density(model, (padded,), {"cell_weights": w}, sites)
     np.testing.assert_allclose(got, base, rtol=1e-6)
@@ -91,9 +106,7 @@ SHARDED = textwrap.dedent("""
     assert jax.device_count() == 2, jax.devices()
     bench = gim_ppl.datasets.synthetic_hill(0)
     data = bench.train.subset(np.arange(1, bench.train.n_contexts))  # 8000 cells
-    data = gim_ppl.PerturbationData(data.x[:-1], data.context[:-1], data.features, data.dose,
-        data.observational, data.perturbation, data.var_names, data.context_names,
-        data.feature_names, data.perturbation_names)  # odd count: exercises padding
+    data = data.replace(x=data.x[:-1], context=data.context[:-1])  # odd count: exercises padding
     model = gim_ppl.GIM(10, 10)
     rng = np.random.default_rng(0)
     sites = {s: jnp.asarray(rng.normal(scale=0.3, size=sh), jnp.float32)
@@ -129,11 +142,9 @@ def test_sharded_cells_match_single_device():
 def test_float64_fit():
     with jax.enable_x64(True):
         data = small_data()
-        data64 = gim_ppl.PerturbationData(
-            jnp.asarray(data.x, jnp.float64), data.context, jnp.asarray(data.features,
-                                                                         jnp.float64),
-            jnp.asarray(data.dose, jnp.float64), data.observational, data.perturbation,
-            data.var_names, data.context_names, data.feature_names, data.perturbation_names)
+        data64 = data.replace(x=jnp.asarray(data.x, jnp.float64),
+                              features=jnp.asarray(data.features, jnp.float64),
+                              dose=jnp.asarray(data.dose, jnp.float64))
         res = gim_ppl.fit(gim_ppl.GIM(3, 2), data64, steps=50, key=jax.random.key(0),
                           progress=False)
         assert all(v.dtype == jnp.float64 for v in res.sites.values())

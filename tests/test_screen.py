@@ -6,13 +6,14 @@ import warnings
 
 import jax
 import numpy as np
+import optax
 import pandas as pd
 import pytest
 from scipy import sparse
 
 import gim_ppl
-from gim_ppl import PerturbationData, metrics
-from gim_ppl.evaluation.baselines import Observational
+from gim_ppl import PerturbationData
+from gim_ppl.core.hill import hill_activation
 from gim_ppl.datasets import (
     SCIPLEX3,
     DoseScale,
@@ -20,16 +21,17 @@ from gim_ppl.datasets import (
     dose_response,
     drug_features,
     drug_smiles,
-    hill_table,
+    from_anndata,
     holdout_dose,
     holdout_highest_doses,
     holdout_perturbations,
     sciplex3_splits,
     shift_cells,
-    target_table,
     toy_screen,
 )
-from gim_ppl.core.hill import hill_activation
+from gim_ppl.evaluation import metrics
+from gim_ppl.evaluation.baselines import Observational
+from gim_ppl.summary import hill_table, target_table
 
 KEYS = dict(perturbation_key="product_name", dose_key="dose", control="vehicle")
 
@@ -52,7 +54,7 @@ def load(adata, features, **overrides):
     kwargs.update(overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return PerturbationData.from_anndata(adata, **kwargs)
+        return from_anndata(adata, **kwargs)
 
 
 # --- the toy screen ------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def test_from_anndata_builds_contexts_doses_names(screen, features):
     adata, truth = screen
     with pytest.warns(UserWarning, match=r"raw counts .* normalised each cell to 10000 counts "
                                          r"and applied log1p"):
-        data = PerturbationData.from_anndata(adata, **KEYS, features=features,
+        data = from_anndata(adata, **KEYS, features=features,
                                              genes=list(truth.genes), cell_type="A549")
     a549 = adata.obs["cell_type"].to_numpy() == "A549"
     assert data.n_cells == a549.sum() and data.var_names == truth.genes
@@ -116,6 +118,12 @@ def test_from_anndata_builds_contexts_doses_names(screen, features):
                     obs["product_name"].astype(str) + "@" + obs["dose"].map("{:g}".format)
                     + "nM")
     np.testing.assert_array_equal(names, want)
+
+
+def test_the_bridge_lives_in_datasets_not_in_the_container(screen, features):
+    adata, _ = screen
+    assert not hasattr(PerturbationData, "from_anndata")
+    assert isinstance(load(adata, features), PerturbationData)
 
 
 def test_from_anndata_never_modifies_the_anndata(screen, features):
@@ -151,7 +159,7 @@ def test_normalised_input_is_used_as_is_without_a_warning(screen, features):
     logged.X = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        data = PerturbationData.from_anndata(logged, **KEYS, features=features,
+        data = from_anndata(logged, **KEYS, features=features,
                                              genes=["G03", "G01"], cell_type="A549")
     a549 = np.flatnonzero(adata.obs["cell_type"].to_numpy() == "A549")
     np.testing.assert_allclose(np.asarray(data.x), logged.X[a549][:, [3, 1]], rtol=1e-6)
@@ -177,7 +185,7 @@ def test_highly_variable_genes_match_scanpy(screen, features):
 def test_pooling_cell_types_warns(screen, features):
     adata, _ = screen
     with pytest.warns(UserWarning, match=r"2 cell types \['A549', 'MCF7'\]"):
-        data = PerturbationData.from_anndata(adata, **KEYS, features=features,
+        data = from_anndata(adata, **KEYS, features=features,
                                              genes=["G00"], normalize=True)
     assert data.n_cells == adata.n_obs
 
@@ -461,8 +469,8 @@ def test_recovers_planted_targets_and_predicts_the_held_out_highest_dose(screen,
     train, test = holdout_highest_doses(data)
     centred, offset = center_on_controls(train)
     model = gim_ppl.GIM(data.n_vars, data.n_features)
-    res = gim_ppl.fit(model, centred, steps=6000, key=jax.random.key(0), learning_rate=1e-2,
-                      progress=False)
+    res = gim_ppl.fit(model, centred, steps=6000, key=jax.random.key(0),
+                      optimizer=optax.adam(1e-2), progress=False)
     assert res.message == ""
 
     # targets of the held-out contexts, from the drugs' features (test cells unused)

@@ -5,6 +5,7 @@ Convention: `weights[i, j]` is the edge i → j (parent i of child j), shape `(n
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -63,13 +64,22 @@ def notears_penalty(weights):
     return jnp.trace(jax.scipy.linalg.expm(weights * weights)) - d
 
 
-def acyclicity_penalty(weights, kind: str = "spectral", n_iter: int | None = None):
-    """Dispatch to `spectral_penalty` ("spectral", NO-BEARS) or `notears_penalty`."""
+ACYCLICITY_PENALTIES = ("spectral", "notears")
+
+
+def acyclicity_penalty_fn(kind: str = "spectral", n_iter: int | None = None):
+    """The penalty `h(W)` a user names: "spectral" (NO-BEARS, `n_iter` power iterations) or
+    "notears"; a callable `(n_vars, n_vars) -> scalar`."""
     if kind == "spectral":
-        return spectral_penalty(weights, n_iter)
+        return functools.partial(spectral_penalty, n_iter=n_iter)
     if kind == "notears":
-        return notears_penalty(weights)
-    raise ValueError(f"acyclicity must be 'spectral' or 'notears', got {kind!r}")
+        return notears_penalty
+    raise ValueError(f"acyclicity must be one of {ACYCLICITY_PENALTIES}, got {kind!r}")
+
+
+def acyclicity_penalty(weights, kind: str = "spectral", n_iter: int | None = None):
+    """`h(W)` of the named penalty (see `acyclicity_penalty_fn`)."""
+    return acyclicity_penalty_fn(kind, n_iter)(weights)
 
 
 # --- discrete graphs (numpy, host side) --------------------------------------------------

@@ -1,14 +1,16 @@
 """The generative intervention model: perturbation features → targets and Hill parameters.
 
-For features `z (n_contexts, n_features)` it returns four `(n_contexts, n_vars)` arrays:
+For features `z (n_contexts, n_features)` a map returns four `(n_contexts, n_vars)` arrays:
 - `target_logits`: logit π, the probability that the perturbation targets each variable
   (independent of dose);
 - `emax`: signed maximal effect; `log_ec50`; `log_hill` (Hill coefficient = exp(log_hill)).
 
-Two maps share one parameterisation of four linear heads `(name)_weights`, `(name)_bias`:
-- "linear": heads read the features directly (`weights (n_features, n_vars)`);
-- "mlp": heads read a shared hidden layer `tanh(z @ gim_w1 + gim_b1)`
-  (`gim_w1 (n_features, H)`, head weights `(H, n_vars)`).
+Two maps (`InterventionMap` values) share one parameterisation of four linear heads
+`{head}_weights`, `{head}_bias`:
+- `LINEAR_MAP` ("linear"): heads read the features directly (`weights (n_features, n_vars)`);
+- `MLP_MAP` ("mlp"): heads read a shared hidden layer
+  `tanh(z @ map_hidden_weights + map_hidden_bias)` (`map_hidden_weights (n_features, H)`,
+  head weights `(H, n_vars)`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-INTERVENTION_MAPS = ("linear", "mlp")
+from gim_ppl.core.sites import Site
+
 HEADS = ("target", "emax", "log_ec50", "log_hill")
 
 
@@ -30,27 +33,49 @@ class InterventionOutputs(NamedTuple):
     log_hill: jnp.ndarray
 
 
-def intervention_site_shapes(kind: str, n_features: int, n_vars: int, hidden: int) -> dict:
-    """Shapes of the intervention model's sample sites."""
-    if kind not in INTERVENTION_MAPS:
-        raise ValueError(f"intervention must be one of {INTERVENTION_MAPS}, got {kind!r}")
-    shapes = {}
-    n_in = n_features
-    if kind == "mlp":
-        shapes["gim_w1"] = (n_features, hidden)
-        shapes["gim_b1"] = (hidden,)
-        n_in = hidden
+def _head_sites(input_axis: str) -> dict[str, Site]:
+    sites = {}
     for head in HEADS:
-        shapes[f"{head}_weights"] = (n_in, n_vars)
-        shapes[f"{head}_bias"] = (n_vars,)
-    return shapes
+        sites[f"{head}_weights"] = Site((input_axis, "var"), f"{head}_weight")
+        sites[f"{head}_bias"] = Site(("var",), f"{head}_bias")
+    return sites
+
+
+class InterventionMap(NamedTuple):
+    """A feature → intervention map: the sample sites it declares (in model order)."""
+
+    name: str
+    sites: dict[str, Site]
+
+
+LINEAR_MAP = InterventionMap("linear", _head_sites("feature"))
+MLP_MAP = InterventionMap("mlp", {
+    "map_hidden_weights": Site(("feature", "map_hidden"), "map_hidden_weight"),
+    "map_hidden_bias": Site(("map_hidden",), "map_hidden_weight"),
+    **_head_sites("map_hidden"),
+})
+INTERVENTION_MAPS = {m.name: m for m in (LINEAR_MAP, MLP_MAP)}
+
+
+def as_intervention_map(intervention_map: str | InterventionMap) -> InterventionMap:
+    """The `InterventionMap` a user names by string ("linear", "mlp"), or the value."""
+    if isinstance(intervention_map, InterventionMap):
+        return intervention_map
+    if intervention_map not in INTERVENTION_MAPS:
+        raise ValueError(f"intervention_map must be one of {tuple(INTERVENTION_MAPS)}, got "
+                         f"{intervention_map!r}")
+    return INTERVENTION_MAPS[intervention_map]
 
 
 def intervention_outputs(params: dict, features) -> InterventionOutputs:
     """Map `features (n_contexts, n_features)` to the four per-context heads."""
     h = features
-    if "gim_w1" in params:
-        h = jnp.tanh(features @ params["gim_w1"] + params["gim_b1"])
+    if "map_hidden_weights" in params:
+        h = jnp.tanh(features @ params["map_hidden_weights"] + params["map_hidden_bias"])
     return InterventionOutputs(
         *(h @ params[f"{head}_weights"] + params[f"{head}_bias"] for head in HEADS)
     )
+
+
+__all__ = ["HEADS", "INTERVENTION_MAPS", "LINEAR_MAP", "MLP_MAP", "InterventionMap",
+           "InterventionOutputs", "as_intervention_map", "intervention_outputs"]

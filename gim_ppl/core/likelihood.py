@@ -23,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-INTERVENTION_KINDS = ("shift", "replace")
+from gim_ppl.core.mechanisms import LINEAR, Mechanism, sample_scm
+
+INTERVENTION_EFFECTS = ("shift", "replace")
+MARGINALS = ("exact", "relaxed_mc")
 
 
 class ResidualStats(NamedTuple):
@@ -83,7 +86,7 @@ def intervened_loglik(stats: ResidualStats, noise_scale, shift, strength, kind: 
         s_ra = shift * stats.sum_r - stats.sum_rf
         s_aa = n * shift * shift - 2.0 * shift * stats.sum_f + stats.sum_f2
     else:
-        raise ValueError(f"intervention kind must be one of {INTERVENTION_KINDS}, got {kind!r}")
+        raise ValueError(f"intervention effect must be one of {INTERVENTION_EFFECTS}, got {kind!r}")
     var = noise_scale * noise_scale
     sq = stats.sum_r2 - 2.0 * strength * s_ra + strength * strength * s_aa
     return -0.5 * n * jnp.log(2.0 * math.pi * var) - 0.5 * sq / var
@@ -95,12 +98,14 @@ def target_terms(stats: ResidualStats, noise_scale, shift, kind: str = "shift"):
             intervened_loglik(stats, noise_scale, shift, 1.0, kind))
 
 
-class _Groups(NamedTuple):
+class Groups(NamedTuple):
+    """Contexts that share one target vector (the doses of one perturbation)."""
+
     index: jnp.ndarray  # (n_contexts,) group of each context, observational → 0 (masked)
     n_groups: int
 
 
-def _grouped(values, observational, groups: _Groups):
+def _grouped(values, observational, groups: Groups):
     """Sum `(…, n_contexts, n_vars)` over the contexts of each group (observational dropped)."""
     masked = jnp.where(observational[:, None], 0.0, values)
     moved = jnp.moveaxis(masked, -2, 0)
@@ -108,7 +113,7 @@ def _grouped(values, observational, groups: _Groups):
     return jnp.moveaxis(summed, 0, -2)
 
 
-def _group_logits(target_logits, observational, groups: _Groups):
+def _group_logits(target_logits, observational, groups: Groups):
     # Contexts of one perturbation share features, hence logits; the mean is that value.
     count = jax.ops.segment_sum((~observational).astype(target_logits.dtype), groups.index,
                                 groups.n_groups)
@@ -116,12 +121,12 @@ def _group_logits(target_logits, observational, groups: _Groups):
     return total / jnp.maximum(count, 1.0)[:, None]
 
 
-def make_groups(perturbation, observational, n_groups: int) -> _Groups:
+def make_groups(perturbation, observational, n_groups: int) -> Groups:
     """Groups from `(n_contexts,)` perturbation indices (−1 for observational contexts)."""
-    return _Groups(jnp.where(observational, 0, perturbation), n_groups)
+    return Groups(jnp.where(observational, 0, perturbation), n_groups)
 
 
-def exact_marginal(l0, l1, target_logits, observational, groups: _Groups | None = None):
+def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None = None):
     """Exact log p(D) with targets summed out (scalar).
 
     Args:
@@ -144,7 +149,7 @@ def exact_marginal(l0, l1, target_logits, observational, groups: _Groups | None 
 
 def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_logits,
                         observational, *, temperature: float, n_samples: int,
-                        kind: str = "shift", groups: _Groups | None = None):
+                        kind: str = "shift", groups: Groups | None = None):
     """The paper's estimator: `Σ_k log (1/M) Σ_m exp Σ_j L_kj(t^m_kj)`, `t ~ RelaxedBernoulli`.
 
     A consistent, lower-biased estimate of `exact_marginal` that tends to it as
@@ -169,7 +174,7 @@ def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_lo
     return obs_ll + jnp.sum(jnp.where(pert, lme, 0.0))
 
 
-def posterior_target_probs(l0, l1, target_logits, observational, groups: _Groups | None = None):
+def posterior_target_probs(l0, l1, target_logits, observational, groups: Groups | None = None):
     """`P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; 0 for observational contexts."""
     if groups is not None:
         logits = _group_logits(target_logits, observational, groups)
@@ -178,3 +183,83 @@ def posterior_target_probs(l0, l1, target_logits, observational, groups: _Groups
     else:
         post = jax.nn.sigmoid(target_logits + l1 - l0)
     return jnp.where(observational[:, None], 0.0, post)
+
+
+# --- the one log density and the one sampler --------------------------------------------
+
+
+class CellModel(NamedTuple):
+    """How cells arise given the parameters: the static part of a GIM that the pure
+    functions below need (components as values, as BlackJAX passes an integrator).
+
+    mechanism: a `Mechanism` (`LINEAR`, `MLP`); effect: "shift" or "replace";
+    marginal: "exact" or "relaxed_mc" (temperature τ and `n_mc` draws M for the latter).
+    """
+
+    mechanism: Mechanism = LINEAR
+    effect: str = "shift"
+    marginal: str = "exact"
+    temperature: float = 0.25
+    n_mc: int = 128
+
+
+def context_stats(cell_model: CellModel, params: dict, data, cell_weights=None) -> ResidualStats:
+    """Per-context sufficient statistics of the residuals `x − f(x)` of `data`'s cells.
+
+    Args:
+        params: sites with diagonal-masked `weights`.
+        data: cells (`x (n_cells, n_vars)`, `context (n_cells,)`, `dose (n_contexts,)`).
+        cell_weights: optional `(n_cells,)` (minibatches, padding), see `residual_stats`.
+    """
+    fitted = cell_model.mechanism.mean(params, data.x)
+    return residual_stats(data.x - fitted, data.context, data.dose.shape[0],
+                          fitted if cell_model.effect == "replace" else None, cell_weights)
+
+
+def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shift, *,
+                   groups: Groups | None = None, cell_weights=None, key=None):
+    """`log p(cells | parameters)` with every context's targets summed out (scalar).
+
+    Args:
+        params: sites with diagonal-masked `weights` (and `noise_scale`).
+        data: a `PerturbationData` with cells.
+        target_logits, shift: `(n_contexts, n_vars)` logit π and Hill shift of each context.
+        groups: share one target vector across the contexts of each group.
+        cell_weights: optional `(n_cells,)` weights of the cells.
+        key: PRNG key of the relaxed-MC draws (unused by the exact marginal).
+    """
+    stats = context_stats(cell_model, params, data, cell_weights)
+    if cell_model.marginal == "exact":
+        l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
+        return exact_marginal(l0, l1, target_logits, data.observational, groups)
+    return relaxed_mc_marginal(
+        key, stats, params["noise_scale"], shift, target_logits, data.observational,
+        temperature=cell_model.temperature, n_samples=cell_model.n_mc, kind=cell_model.effect,
+        groups=groups,
+    )
+
+
+def posterior_targets(cell_model: CellModel, params: dict, data, target_logits, shift, *,
+                      groups: Groups | None = None):
+    """`P(I_kj = 1 | cells of context k, parameters)`, `(n_contexts, n_vars)` (exact)."""
+    stats = context_stats(cell_model, params, data)
+    l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
+    return posterior_target_probs(l0, l1, target_logits, data.observational, groups)
+
+
+def sample_cells(cell_model: CellModel, params: dict, noise, targets, shift):
+    """Cells from the SCM under per-cell interventions (ancestral sampling).
+
+    Args:
+        params: sites with diagonal-masked `weights`, `bias`, `noise_scale` (and the
+            mechanism's own sites).
+        noise: `(n_cells, n_vars)` standard normal draws ε.
+        targets: `(n_cells, n_vars)` target indicators t ∈ [0, 1] of each cell.
+        shift: `(n_cells, n_vars)` Hill shift (replace: the Hill mean) of each cell.
+    Returns:
+        `(n_cells, n_vars)` cells `x = f(x) + t·s + σ ε` (shift) or the replace variant.
+    """
+    scaled = params["noise_scale"] * noise
+    if cell_model.effect == "shift":
+        return sample_scm(cell_model.mechanism, params, scaled + targets * shift)
+    return sample_scm(cell_model.mechanism, params, scaled, targets, shift)

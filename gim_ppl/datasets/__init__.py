@@ -1,44 +1,55 @@
-"""Datasets: the synthetic Hill benchmark (and, later, drug-screen loaders)."""
+"""Datasets: the synthetic Hill benchmark, the AnnData bridge, doses, splits and drug screens.
 
-from gim_ppl.datasets.synthetic import GroundTruth, SyntheticBenchmark, random_dag, synthetic_hill
+- `synthetic`: `synthetic_hill` (the benchmark protocol) and `random_dag`.
+- `anndata`: `from_anndata`, a single-cell screen in AnnData → `PerturbationData`.
+- `doses`: `DoseScale` (user dose unit ↔ model dose) and `dose_response`.
+- `splits`: `holdout_*`, `sciplex3_splits`, `center_on_controls`, `shift_cells` (any
+  `PerturbationData`).
+- `screen`: the sci-Plex3 schema, RDKit drug features and `toy_screen`.
 
-__all__ = ["GroundTruth", "SyntheticBenchmark", "random_dag", "synthetic_hill"]
+Result tables of a fit (`target_table`, `hill_table`) live in `gim_ppl.summary`.
+"""
+
+from gim_ppl.datasets.anndata import from_anndata
+from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.datasets.screen import (
     CONTROL_NAME,
     SCIPLEX3,
-    DoseScale,
     ScreenSchema,
     ScreenTruth,
-    center_on_controls,
-    dose_response,
     drug_features,
     drug_smiles,
-    hill_table,
+    toy_screen,
+)
+from gim_ppl.datasets.splits import (
+    center_on_controls,
     holdout_dose,
     holdout_highest_doses,
     holdout_perturbations,
     sciplex3_splits,
     shift_cells,
-    target_table,
-    toy_screen,
 )
+from gim_ppl.datasets.synthetic import GroundTruth, SyntheticBenchmark, random_dag, synthetic_hill
 
-__all__ += [
+__all__ = [
     "CONTROL_NAME",
     "SCIPLEX3",
     "DoseScale",
+    "GroundTruth",
     "ScreenSchema",
     "ScreenTruth",
+    "SyntheticBenchmark",
     "center_on_controls",
     "dose_response",
     "drug_features",
     "drug_smiles",
-    "hill_table",
+    "from_anndata",
     "holdout_dose",
     "holdout_highest_doses",
     "holdout_perturbations",
+    "random_dag",
     "sciplex3_splits",
     "shift_cells",
-    "target_table",
+    "synthetic_hill",
     "toy_screen",
 ]

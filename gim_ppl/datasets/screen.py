@@ -1,45 +1,31 @@
-"""Single-cell drug screens: the sci-Plex3 schema, drug features, doses, splits and a toy screen.
+"""Single-cell drug screens: the sci-Plex3 schema, drug features and a toy screen.
 
-Real screens arrive as AnnData (`.h5ad`); `PerturbationData.from_anndata` turns one into
-contexts (one per drug and dose, plus the vehicle control). This module holds what goes with
-it:
+Real screens arrive as AnnData (`.h5ad`); `gim_ppl.datasets.from_anndata` turns one into
+contexts (one per drug and dose, plus the vehicle control), `gim_ppl.datasets.doses` holds
+the dose units and `gim_ppl.datasets.splits` the train/test splits. This module holds:
 
 - `SCIPLEX3`: the obs column names of the common preprocessed sci-Plex3 files (Srivatsan et
   al. 2020), as a `ScreenSchema`; `dataclasses.replace` maps another file's names.
 - `drug_features`: RDKit descriptors of drugs from SMILES (Morgan fingerprints reduced by
   PCA, or standardised RDKit 2D descriptors), as a DataFrame indexed by drug name;
   `drug_smiles` reads the SMILES column of a screen.
-- `DoseScale`: the dose unit of the file and the map between user doses and the model's dose
-  (so that EC50 is reported in the user's unit); `dose_response` evaluates fitted curves in
-  user units.
-- Splits: `holdout_dose`, `holdout_perturbations`, `holdout_highest_doses` and the sci-Plex3
-  protocol `sciplex3_splits` (each drug's highest dose held out, one drug at a time).
-- `center_on_controls` / `shift_cells`: fit on expression minus the mean control cell (an
-  exact reparametrisation of a linear SCM that MAP fitting handles far better), and add it
-  back to predictions.
-- Result tables: `target_table`, `hill_table`.
 - `toy_screen`: a small AnnData in the sci-Plex3 schema with real SMILES and a planted GIM
-  ground truth (the data the tests, the CLI test and the notebooks use).
+  ground truth (`ScreenTruth`; the data the tests, the CLI test and the notebooks use).
 
-anndata, scanpy, RDKit, scikit-learn and pandas are imported inside the functions that need
-them (`pip install "gim_ppl[screen]"`), so `import gim_ppl` works without them.
+anndata, RDKit, scikit-learn and pandas are imported inside the functions that need them
+(`pip install "gim_ppl[screen]"`), so `import gim_ppl` works without them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gim_ppl.data import (
-    PerturbationData,
-    _control_mask,
-    _import_optional,
-    _require_obs_key,
-)
+from gim_ppl.datasets.anndata import control_mask, require_obs_key
+from gim_ppl.extras import require
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -73,7 +59,7 @@ class ScreenSchema:
     control: str = "vehicle"
 
     def from_anndata_kwargs(self) -> dict:
-        """Keyword arguments of `PerturbationData.from_anndata` that this schema fixes."""
+        """Keyword arguments of `gim_ppl.datasets.from_anndata` that this schema fixes."""
         return {
             "perturbation_key": self.perturbation_key,
             "dose_key": self.dose_key,
@@ -106,11 +92,11 @@ def drug_smiles(adata, *, perturbation_key: str = SCIPLEX3.perturbation_key,
     Raises ValueError naming every drug without a SMILES or with several different ones.
     """
     obs = adata.obs
-    _require_obs_key(obs, perturbation_key, "perturbation_key")
-    _require_obs_key(obs, smiles_key, "smiles_key")
+    require_obs_key(obs, perturbation_key, "perturbation_key")
+    require_obs_key(obs, smiles_key, "smiles_key")
     keep = np.ones(obs.shape[0], dtype=bool)
     if control is not None:
-        keep = ~_control_mask(obs, perturbation_key, control)
+        keep = ~control_mask(obs, perturbation_key, control)
     drugs = obs[perturbation_key].astype(object).to_numpy()[keep]
     smiles = obs[smiles_key].astype(object).to_numpy()[keep]
     found: dict[str, set] = {}
@@ -132,8 +118,8 @@ def drug_smiles(adata, *, perturbation_key: str = SCIPLEX3.perturbation_key,
 
 
 def _molecules(smiles: Mapping[str, str]) -> dict:
-    chem = _import_optional("rdkit.Chem")
-    rdbase = _import_optional("rdkit.rdBase")
+    chem = require("rdkit.Chem")
+    rdbase = require("rdkit.rdBase")
     if not isinstance(smiles, Mapping):
         raise TypeError(f"smiles must be a mapping {{drug name: SMILES}}, got "
                         f"{type(smiles).__name__}")
@@ -170,20 +156,20 @@ def drug_features(smiles: Mapping[str, str], kind: str = "morgan",
         >>> drug_features({"aspirin": "CC(=O)Oc1ccccc1C(=O)O", "caffeine":
         ...                "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "ethanol": "CCO"}, n_components=2)
     """
-    pd = _import_optional("pandas")
+    pd = require("pandas")
     if kind not in ("morgan", "rdkit2d"):
         raise ValueError(f"kind must be 'morgan' or 'rdkit2d', got {kind!r}")
     mols = _molecules(smiles)
     names = list(mols)
     if kind == "morgan":
-        gen_mod = _import_optional("rdkit.Chem.rdFingerprintGenerator")
+        gen_mod = require("rdkit.Chem.rdFingerprintGenerator")
         gen = gen_mod.GetMorganGenerator(radius=int(radius), fpSize=int(n_bits))
         raw = np.stack([gen.GetFingerprintAsNumPy(m).astype(float) for m in mols.values()])
         columns = [f"morgan_{i}" for i in range(raw.shape[1])]
         if n_components is None:
             n_components = min(16, len(names) - 1)
     else:
-        descriptors = _import_optional("rdkit.Chem.Descriptors")
+        descriptors = require("rdkit.Chem.Descriptors")
         columns = [name for name, _ in descriptors.descList]
         with np.errstate(all="ignore"):
             raw = np.array([[float(fn(m)) for _, fn in descriptors.descList]
@@ -202,255 +188,11 @@ def drug_features(smiles: Mapping[str, str], kind: str = "morgan",
             f"{len(names)} drugs has at most that many informative components), got "
             f"{n_components}"
         )
-    decomposition = _import_optional("sklearn.decomposition")
+    decomposition = require("sklearn.decomposition")
     pca = decomposition.PCA(n_components=n_components, whiten=True, svd_solver="full")
     z = pca.fit_transform(raw)
     return pd.DataFrame(z, index=pd.Index(names, name="perturbation"),
                         columns=[f"{kind}_pc{i}" for i in range(n_components)])
-
-
-# --- doses -------------------------------------------------------------------------------
-
-# Molar units as powers of ten (exact integers, so that e.g. 1 µM in nM is exactly 1000).
-MOLAR_UNITS = {"pM": -12, "nM": -9, "uM": -6, "µM": -6, "μM": -6, "mM": -3, "M": 0}
-
-
-@dataclasses.dataclass(frozen=True)
-class DoseScale:
-    """Map between doses in the user's unit and the model's dose.
-
-    model dose = dose / reference (`log=False`), or log1p(dose / reference) (`log=True`);
-    both keep 0 ↦ 0 (no effect) and are increasing, so the dose of half-maximal effect maps
-    back exactly: `to_user(ec50_model)` is the EC50 in `unit`. With `log=True` the Hill
-    coefficient refers to the model's log-dose axis.
-
-    unit: the unit of the dose column (e.g. "nM"); reference: the user dose that becomes
-    1.0 in the model (default `for_unit`: 1 µM for molar units, else 1).
-    """
-
-    unit: str = "nM"
-    reference: float = 1000.0
-    log: bool = False
-
-    def __post_init__(self):
-        if not (isinstance(self.reference, (int, float)) and math.isfinite(self.reference)
-                and self.reference > 0):
-            raise ValueError(f"DoseScale.reference must be a finite number > 0, got "
-                             f"{self.reference!r}")
-
-    @classmethod
-    def for_unit(cls, unit: str, *, log: bool = False,
-                 reference: float | None = None) -> DoseScale:
-        """Default scale: 1 µM expressed in a molar `unit` becomes model dose 1."""
-        if reference is None:
-            reference = 10.0 ** (-6 - MOLAR_UNITS[unit]) if unit in MOLAR_UNITS else 1.0
-        return cls(str(unit), float(reference), bool(log))
-
-    def to_model(self, dose) -> np.ndarray:
-        """User-unit doses (any shape, ≥ 0) → model doses (same shape)."""
-        c = np.asarray(dose, dtype=float) / self.reference
-        return np.log1p(c) if self.log else c
-
-    def to_user(self, dose) -> np.ndarray:
-        """Model doses (e.g. EC50 = exp(log_ec50)) → doses in `unit` (same shape)."""
-        c = np.asarray(dose, dtype=float)
-        return self.reference * (np.expm1(c) if self.log else c)
-
-
-def dose_response(scale: DoseScale, dose, emax, ec50, hill) -> np.ndarray:
-    """Hill shift `emax · a(dose)` at user-unit doses, with EC50 in user units.
-
-    `dose (n_doses,)`; `emax, ec50, hill` broadcastable to each other, e.g. `(n_vars,)`;
-    returns `(n_doses, *broadcast shape)`. `a = 0` at dose 0 and `1/2` at `ec50`.
-    """
-    c = scale.to_model(np.asarray(dose, dtype=float))
-    e = scale.to_model(np.asarray(ec50, dtype=float))
-    c = c.reshape(c.shape + (1,) * np.ndim(e))
-    from scipy.special import expit
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logit = np.asarray(hill) * (np.log(c) - np.log(e))
-    return np.asarray(emax) * np.where(c > 0, expit(logit), 0.0)
-
-
-# --- splits ------------------------------------------------------------------------------
-
-
-def _perturbation_index(data: PerturbationData, perturbation: str) -> int:
-    if perturbation not in data.perturbation_names:
-        raise KeyError(f"perturbation {perturbation!r} is not in the data; perturbations: "
-                       f"{_shown(data.perturbation_names)}")
-    return data.perturbation_names.index(perturbation)
-
-
-def _split(data: PerturbationData, test_mask: np.ndarray) -> tuple[PerturbationData,
-                                                                   PerturbationData]:
-    return data.subset(~test_mask), data.subset(test_mask)
-
-
-def holdout_dose(data: PerturbationData, perturbation: str, dose: float, *,
-                 dose_scale: DoseScale | None = None,
-                 rtol: float = 1e-5) -> tuple[PerturbationData, PerturbationData]:
-    """`(train, test)`: `test` is the context of `perturbation` at `dose`, `train` the rest.
-
-    `dose` is in the units of `data.dose`, or in the user's unit when `dose_scale` (the one
-    given to `from_anndata`) is passed; it matches to relative precision `rtol` (doses are
-    stored in float32).
-    """
-    p = _perturbation_index(data, perturbation)
-    model_dose = float(dose if dose_scale is None else dose_scale.to_model(dose))
-    pert, doses = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
-    mine = pert == p
-    hit = mine & np.isclose(doses, model_dose, rtol=rtol, atol=0.0)
-    if not hit.any():
-        have = doses[mine] if dose_scale is None else dose_scale.to_user(doses[mine])
-        unit = "" if dose_scale is None else f" {dose_scale.unit}"
-        raise ValueError(f"{perturbation!r} has no context at dose {dose!r}{unit}; its doses: "
-                         f"{_shown([float(f'{v:.6g}') for v in np.sort(have)])}")
-    return _split(data, hit)
-
-
-def holdout_perturbations(data: PerturbationData,
-                          names: Sequence[str]) -> tuple[PerturbationData, PerturbationData]:
-    """`(train, test)`: every context of the named perturbations in `test` (unseen drugs)."""
-    if isinstance(names, str):
-        names = [names]
-    idx = [_perturbation_index(data, n) for n in names]
-    if not idx:
-        raise ValueError("names is empty: name at least one perturbation to hold out")
-    return _split(data, np.isin(np.asarray(data.perturbation), idx))
-
-
-def _highest_dose_mask(data: PerturbationData, p: int) -> np.ndarray:
-    pert, doses = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
-    mine = pert == p
-    return mine & (doses == doses[mine].max())
-
-
-def holdout_highest_doses(data: PerturbationData) -> tuple[PerturbationData, PerturbationData]:
-    """`(train, test)`: the highest dose of every perturbation held out at once (one fit)."""
-    pert = np.asarray(data.perturbation)
-    present = np.unique(pert[pert >= 0])
-    if present.size == 0:
-        raise ValueError("data has no perturbational contexts to hold out")
-    mask = np.zeros(data.n_contexts, dtype=bool)
-    for p in present:
-        mask |= _highest_dose_mask(data, int(p))
-    return _split(data, mask)
-
-
-def sciplex3_splits(data: PerturbationData) -> Iterator[tuple[PerturbationData,
-                                                              PerturbationData]]:
-    """The sci-Plex3 protocol: for each perturbation (in name order), `(train, test)` with
-    its highest dose as `test` and every other context (all other drugs' doses, its lower
-    doses, the controls) as `train`."""
-    pert = np.asarray(data.perturbation)
-    present = set(np.unique(pert[pert >= 0]).tolist())
-    if not present:
-        raise ValueError("data has no perturbational contexts to hold out")
-    for p in sorted(present, key=lambda i: data.perturbation_names[i]):
-        yield _split(data, _highest_dose_mask(data, p))
-
-
-# --- centring ----------------------------------------------------------------------------
-
-
-def center_on_controls(data: PerturbationData) -> tuple[PerturbationData, np.ndarray]:
-    """`(centred, offset)`: every cell minus `offset (n_vars,)`, the mean control cell.
-
-    For a linear SCM this is an exact reparametrisation (only the bias changes: b' =
-    b − offset·(I − W)), and it conditions MAP fitting far better: log expression sits near
-    5, where edge weights and biases are strongly coupled. Add `offset` back to predicted
-    cells with `shift_cells`.
-    """
-    if data.x is None:
-        raise ValueError("center_on_controls needs cells (data.x is None)")
-    x, ctx = np.asarray(data.x), np.asarray(data.context)
-    control = np.asarray(data.observational)[ctx]
-    if not control.any():
-        raise ValueError("data has no control (observational) cells to centre on")
-    offset = x[control].mean(0)
-    return shift_cells(data, -offset), offset
-
-
-def shift_cells(data: PerturbationData, offset) -> PerturbationData:
-    """The same contexts with every cell's `x` plus `offset (n_vars,)`."""
-    import jax.numpy as jnp
-
-    offset = np.asarray(offset, dtype=float)
-    if offset.shape != (data.n_vars,):
-        raise ValueError(f"offset must have shape ({data.n_vars},), got {offset.shape}")
-    if data.x is None:
-        raise ValueError("shift_cells needs cells (data.x is None)")
-    return PerturbationData(
-        data.x + jnp.asarray(offset, data.x.dtype), data.context, data.features, data.dose,
-        data.observational, data.perturbation, data.var_names, data.context_names,
-        data.feature_names, data.perturbation_names,
-    )
-
-
-# --- result tables -----------------------------------------------------------------------
-
-
-def _one_context_per_perturbation(contexts: PerturbationData) -> tuple[list[str], np.ndarray]:
-    """Names and the first context of every perturbation present in `contexts`."""
-    pert = np.asarray(contexts.perturbation)
-    names, rows = [], []
-    for p in sorted(set(pert[pert >= 0].tolist()), key=lambda i: contexts.perturbation_names[i]):
-        names.append(contexts.perturbation_names[p])
-        rows.append(int(np.flatnonzero(pert == p)[0]))
-    return names, np.asarray(rows, dtype=int)
-
-
-def target_table(model, sites, contexts: PerturbationData,
-                 train: PerturbationData | None = None) -> pd.DataFrame:
-    """One row per (perturbation, variable): `target_probability` (π from features) and, with
-    `train`, `posterior_probability` (P(I = 1 | cells), mean over the perturbation's training
-    contexts; NaN for perturbations without training cells).
-
-    Targets depend on features only, so π is read off one context per perturbation.
-    """
-    pd = _import_optional("pandas")
-    names, rows = _one_context_per_perturbation(contexts)
-    prior = model.target_probabilities(sites, contexts.contexts_only().subset(rows))
-    post = np.full_like(prior, np.nan)
-    if train is not None:
-        p_train = model.posterior_targets(sites, train)
-        t_pert = np.asarray(train.perturbation)
-        for i, name in enumerate(names):
-            if name in train.perturbation_names:
-                mine = t_pert == train.perturbation_names.index(name)
-                if mine.any():
-                    post[i] = p_train[mine].mean(0)
-    d = contexts.n_vars
-    return pd.DataFrame({
-        "perturbation": np.repeat(names, d),
-        "gene": np.tile(contexts.var_names, len(names)),
-        "target_probability": prior.ravel(),
-        "posterior_probability": post.ravel(),
-    })
-
-
-def hill_table(model, sites, contexts: PerturbationData, dose_scale: DoseScale) -> pd.DataFrame:
-    """One row per (perturbation, variable): `emax`, `ec50` (in `dose_scale.unit`), `hill`,
-    `dose_unit`. Hill parameters depend on features only (one context per perturbation)."""
-    pd = _import_optional("pandas")
-    names, rows = _one_context_per_perturbation(contexts)
-    h = model.hill_parameters(sites, contexts.contexts_only().subset(rows))
-    if h["ec50"].ndim == 3:  # draws: report posterior means (EC50: mean in user units)
-        h = {k: v.mean(0) if k != "ec50" else dose_scale.to_user(v).mean(0) for k, v in h.items()}
-        ec50 = h["ec50"]
-    else:
-        ec50 = dose_scale.to_user(h["ec50"])
-    d = contexts.n_vars
-    return pd.DataFrame({
-        "perturbation": np.repeat(names, d),
-        "gene": np.tile(contexts.var_names, len(names)),
-        "emax": h["emax"].ravel(),
-        "ec50": ec50.ravel(),
-        "hill": h["hill"].ravel(),
-        "dose_unit": dose_scale.unit,
-    })
 
 
 # --- a toy screen with a planted ground truth ---------------------------------------------
@@ -554,9 +296,9 @@ def toy_screen(
     `SCIPLEX3` schema; vehicle cells are "Vehicle" at dose 0 with DMSO's SMILES); var index
     gene names (planted genes `G00`…, background `BG000`…).
     """
-    ad = _import_optional("anndata")
-    pd = _import_optional("pandas")
-    sparse = _import_optional("scipy.sparse")
+    ad = require("anndata")
+    pd = require("pandas")
+    sparse = require("scipy.sparse")
     if not 1 <= n_drugs <= len(TOY_DRUGS):
         raise ValueError(f"n_drugs must be between 1 and {len(TOY_DRUGS)}, got {n_drugs}")
     if n_genes < 2 or not 1 <= max_targets <= n_genes:
@@ -650,19 +392,9 @@ def toy_screen(
 __all__ = [
     "CONTROL_NAME",
     "SCIPLEX3",
-    "DoseScale",
     "ScreenSchema",
     "ScreenTruth",
-    "center_on_controls",
-    "dose_response",
     "drug_features",
     "drug_smiles",
-    "hill_table",
-    "holdout_dose",
-    "holdout_highest_doses",
-    "holdout_perturbations",
-    "sciplex3_splits",
-    "shift_cells",
-    "target_table",
     "toy_screen",
 ]

@@ -26,7 +26,8 @@ import numpy as np
 from scipy.special import ndtri
 
 from gim_ppl.core.hill import hill_shift
-from gim_ppl.core.mechanisms import mechanism_mean, sample_scm
+from gim_ppl.core.likelihood import CellModel, sample_cells
+from gim_ppl.core.mechanisms import as_mechanism, mechanism_mean
 from gim_ppl.data import PerturbationData
 
 SPLITS = ("train", "partial_ood", "full_ood")
@@ -74,19 +75,19 @@ class SyntheticBenchmark:
     def sample(self, split: str, key, n_cells: int) -> PerturbationData:
         """`n_cells` fresh true cells per context of `split` (targets are the true ones)."""
         contexts = self.split(split)
-        x, ctx = _sample_cells(self.truth, self.truth.targets[split], self.truth.hill[split],
-                               contexts, key, int(n_cells))
-        return PerturbationData(
-            x, ctx, contexts.features, contexts.dose, contexts.observational,
-            contexts.perturbation, contexts.var_names, contexts.context_names,
-            contexts.feature_names, contexts.perturbation_names,
-        )
+        x, ctx = sample_true_cells(self.truth, self.truth.targets[split],
+                                   self.truth.hill[split], contexts, key, int(n_cells))
+        return contexts.replace(x=x, context=ctx)
 
 
-def _sample_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, key, n_cells):
-    """`n_cells` true cells per context: `(x (k·n_cells, d), context (k·n_cells,))`.
+def sample_true_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, key, n_cells):
+    """`n_cells` cells per context from the true SCM: `(x (k·n_cells, d), context (k·n_cells,))`.
 
-    `targets`: `(k, d)` per context, or `(k·n_cells, d)` per cell (context-major)."""
+    Args:
+        targets: `(k, d)` per context, or `(k·n_cells, d)` per cell (context-major).
+        h: Hill parameters `dict(emax, ec50, hill)`, each `(k, d)`.
+        contexts: the k contexts (their doses are used).
+    """
     k, d = contexts.n_contexts, len(truth.bias)
     ctx = jnp.repeat(jnp.arange(k, dtype=jnp.int32), n_cells)
     shift = hill_shift(contexts.dose[:, None], jnp.asarray(h["emax"]),
@@ -94,8 +95,9 @@ def _sample_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, ke
     targets = jnp.asarray(targets, shift.dtype)
     per_cell = targets if targets.shape[0] == k * n_cells else targets[ctx]
     noise = jax.random.normal(key, (k * n_cells, d), shift.dtype)
-    x = sample_scm(truth.mechanism, truth.mechanism_params(),
-                   noise * jnp.asarray(truth.noise_scale) + per_cell * shift[ctx])
+    params = {**truth.mechanism_params(), "noise_scale": jnp.asarray(truth.noise_scale)}
+    x = sample_cells(CellModel(as_mechanism(truth.mechanism)), params, noise, per_cell,
+                     shift[ctx])
     return x, ctx
 
 
@@ -225,20 +227,16 @@ def synthetic_hill(
     for key, split in zip(keys, SPLITS, strict=True):
         ctx_data, tg, h = contexts[split], truth_targets[split], truth_hill[split]
         if split == "train":
-            x, ctx = _sample_cells(truth, tg, h, ctx_data, key, n_cells)
+            x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_cells)
             # The observational context (index 0) gets n_observational cells.
             first = {k: v[:1] for k, v in h.items()}
-            x_obs, _ = _sample_cells(truth, tg[:1], first, ctx_data.subset([0]),
-                                     jax.random.fold_in(key, 1), n_observational)
+            x_obs, _ = sample_true_cells(truth, tg[:1], first, ctx_data.subset([0]),
+                                   jax.random.fold_in(key, 1), n_observational)
             x = jnp.concatenate([x_obs, x[n_cells:]])
             ctx = jnp.concatenate([jnp.zeros(n_observational, jnp.int32), ctx[n_cells:]])
         else:
-            x, ctx = _sample_cells(truth, tg, h, ctx_data, key, n_test_cells)
-        splits[split] = PerturbationData(
-            x, ctx, ctx_data.features, ctx_data.dose, ctx_data.observational,
-            ctx_data.perturbation, ctx_data.var_names, ctx_data.context_names,
-            ctx_data.feature_names, ctx_data.perturbation_names,
-        )
+            x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_test_cells)
+        splits[split] = ctx_data.replace(x=x, context=ctx)
     return SyntheticBenchmark(truth=truth, **splits)
 
 

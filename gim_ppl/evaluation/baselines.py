@@ -23,26 +23,16 @@ import numpy as np
 import optax
 
 from gim_ppl.core.hill import hill_shift
-from gim_ppl.core.mechanisms import masked_weights, sample_scm
+from gim_ppl.core.likelihood import sample_cells
+from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
+from gim_ppl.datasets.synthetic import sample_true_cells
 
 
 def cells_for_contexts(contexts: PerturbationData, x, n_cells: int) -> PerturbationData:
     """Wrap `x (n_contexts · n_cells, n_vars)`, context-major, as cells of `contexts`."""
     ctx = jnp.asarray(np.repeat(np.arange(contexts.n_contexts), n_cells).astype(np.int32))
-    return PerturbationData(
-        jnp.asarray(x), ctx, contexts.features, contexts.dose, contexts.observational,
-        contexts.perturbation, contexts.var_names, contexts.context_names,
-        contexts.feature_names, contexts.perturbation_names,
-    )
-
-
-def _control_cells(data: PerturbationData) -> np.ndarray:
-    """`(n_control, n_vars)` cells of the observational contexts of `data`."""
-    obs = np.asarray(data.observational)
-    if data.x is None or not obs.any():
-        raise ValueError("data needs cells of at least one observational context")
-    return np.asarray(data.x)[obs[np.asarray(data.context)]]
+    return contexts.replace(x=jnp.asarray(x), context=ctx)
 
 
 def _check_fitted(value, name: str):
@@ -90,11 +80,9 @@ class OracleFeatureTargets(Oracle):
         from sklearn.model_selection import GridSearchCV
 
         train = self.bench.train
-        pert = ~np.asarray(train.observational)
-        ids = np.asarray(train.perturbation)[pert]
-        _, first = np.unique(ids, return_index=True)
-        z = np.asarray(train.features, float)[pert][first]
-        y = self.bench.truth.targets["train"][pert][first]
+        _, first = train.perturbation_contexts()  # one row per perturbation
+        z = np.asarray(train.features, float)[first]
+        y = self.bench.truth.targets["train"][first]
         self.models = []
         for j in range(y.shape[1]):
             labels = y[:, j]
@@ -120,13 +108,11 @@ class OracleFeatureTargets(Oracle):
         return np.where(np.asarray(contexts.observational)[:, None], 0.0, pi)
 
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
-        from gim_ppl.datasets.synthetic import _sample_cells
-
         truth = self.bench.truth
         pi = np.repeat(self.target_probabilities(contexts), n_cells, axis=0)
         k_target, k_noise = jax.random.split(key)
         targets = jax.random.bernoulli(k_target, jnp.asarray(pi, jnp.float32))
-        x, _ = _sample_cells(truth, targets, truth.hill[self._split_of(contexts)], contexts,
+        x, _ = sample_true_cells(truth, targets, truth.hill[self._split_of(contexts)], contexts,
                              k_noise, n_cells)
         return cells_for_contexts(contexts, x, n_cells)
 
@@ -138,7 +124,7 @@ class Observational:
         self.control = None
 
     def fit(self, data: PerturbationData, **_) -> Observational:
-        self.control = jnp.asarray(_control_cells(data))
+        self.control = jnp.asarray(data.control_cells())
         return self
 
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
@@ -146,20 +132,6 @@ class Observational:
         idx = jax.random.randint(key, (contexts.n_contexts * n_cells,), 0,
                                  self.control.shape[0])
         return cells_for_contexts(contexts, self.control[idx], n_cells)
-
-
-def _context_moments(data: PerturbationData):
-    """Per-context `(counts (k,), means (k, d), variances (k, d))` of the cells."""
-    x, ctx = np.asarray(data.x, dtype=np.float64), np.asarray(data.context)
-    counts = np.bincount(ctx, minlength=data.n_contexts).astype(float)
-    if (counts == 0).any():
-        raise ValueError(f"contexts without cells: {np.flatnonzero(counts == 0)[:10]}")
-    sums = np.zeros((data.n_contexts, x.shape[1]))
-    sq = np.zeros_like(sums)
-    np.add.at(sums, ctx, x)
-    np.add.at(sq, ctx, x**2)
-    mean = sums / counts[:, None]
-    return counts, mean, np.maximum(sq / counts[:, None] - mean**2, 0.0)
 
 
 def _dose_inputs(contexts: PerturbationData) -> np.ndarray:
@@ -192,11 +164,11 @@ class Unstructured:
 
     def fit(self, data: PerturbationData, *, key=None, **_) -> Unstructured:
         key = jax.random.key(0) if key is None else key
-        control = _control_cells(data)
+        control = data.control_cells()
         self.mu0 = jnp.asarray(control.mean(0))
         self.sd0 = jnp.asarray(np.maximum(control.std(0), 1e-6))
         self.control = jnp.asarray(control)
-        counts, mean, var = (jnp.asarray(a) for a in _context_moments(data))
+        counts, mean, var = (jnp.asarray(a) for a in data.context_moments())
         inputs = _dose_inputs(data)
         self.in_mean = jnp.asarray(inputs.mean(0))
         self.in_scale = jnp.asarray(np.maximum(inputs.std(0), 1e-6))
@@ -266,11 +238,8 @@ class CausalTwoStage:
         pert = np.flatnonzero(~np.asarray(data.observational))
         feats = np.zeros((data.n_contexts, pert.size), dtype=np.asarray(data.features).dtype)
         feats[pert, np.arange(pert.size)] = 1.0
-        return PerturbationData(
-            data.x, data.context, jnp.asarray(feats), data.dose, data.observational,
-            data.perturbation, data.var_names, data.context_names,
-            tuple(f"ctx_{i}" for i in range(pert.size)), data.perturbation_names,
-        )
+        return data.replace(features=jnp.asarray(feats),
+                            feature_names=tuple(f"ctx_{i}" for i in range(pert.size)))
 
     def fit(self, data: PerturbationData, *, key, progress: bool = False) -> CausalTwoStage:
         from gim_ppl.inference import fit
@@ -278,10 +247,10 @@ class CausalTwoStage:
 
         onehot = self.one_hot_contexts(data)
         self.model = GIM(data.n_vars, onehot.n_features, **self.gim_options)
-        if self.model.intervention_kind != "shift":
-            raise ValueError("CausalTwoStage supports intervention_kind='shift' only")
+        if self.model.intervention_effect != "shift":
+            raise ValueError("CausalTwoStage supports intervention_effect='shift' only")
         result = fit(self.model, onehot, steps=self.steps, key=key,
-                     learning_rate=self.learning_rate, progress=progress)
+                     optimizer=optax.adam(self.learning_rate), progress=progress)
         self.sites, self.fit_result = result.sites, result
         pert = ~np.asarray(data.observational)
         probs = np.asarray(self.model.posterior_targets(self.sites, onehot))
@@ -348,6 +317,5 @@ class CausalTwoStage:
         targets = targets.transpose(1, 0, 2).reshape(k * n_cells, d).astype(dtype)
         noise = jax.random.normal(k_n, (k * n_cells, d), dtype)
         shift_cells = jnp.repeat(jnp.asarray(shifts, dtype), n_cells, axis=0)
-        exogenous = params["noise_scale"] * noise + targets * shift_cells
-        x = sample_scm(self.model.mechanism, params, exogenous)
+        x = sample_cells(self.model.cell_model, params, noise, targets, shift_cells)
         return cells_for_contexts(contexts, x, n_cells)

@@ -1,6 +1,7 @@
 """Scores: recovery of targets and graphs, and distances between predicted and observed cells.
 
-Recovery scores take flat or matching-shape arrays of labels (bool) and scores (float).
+Recovery scores take flat or matching-shape arrays of labels (bool) and scores (float);
+`auroc` and `average_precision` are scikit-learn's, behind this module's input checks.
 Per-context distances take two `PerturbationData` with the same contexts and average over
 contexts (`per_context=True` returns the `(n_contexts,)` values):
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from ott.geometry import pointcloud
 from ott.tools import sinkhorn_divergence
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from gim_ppl.data import PerturbationData
 
@@ -45,34 +47,23 @@ def _labels_scores(labels, scores):
 
 
 def auroc(labels, scores) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties ½.
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties ½
+    (`sklearn.metrics.roc_auc_score`).
 
-    Mann–Whitney U from average ranks; O(n log n).
+    Raises ValueError unless `labels` hold both positives and negatives.
     """
     y, s = _labels_scores(labels, scores)
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size)
-    sorted_s = s[order]
-    # average ranks of tied groups (1-based)
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    n_pos, n_neg = y.sum(), (~y).sum()
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def average_precision(labels, scores) -> float:
-    """Average precision: Σ_k (R_k − R_{k−1}) P_k over score thresholds (ties grouped)."""
+    """Average precision: Σ_k (R_k − R_{k−1}) P_k over score thresholds, ties grouped
+    (`sklearn.metrics.average_precision_score`, no interpolation).
+
+    Raises ValueError unless `labels` hold both positives and negatives.
+    """
     y, s = _labels_scores(labels, scores)
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted, s_sorted = y[order], s[order]
-    tp = np.cumsum(y_sorted)
-    # evaluate only at the last index of each tied group of scores
-    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), s.size - 1]
-    tp, n_pred = tp[last], last + 1
-    precision = tp / n_pred
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 
 def shd(true_adjacency, estimated_adjacency) -> int:
@@ -88,41 +79,25 @@ def shd(true_adjacency, estimated_adjacency) -> int:
     return int(np.triu(pair, k=1).sum())
 
 
-def _cells(data: PerturbationData):
-    """`(x (n, d), context (n,), counts (k,))` as numpy, every context with cells."""
-    if data.x is None:
-        raise ValueError("data has no cells")
-    x, ctx = np.asarray(data.x), np.asarray(data.context)
-    counts = np.bincount(ctx, minlength=data.n_contexts)
-    if (counts == 0).any():
-        raise ValueError(f"contexts without cells: {np.flatnonzero(counts == 0)[:10]}")
-    return x, ctx, counts
-
-
-def _context_means(data: PerturbationData) -> np.ndarray:
-    x, ctx, counts = _cells(data)
-    sums = np.zeros((data.n_contexts, x.shape[1]))
-    np.add.at(sums, ctx, x)
-    return sums / counts[:, None]
-
-
 def mean_error(predicted: PerturbationData, observed: PerturbationData, *,
                per_context: bool = False):
     """Euclidean distance between the predicted and observed mean cell of each context.
 
-    Returns the average over contexts (or the `(n_contexts,)` values).
+    Returns the average over contexts (or the `(n_contexts,)` values). Raises ValueError
+    for a context without cells.
     """
     if predicted.n_contexts != observed.n_contexts:
         raise ValueError(f"predicted has {predicted.n_contexts} contexts, observed "
                          f"{observed.n_contexts}")
-    err = np.linalg.norm(_context_means(predicted) - _context_means(observed), axis=1)
+    err = np.linalg.norm(predicted.context_means() - observed.context_means(), axis=1)
     return err if per_context else float(err.mean())
 
 
 def _padded_clouds(data: PerturbationData):
     """Cells grouped by context: `(points (k, m, d), weights (k, m))`, weights 1/n_k on real
-    cells and 0 on padding, `m = max_k n_k`."""
-    x, ctx, counts = _cells(data)
+    cells and 0 on padding, `m = max_k n_k`. Raises ValueError for a context without cells."""
+    counts = data.context_moments().count.astype(np.int64)
+    x, ctx = np.asarray(data.x), np.asarray(data.context)
     order = np.argsort(ctx, kind="stable")
     start = np.r_[0, np.cumsum(counts)[:-1]]
     slot = np.arange(ctx.size) - np.repeat(start, counts)

@@ -7,32 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC
 
 from gim_ppl.data import PerturbationData
+from gim_ppl.extras import require
 from gim_ppl.model import GIM
-
-
-def _site_dims(model: GIM) -> dict[str, list[str]]:
-    dims = {"weights": ["parent", "var"], "bias": ["var"], "noise_scale": ["var"]}
-    for site, _shape in model.site_shapes.items():
-        if site in dims:
-            continue
-        if site.startswith("mlp_"):
-            dims[site] = {"mlp_w1": ["var", "parent", "hidden"], "mlp_b1": ["var", "hidden"],
-                          "mlp_w2": ["var", "hidden"]}[site]
-        elif site == "gim_w1":
-            dims[site] = ["feature", "gim_hidden"]
-        elif site == "gim_b1":
-            dims[site] = ["gim_hidden"]
-        elif site.endswith("_bias"):
-            dims[site] = ["var"]
-        else:
-            dims[site] = ["gim_hidden" if model.intervention == "mlp" else "feature", "var"]
-    return dims
 
 
 def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "context"):
@@ -51,7 +31,7 @@ def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "c
         data: gives the names (variables, contexts, features, perturbations).
         per: "context" or "perturbation" (see above).
     """
-    import arviz as az
+    az = require("arviz")
 
     if per not in ("context", "perturbation"):
         raise ValueError(f"per must be 'context' or 'perturbation', got {per!r}")
@@ -60,35 +40,31 @@ def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "c
         "parent": list(data.var_names),
         "feature": list(data.feature_names),
         "hidden": list(range(model.hidden)),
-        "gim_hidden": list(range(model.hidden)),
+        "map_hidden": list(range(model.hidden)),
     }
     derived_on = data
     if per == "context":
         coords["context"] = list(data.context_names)
     else:
-        pert = np.asarray(data.perturbation)
-        ids = np.unique(pert[pert >= 0])
+        ids, first = data.perturbation_contexts()
         if ids.size == 0:
             raise ValueError("per='perturbation' needs perturbational contexts in data")
-        features = np.asarray(data.features)
-        first = []
-        for g in ids:
-            rows = np.flatnonzero(pert == g)
-            if not np.allclose(features[rows], features[rows[0]]):
+        pert, features = np.asarray(data.perturbation), np.asarray(data.features)
+        for g, k in zip(ids, first, strict=True):
+            if not np.allclose(features[pert == g], features[k]):
                 raise ValueError(
                     f"perturbation {data.perturbation_names[g]!r} has contexts with different "
                     "features; use per='context'")
-            first.append(int(rows[0]))
         coords["perturbation"] = [data.perturbation_names[g] for g in ids]
         derived_on = data.subset(first)
-    dims = _site_dims(model)
+    dims = {site: list(spec.dims) for site, spec in model.sites.items()}
     if isinstance(mcmc_or_sites, MCMC):
         grouped = mcmc_or_sites.get_samples(group_by_chain=True)
         samples = {k: np.asarray(v) for k, v in grouped.items() if k in model.site_shapes}
         stats = {k: np.asarray(v) for k, v in
                  mcmc_or_sites.get_extra_fields(group_by_chain=True).items()}
     elif isinstance(mcmc_or_sites, Mapping):
-        draws = model._check_sites(mcmc_or_sites)
+        draws = model.check_sites(mcmc_or_sites)
         samples = {k: np.asarray(mcmc_or_sites[k]) for k in model.site_shapes}
         samples = {k: (v if draws else v[None])[None] for k, v in samples.items()}
         stats = {}
@@ -97,14 +73,8 @@ def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "c
 
     n_chain, n_draw = next(iter(samples.values())).shape[:2]
     flat = {k: v.reshape((n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
-    derived = model.hill_parameters(flat, derived_on)
-
-    def prob(params):
-        logits = model._heads(params, derived_on).target_logits
-        return jnp.where(derived_on.observational[:, None], 0.0, jax.nn.sigmoid(logits))
-
-    derived["target_prob"] = np.asarray(jax.vmap(prob)({k: jnp.asarray(v)
-                                                        for k, v in flat.items()}))
+    derived = model.hill_parameters(flat, derived_on)  # keeps the draw axis
+    derived["target_prob"] = model.target_probabilities(flat, derived_on)
     for name, value in derived.items():
         samples[name] = value.reshape((n_chain, n_draw, *value.shape[1:]))
         dims[name] = [per, "var"]

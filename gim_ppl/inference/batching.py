@@ -24,6 +24,8 @@ class BatchIndex(NamedTuple):
 
     @classmethod
     def build(cls, data: PerturbationData, size: int) -> BatchIndex:
+        """The index of `data`'s cells (host-side, once per fit) for batches of `size`
+        cells per context."""
         ctx = np.asarray(data.context)
         count = np.bincount(ctx, minlength=data.n_contexts)
         start = np.r_[0, np.cumsum(count)[:-1]]
@@ -34,7 +36,13 @@ class BatchIndex(NamedTuple):
 
 def stratified_batch(key, data: PerturbationData, index: BatchIndex):
     """A minibatch of `index.size` slots per context and the cell weights that make its
-    sufficient statistics unbiased for the full data's.
+    sufficient statistics unbiased for the full data's. Jittable (`fit` calls it inside
+    its `lax.scan`).
+
+    Args:
+        key: PRNG key of this batch.
+        data: `PerturbationData` with cells, `x (n_cells, n_vars)`.
+        index: the `BatchIndex` of `data`.
 
     A context with `n_k ≤ size` cells contributes all of them (weight 1; unused slots weight
     0); a larger one `size` cells drawn with replacement, each weighted `n_k / size`. The sum
@@ -54,11 +62,7 @@ def stratified_batch(key, data: PerturbationData, index: BatchIndex):
     dtype = data.x.dtype
     weight = jnp.where(small, (slot < count).astype(dtype), count.astype(dtype) / b)
     ctx = jnp.repeat(jnp.arange(index.count.shape[0], dtype=jnp.int32), b)
-    batch = PerturbationData(
-        data.x[cells], ctx, data.features, data.dose, data.observational, data.perturbation,
-        data.var_names, data.context_names, data.feature_names, data.perturbation_names,
-    )
-    return batch, weight.reshape(-1)
+    return data.replace(x=data.x[cells], context=ctx), weight.reshape(-1)
 
 
 def shard_cells(data: PerturbationData, devices):
@@ -68,6 +72,10 @@ def shard_cells(data: PerturbationData, devices):
 
     The cell count is padded to a multiple of the number of devices with copies of the first
     cell carrying weight 0, so the result equals the unsharded one up to summation order.
+
+    Args:
+        data: `PerturbationData` with cells, `x (n_cells, n_vars)`.
+        devices: a non-empty sequence of JAX devices.
 
     Returns:
         `(sharded PerturbationData, cell_weights (n_padded,))` — pass the weights to the
@@ -89,11 +97,10 @@ def shard_cells(data: PerturbationData, devices):
     def put(a, sharding):
         return jax.device_put(jnp.asarray(a), sharding)
 
-    sharded = PerturbationData(
-        put(np.asarray(data.x)[idx], rows), put(np.asarray(data.context)[idx], rows),
-        put(data.features, rep), put(data.dose, rep), put(data.observational, rep),
-        put(data.perturbation, rep), data.var_names, data.context_names, data.feature_names,
-        data.perturbation_names,
+    sharded = data.replace(
+        x=put(np.asarray(data.x)[idx], rows), context=put(np.asarray(data.context)[idx], rows),
+        features=put(data.features, rep), dose=put(data.dose, rep),
+        observational=put(data.observational, rep), perturbation=put(data.perturbation, rep),
     )
     return sharded, put(weights, rows)
 

@@ -1,0 +1,25 @@
+"""`Site`: how the model's sample sites are declared — once, by mechanisms and maps."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Site(NamedTuple):
+    """One sample site, declared once: its named axes (which give both its shape and its
+    ArviZ dims) and the `Priors` field that governs it.
+
+    Axis names: "var" and "parent" (n_vars), "feature" (n_features), "hidden" (mechanism MLP
+    width), "map_hidden" (intervention-map MLP width).
+    """
+
+    dims: tuple[str, ...]
+    prior: str
+
+
+def site_shape(site: Site, sizes: dict[str, int]) -> tuple[int, ...]:
+    """The shape of `site` given the size of every axis name."""
+    return tuple(sizes[axis] for axis in site.dims)
+
+
+__all__ = ["Site", "site_shape"]

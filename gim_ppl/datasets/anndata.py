@@ -1,0 +1,403 @@
+"""The AnnData bridge: a single-cell screen held as `anndata.AnnData` → `PerturbationData`.
+
+`from_anndata` reads one context per (perturbation, dose) plus the control context, the
+expression of the chosen genes (normalised and log1p-transformed when the file holds raw
+counts) and one feature row per perturbation. `control_mask` and `require_obs_key` are the
+obs-column checks it shares with `gim_ppl.datasets.screen.drug_smiles`.
+
+anndata, scanpy and pandas are imported inside the functions (`pip install "gim_ppl[screen]"`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from gim_ppl.data import PerturbationData
+from gim_ppl.datasets.doses import DoseScale
+from gim_ppl.extras import require
+
+_MAX_SHOWN = 10
+
+
+def from_anndata(
+    adata,
+    *,
+    perturbation_key: str,
+    dose_key: str,
+    control: str,
+    features,
+    genes: Sequence[str] | None = None,
+    layer: str | None = None,
+    cell_type: str | None = None,
+    cell_type_key: str = "cell_type",
+    gene_key: str | None = None,
+    n_top_genes: int = 50,
+    dose_unit: str = "nM",
+    log_dose: bool = False,
+    dose_reference: float | None = None,
+    normalize: bool | None = None,
+    target_sum: float = 1e4,
+) -> PerturbationData:
+    """Contexts and cells of a single-cell screen held as AnnData (never modified).
+
+    One context per (perturbation, dose) plus one control context (first, named after the
+    control value or "control"); context names read `"{drug}@{dose}{unit}"`. Cells of
+    other cell types are dropped; expression is that of `layer` (default X, dense or
+    sparse) on the chosen genes.
+
+    Args:
+        adata: `anndata.AnnData` with cells as rows.
+        perturbation_key: obs column with the perturbation (drug) name of each cell.
+        dose_key: obs column with the numeric dose of each cell, in `dose_unit`
+            (ignored for control cells).
+        control: a boolean obs column marking control (vehicle) cells, or the value of
+            `perturbation_key` that control cells carry.
+        features: a pandas DataFrame of numeric features indexed by perturbation name
+            (e.g. `gim_ppl.datasets.drug_features`), or "onehot" (one indicator per
+            perturbation: fits known drugs, cannot generalise to new ones).
+        genes: variables to keep, in this order (matched against `adata.var_names`, or
+            `adata.var[gene_key]`); default: the `n_top_genes` highly variable genes
+            (scanpy, Seurat flavour, on the normalised cells of the chosen cell type).
+        layer: read expression from `adata.layers[layer]` instead of X.
+        cell_type, cell_type_key: keep only cells with `obs[cell_type_key] == cell_type`.
+        dose_unit, log_dose, dose_reference: define the `DoseScale` of
+            `gim_ppl.datasets` (`DoseScale.for_unit(dose_unit, log=log_dose,
+            reference=dose_reference)`); the returned `dose` is `scale.to_model(dose)`,
+            and `scale.to_user(model.hill_parameters(...)["ec50"])` is the EC50 in
+            `dose_unit`. By default 1 µM becomes model dose 1 for molar units.
+        normalize: True: scale each cell to `target_sum` counts, then log1p (over all
+            genes, before selecting them); False: use the values as they are; None
+            (default): do so if the values are raw counts (non-negative integers), with
+            a warning that says so.
+
+    Returns:
+        `PerturbationData` with `x (n_cells, n_genes)`, names of genes, contexts,
+        features and perturbations.
+
+    Raises:
+        KeyError: a missing obs key, layer, gene, or a perturbation without features.
+        TypeError: non-numeric doses or features, a non-boolean control column.
+        ValueError: no control cells, an unknown cell type, negative or missing doses.
+    """
+    anndata = require("anndata")
+    pd = require("pandas")
+    if not isinstance(adata, anndata.AnnData):
+        raise TypeError(f"adata must be an anndata.AnnData, got {type(adata).__name__}")
+    obs = adata.obs
+    require_obs_key(obs, perturbation_key, "perturbation_key")
+    require_obs_key(obs, dose_key, "dose_key")
+    if adata.n_obs == 0:
+        raise ValueError("adata has no cells (n_obs = 0)")
+
+    keep = _selected_cells(obs, cell_type, cell_type_key)
+    is_control = control_mask(obs, perturbation_key, control)[keep]
+    if not is_control.any():
+        raise ValueError(
+            f"no control cells: control={control!r} marks none of the "
+            f"{int(keep.sum())} selected cells; control must be a boolean obs column or "
+            f"a value of obs[{perturbation_key!r}] "
+            f"(values: {_listed(np.unique(obs[perturbation_key].astype(str)))})"
+        )
+    pert_raw = obs[perturbation_key].astype(object).to_numpy()[keep]
+    missing = ~is_control & pd.isna(pert_raw)
+    if missing.any():
+        raise ValueError(f"obs[{perturbation_key!r}] is missing for perturbed cells "
+                         f"{_listed(obs.index[keep][missing])}")
+    pert_label = np.where(is_control, "", pert_raw.astype(str))
+    dose_user = _numeric_doses(obs[dose_key], dose_key, keep, is_control)
+
+    scale = DoseScale.for_unit(dose_unit, log=log_dose, reference=dose_reference)
+    x, var_names = _expression(adata, keep, layer=layer, genes=genes, gene_key=gene_key,
+                               n_top_genes=n_top_genes, normalize=normalize,
+                               target_sum=target_sum)
+
+    control_name = "control" if control in obs.columns else str(control)
+    drugs, ctx, context_names, perturbation, dose = _contexts(
+        pert_label, dose_user, is_control, control_name, dose_unit, scale)
+    observational = perturbation < 0
+
+    feats, feature_names = _feature_rows(features, drugs)
+    rows = feats[np.maximum(perturbation, 0)] if feats.shape[0] else np.zeros(
+        (perturbation.size, feats.shape[1]))
+    rows[observational] = 0.0
+    return PerturbationData.from_arrays(
+        x, ctx, features=rows, dose=dose, observational=observational,
+        perturbation=perturbation, var_names=var_names, context_names=context_names,
+        feature_names=feature_names, perturbation_names=drugs,
+    )
+
+
+def _selected_cells(obs, cell_type, cell_type_key: str) -> np.ndarray:
+    """`(n_obs,)` bool: the cells of `cell_type` (all cells, with a warning when several
+    cell types are pooled, if `cell_type` is None)."""
+    keep = np.ones(obs.shape[0], dtype=bool)
+    if cell_type is not None:
+        require_obs_key(obs, cell_type_key, "cell_type_key")
+        labels = obs[cell_type_key].astype(str).to_numpy()
+        keep = labels == str(cell_type)
+        if not keep.any():
+            raise ValueError(
+                f"cell_type={cell_type!r} matches no cell; obs[{cell_type_key!r}] holds "
+                f"{_listed(np.unique(labels))}"
+            )
+    elif cell_type_key in obs.columns:
+        present = np.unique(obs[cell_type_key].astype(str).to_numpy())
+        if present.size > 1:
+            warnings.warn(
+                f"obs[{cell_type_key!r}] holds {present.size} cell types "
+                f"{_listed(present)}; they are pooled into one model. Pass cell_type=... "
+                "to fit one cell type.", UserWarning, stacklevel=3,
+            )
+    return keep
+
+
+def _contexts(pert_label, dose_user, is_control, control_name: str, dose_unit: str,
+              scale: DoseScale):
+    """The control context first, then every (drug, dose) sorted by name and dose:
+    `(drugs, context (n_cells,), context_names, perturbation (n_contexts,), model dose
+    (n_contexts,))`."""
+    drugs = sorted(set(pert_label[~is_control].tolist()))
+    pairs = sorted({(p, float(c)) for p, c, ctl in
+                    zip(pert_label, dose_user, is_control, strict=True) if not ctl})
+    index = {pair: k + 1 for k, pair in enumerate(pairs)}
+    ctx = np.array([0 if ctl else index[(p, float(c))] for p, c, ctl in
+                    zip(pert_label, dose_user, is_control, strict=True)], dtype=np.int64)
+    context_names = [control_name] + [f"{p}@{c:g}{dose_unit}" for p, c in pairs]
+    drug_index = {p: i for i, p in enumerate(drugs)}
+    perturbation = np.array([-1] + [drug_index[p] for p, _ in pairs], dtype=np.int64)
+    dose = np.concatenate([[0.0], scale.to_model([c for _, c in pairs])])
+    return drugs, ctx, context_names, perturbation, dose
+
+
+def _listed(values) -> str:
+    values = [str(v) for v in values]
+    more = f", … ({len(values)} in all)" if len(values) > _MAX_SHOWN else ""
+    return "[" + ", ".join(repr(v) for v in values[:_MAX_SHOWN]) + more + "]"
+
+
+def require_obs_key(obs, key: str, argument: str) -> None:
+    """Raise unless `key` names a column of `obs` (the error names `argument` and lists the
+    columns)."""
+    if not isinstance(key, str):
+        raise TypeError(f"{argument} must be the name of an obs column (str), got "
+                        f"{type(key).__name__}")
+    if key not in obs.columns:
+        raise KeyError(f"{argument}={key!r} is not an obs column; obs has "
+                       f"{_listed(obs.columns)}")
+
+
+def control_mask(obs, perturbation_key: str, control: str) -> np.ndarray:
+    """`(n_obs,)` bool: control cells, from a boolean obs column or a perturbation value."""
+    if not isinstance(control, str):
+        raise TypeError(f"control must be a boolean obs column name or a value of "
+                        f"obs[{perturbation_key!r}] (str), got {type(control).__name__}")
+    if control in obs.columns:
+        col = obs[control]
+        values = col.to_numpy()
+        if values.dtype == bool:
+            return values.copy()
+        if (np.issubdtype(values.dtype, np.integer) or values.dtype == object) and (
+            col.isin([0, 1, True, False]).all()
+        ):
+            return values.astype(bool)
+        raise TypeError(
+            f"control={control!r} names an obs column, which must be boolean (True for "
+            f"control cells); it has dtype {col.dtype} (e.g. {_listed(col.unique()[:3])}). To "
+            f"mark controls by name, pass control=<a value of obs[{perturbation_key!r}]>"
+        )
+    labels = obs[perturbation_key].astype(str).to_numpy()
+    mask = labels == control
+    if not mask.any():
+        raise KeyError(
+            f"control={control!r} is neither an obs column nor a value of "
+            f"obs[{perturbation_key!r}]; obs columns: {_listed(obs.columns)}; values of "
+            f"obs[{perturbation_key!r}]: {_listed(np.unique(labels))}"
+        )
+    return mask
+
+
+def _numeric_doses(column, dose_key: str, keep: np.ndarray, is_control: np.ndarray):
+    """`(n_kept,)` float doses of the kept cells; 0 for controls. Validates perturbed cells."""
+    pd = require("pandas")
+    raw = column.astype(object).to_numpy()[keep]
+    perturbed = ~is_control
+    if raw.size and any(isinstance(v, (bool, np.bool_)) for v in raw[perturbed]):
+        raise TypeError(f"obs[{dose_key!r}] holds booleans; doses must be numbers")
+    values = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
+    not_number = perturbed & np.isnan(values) & ~pd.isna(raw)
+    if not_number.any():
+        bad = sorted({str(v) for v in raw[not_number]})
+        raise TypeError(
+            f"obs[{dose_key!r}] must hold numeric doses; {int(not_number.sum())} perturbed "
+            f"cells have values that are not numbers: {_listed(bad)} (strip units such as "
+            "'nM' and give the unit as dose_unit)"
+        )
+    missing = perturbed & np.isnan(values)
+    if missing.any():
+        raise ValueError(f"obs[{dose_key!r}] is missing (NaN) for {int(missing.sum())} "
+                         f"perturbed cells {_listed(column.index[keep][missing])}")
+    bad = perturbed & ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"obs[{dose_key!r}] is infinite for perturbed cells "
+                         f"{_listed(column.index[keep][bad])}")
+    negative = perturbed & (values < 0)
+    if negative.any():
+        raise ValueError(f"obs[{dose_key!r}] must be >= 0; negative for perturbed cells "
+                         f"{_listed(column.index[keep][negative])}")
+    return np.where(is_control, 0.0, values)
+
+
+def _is_counts(mat) -> bool:
+    """True if every stored value is a finite non-negative integer (raw counts)."""
+    from scipy import sparse
+
+    values = mat.data if sparse.issparse(mat) else np.asarray(mat)
+    values = np.asarray(values)
+    if values.size == 0:
+        return False
+    return bool(np.all(np.isfinite(values)) and np.all(values >= 0)
+                and np.all(values == np.round(values)) and values.max() > 0)
+
+
+def _normalise_log1p(mat, target_sum: float):
+    """`log1p(target_sum · x / rowsum)` per cell (rows with no counts stay 0); a new matrix."""
+    from scipy import sparse
+
+    if sparse.issparse(mat):
+        mat = sparse.csr_matrix(mat, dtype=np.float64, copy=True)
+        totals = np.asarray(mat.sum(axis=1)).ravel()
+        scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
+        mat = sparse.diags(scale) @ mat
+        mat.data = np.log1p(mat.data)
+        return sparse.csr_matrix(mat)
+    x = np.array(mat, dtype=np.float64, copy=True)
+    totals = x.sum(axis=1, keepdims=True)
+    x *= np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
+    return np.log1p(x)
+
+
+def _expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_genes, normalize,
+                target_sum) -> tuple[np.ndarray, tuple]:
+    """Dense `(n_kept, n_genes)` expression of the kept cells and the gene names."""
+    from scipy import sparse
+
+    if layer is not None:
+        if layer not in adata.layers:
+            raise KeyError(f"layer={layer!r} is not in adata.layers; layers: "
+                           f"{_listed(adata.layers.keys())}")
+        mat = adata.layers[layer]
+    else:
+        mat = adata.X
+    if mat is None:
+        raise ValueError("adata.X is None: pass layer=... naming the expression layer")
+    if not sparse.issparse(mat):
+        mat = np.asarray(mat)
+    mat = mat[np.flatnonzero(keep)]  # a new matrix: the caller's AnnData is never touched
+    if gene_key is None:
+        names = np.asarray(adata.var_names.astype(str))
+    else:
+        if gene_key not in adata.var.columns:
+            raise KeyError(f"gene_key={gene_key!r} is not a var column; var has "
+                           f"{_listed(adata.var.columns)}")
+        names = adata.var[gene_key].astype(str).to_numpy()
+
+    counts = _is_counts(mat)
+    if normalize is None:
+        normalize = counts
+        if counts:
+            where = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
+            warnings.warn(
+                f"{where} holds raw counts (non-negative integers): normalised each cell to "
+                f"{target_sum:g} counts and applied log1p. Pass normalize=False to use the "
+                "values as they are (or normalize=True to silence this).",
+                UserWarning, stacklevel=3,
+            )
+    if normalize:
+        values = mat.data if sparse.issparse(mat) else mat
+        if np.any(np.asarray(values) < 0):
+            raise ValueError("normalize=True needs non-negative counts, but the expression "
+                             "has negative values (already log-normalised or scaled?)")
+        mat = _normalise_log1p(mat, float(target_sum))
+
+    if genes is None:
+        n_top = int(n_top_genes)
+        if not 1 <= n_top <= mat.shape[1]:
+            raise ValueError(f"n_top_genes must be between 1 and the number of genes "
+                             f"({mat.shape[1]}), got {n_top_genes}")
+        anndata = require("anndata")
+        sc = require("scanpy")
+        tmp = anndata.AnnData(X=mat)
+        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
+        idx = np.flatnonzero(tmp.var["highly_variable"].to_numpy())
+    else:
+        if isinstance(genes, str):
+            raise TypeError(f"genes must be a list of gene names, got the string {genes!r}")
+        wanted = [str(g) for g in genes]
+        if not wanted:
+            raise ValueError("genes is empty: name at least one gene (or pass genes=None)")
+        dups = sorted(g for g, c in Counter(wanted).items() if c > 1)
+        if dups:
+            raise ValueError(f"genes lists some genes twice: {_listed(dups)}")
+        where: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            where.setdefault(n, []).append(i)
+        missing = [g for g in wanted if g not in where]
+        if missing:
+            source = "adata.var_names" if gene_key is None else f"adata.var[{gene_key!r}]"
+            raise KeyError(f"genes not found in {source}: {_listed(missing)}; it has "
+                           f"{len(names)} genes, e.g. {_listed(names[:5])}")
+        ambiguous = [g for g in wanted if len(where[g]) > 1]
+        if ambiguous:
+            raise ValueError(f"genes match several columns of adata: {_listed(ambiguous)}")
+        idx = np.array([where[g][0] for g in wanted], dtype=int)
+    x = mat[:, idx]
+    x = x.toarray() if sparse.issparse(x) else np.asarray(x)
+    var_names = tuple(str(n) for n in names[idx])
+    if len(set(var_names)) != len(var_names):
+        raise ValueError(f"the selected genes have duplicate names: "
+                         f"{_listed(n for n, c in Counter(var_names).items() if c > 1)}")
+    return np.asarray(x, dtype=float), var_names
+
+
+def _feature_rows(features, drugs: list[str]) -> tuple[np.ndarray, list[str]]:
+    """`(n_drugs, n_features)` feature rows in the order of `drugs`, and feature names."""
+    if isinstance(features, str):
+        if features != "onehot":
+            raise ValueError(f"features must be a DataFrame indexed by perturbation name or "
+                             f"'onehot', got {features!r}")
+        return np.eye(len(drugs)), [f"onehot_{d}" for d in drugs]
+    pd = require("pandas")
+    if not isinstance(features, pd.DataFrame):
+        raise TypeError(
+            "features must be a pandas DataFrame indexed by perturbation name (e.g. "
+            f"gim_ppl.datasets.drug_features(...)) or 'onehot', got {type(features).__name__}"
+        )
+    index = [str(i) for i in features.index]
+    dups = sorted(i for i, c in Counter(index).items() if c > 1)
+    if dups:
+        raise ValueError(f"features has duplicate index entries {_listed(dups)}; expected one "
+                         "row per perturbation")
+    missing = [d for d in drugs if d not in set(index)]
+    if missing:
+        raise KeyError(f"features has no row for the perturbations {_listed(missing)}; its "
+                       f"index holds {_listed(index)}")
+    if features.shape[1] == 0:
+        raise ValueError("features has no columns")
+    non_numeric = [str(c) for c in features.columns
+                   if not pd.api.types.is_numeric_dtype(features[c])]
+    if non_numeric:
+        raise TypeError(f"features must be numeric; non-numeric columns: {_listed(non_numeric)}")
+    table = features.set_axis(index, axis=0)
+    rows = table.loc[drugs].to_numpy(dtype=float) if drugs else np.zeros((0, features.shape[1]))
+    bad = [d for d, r in zip(drugs, rows, strict=True) if not np.all(np.isfinite(r))]
+    if bad:
+        raise ValueError(f"features has missing or non-finite values for the perturbations "
+                         f"{_listed(bad)}")
+    return rows, [str(c) for c in features.columns]
+
+
+__all__ = ["control_mask", "from_anndata", "require_obs_key"]

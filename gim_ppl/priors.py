@@ -1,0 +1,92 @@
+"""`Priors` of a GIM and the table of its sample sites.
+
+Every site is declared once (`Site`: named axes and the `Priors` field that governs it) by
+the SCM (`SCM_SITES`), its mechanism and its intervention map; `ALL_SITES` unites them, so
+`Priors.for_site`, the model's site shapes and the ArviZ dims all read one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from gim_ppl.core.interventions import INTERVENTION_MAPS
+from gim_ppl.core.mechanisms import MECHANISMS
+from gim_ppl.core.sites import Site
+
+# The sites every GIM has; mechanisms and intervention maps declare theirs (one table each).
+SCM_SITES = {
+    "weights": Site(("parent", "var"), "edge_weight"),
+    "bias": Site(("var",), "bias"),
+    "noise_scale": Site(("var",), "noise_scale"),
+}
+ALL_SITES: dict[str, Site] = {
+    **SCM_SITES,
+    **{s: spec for mech in MECHANISMS.values() for s, spec in mech.sites.items()},
+    **{s: spec for imap in INTERVENTION_MAPS.values() for s, spec in imap.sites.items()},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Priors:
+    """Priors of every parameter; each a `numpyro.distributions.Distribution`.
+
+    A scalar distribution is broadcast to the site's shape; a distribution whose batch
+    shape already matches the site (e.g. per-edge priors) is used as is. Dose parameters
+    are in log-dose units of the data's `dose` (EC50 = exp(log_ec50)).
+    """
+
+    edge_weight: dist.Distribution = field(default_factory=lambda: dist.Laplace(0.0, 0.1))
+    bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 5.0))
+    noise_scale: dist.Distribution = field(default_factory=lambda: dist.LogNormal(0.0, 1.0))
+    mlp_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    target_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    target_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(-2.0, 2.0))
+    emax_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    emax_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 2.0))
+    log_ec50_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    log_ec50_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    log_hill_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    log_hill_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    map_hidden_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, dist.Distribution):
+                raise TypeError(
+                    f"Priors.{f.name} must be a numpyro Distribution, got {type(value).__name__}"
+                )
+        support = self.noise_scale.support
+        if not (bool(np.all(support(jnp.asarray(1.0)))) and not bool(np.any(support(-1.0)))):
+            raise ValueError("Priors.noise_scale must have positive support (e.g. LogNormal)")
+
+    def for_site(self, site: str) -> dist.Distribution:
+        """The prior field that governs a model sample site (declared in `ALL_SITES`)."""
+        if site not in ALL_SITES:
+            raise ValueError(f"unknown sample site {site!r}; sites are {sorted(ALL_SITES)}")
+        return getattr(self, ALL_SITES[site].prior)
+
+
+def site_distribution(prior: dist.Distribution, shape: tuple) -> dist.Distribution:
+    batch = tuple(prior.batch_shape) + tuple(prior.event_shape)
+    if batch == shape and prior.event_shape:
+        return prior.to_event(len(shape) - len(prior.event_shape)) if prior.batch_shape else prior
+    if prior.event_shape:
+        raise ValueError(
+            f"prior {prior} has event shape {prior.event_shape}; expected a scalar prior or one "
+            f"of shape {shape}"
+        )
+    try:
+        return prior.expand(shape).to_event(len(shape))
+    except ValueError as err:
+        raise ValueError(
+            f"prior with batch shape {prior.batch_shape} cannot broadcast to site shape {shape}"
+        ) from err
+
+
+__all__ = ["ALL_SITES", "SCM_SITES", "Priors", "site_distribution"]

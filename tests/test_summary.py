@@ -1,0 +1,69 @@
+"""`gim_ppl.summary`: result tables read off a model, one row per (perturbation, variable)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gim_ppl
+from gim_ppl.datasets import DoseScale, synthetic_hill
+from gim_ppl.summary import hill_table, target_table
+from tests._problems import random_sites
+
+
+@pytest.fixture(scope="module")
+def problem():
+    bench = synthetic_hill(0, n_vars=4, n_features=3, n_train_perturbations=3,
+                           n_test_perturbations=2, train_doses=(0.5, 1.0, 2.0),
+                           partial_ood_doses=(0.75,), n_cells=5, n_test_cells=5,
+                           n_observational=20)
+    model = gim_ppl.GIM(4, 3)
+    return bench, model, random_sites(model)
+
+
+def test_target_table_shape_columns_and_values(problem):
+    bench, model, sites = problem
+    data = bench.train
+    table = target_table(model, sites, data, train=data)
+    assert list(table.columns) == ["perturbation", "gene", "target_probability",
+                                   "posterior_probability"]
+    assert len(table) == 3 * 4
+    assert list(table["perturbation"]) == [f"drug_0{i}" for i in range(3) for _ in range(4)]
+    assert list(table["gene"]) == list(data.var_names) * 3
+    pert = np.asarray(data.perturbation)
+    first = [int(np.flatnonzero(pert == g)[0]) for g in range(3)]
+    prior = model.target_probabilities(sites, data.subset(first))
+    np.testing.assert_allclose(table["target_probability"], prior.ravel(), rtol=1e-6)
+    post = model.posterior_targets(sites, data)
+    expected = np.stack([post[pert == g].mean(0) for g in range(3)])
+    np.testing.assert_allclose(table["posterior_probability"], expected.ravel(), rtol=1e-6)
+    # unseen perturbations: a prior from features, no posterior without training cells
+    unseen = target_table(model, sites, bench.full_ood, train=data)
+    assert len(unseen) == 2 * 4 and set(unseen["perturbation"]) == {"drug_03", "drug_04"}
+    assert unseen["posterior_probability"].isna().all()
+    assert unseen["target_probability"].between(0, 1).all()
+    assert target_table(model, sites, data)["posterior_probability"].isna().all()
+
+
+def test_tables_average_draws(problem):
+    bench, model, sites = problem
+    data = bench.train
+    twice = {k: np.stack([np.asarray(v)] * 2) for k, v in sites.items()}
+    pd.testing.assert_frame_equal(target_table(model, twice, data, train=data),
+                                  target_table(model, sites, data, train=data), rtol=1e-6)
+    scale = DoseScale("nM", 1000.0)
+    pd.testing.assert_frame_equal(hill_table(model, twice, data, scale),
+                                  hill_table(model, sites, data, scale), rtol=1e-6)
+
+
+def test_hill_table_reports_ec50_in_user_units(problem):
+    bench, model, sites = problem
+    data = bench.train
+    table = hill_table(model, sites, data, DoseScale("nM", 1000.0))
+    assert list(table.columns) == ["perturbation", "gene", "emax", "ec50", "hill", "dose_unit"]
+    assert len(table) == 3 * 4 and set(table["dose_unit"]) == {"nM"}
+    pert = np.asarray(data.perturbation)
+    first = [int(np.flatnonzero(pert == g)[0]) for g in range(3)]
+    h = model.hill_parameters(sites, data.subset(first))
+    np.testing.assert_allclose(table["ec50"], 1000.0 * h["ec50"].ravel(), rtol=1e-6)
+    np.testing.assert_allclose(table["emax"], h["emax"].ravel(), rtol=1e-6)
+    np.testing.assert_allclose(table["hill"], h["hill"].ravel(), rtol=1e-6)
