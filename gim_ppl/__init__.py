@@ -1,7 +1,7 @@
 """gim_ppl: Generative Intervention Models as NumPyro models.
 
-Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit`, `FitResult`, `run_mcmc`,
-`to_arviz`, and the submodules `datasets`, `metrics`, `baselines` and `plots`.
+Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit` (with `cosine_ramp`,
+`DualAscent`), `FitResult`, `run_mcmc`, `to_arviz`, and the submodules `datasets`, `metrics`, `baselines` and `plots`.
 
 `import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
 submodules that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn),
@@ -12,7 +12,7 @@ import importlib
 
 from gim_ppl import datasets
 from gim_ppl.data import PerturbationData
-from gim_ppl.inference import FitResult, fit, run_mcmc, to_arviz
+from gim_ppl.inference import DualAscent, FitResult, cosine_ramp, fit, run_mcmc, to_arviz
 from gim_ppl.model import GIM
 from gim_ppl.priors import Priors
 
@@ -34,10 +34,12 @@ def __getattr__(name: str):
 
 __all__ = [
     "GIM",
+    "DualAscent",
     "FitResult",
     "PerturbationData",
     "Priors",
     "baselines",
+    "cosine_ramp",
     "datasets",
     "fit",
     "metrics",

@@ -6,7 +6,8 @@ Per-context arrays index contexts on axis 0; the variable axis is last.
 The container is an immutable JAX pytree. Arrays are children (so it passes through `jit`,
 `SVI.run` and `Predictive`); names are static auxiliary data. Validation happens in
 `PerturbationData.from_arrays`, at the API boundary, on concrete arrays; pytree unflattening
-(inside JAX transformations) bypasses it by design.
+(inside JAX transformations) bypasses it by design. AnnData files are read by
+`gim_ppl.datasets.from_anndata`, which builds the container with `from_arrays`.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from gim_ppl.cli import main
-from gim_ppl.datasets import toy_screen
 from gim_ppl.core.graph import is_dag
+from gim_ppl.datasets import toy_screen
 
 GENES = [f"G{j:02d}" for j in range(12)]
 

@@ -1,13 +1,27 @@
 """Inference on a `GIM`: MAP `fit` (SVI), minibatches and sharding, NUTS, ArviZ export.
 
-One concept per module, as in `numpyro.infer`: `fit`, `batching`, `mcmc`, `arviz`.
-Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
+One concept per module, as in `numpyro.infer`: `fit` (the loop, schedules as values, dual
+ascent on λ), `batching`, `mcmc`, `arviz`. Nothing here is needed to fit a GIM with plain
+`numpyro.infer.SVI`.
 """
 
 from gim_ppl.inference.arviz import to_arviz
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
-from gim_ppl.inference.fit import FitResult, fit
+from gim_ppl.inference.fit import (
+    CHUNK_STEPS,
+    DualAscent,
+    FitResult,
+    FitState,
+    ScalarOrSchedule,
+    Schedule,
+    acyclicity_weight_at,
+    cosine_ramp,
+    cycle_gain,
+    dual_ascent_step,
+    fit,
+)
 from gim_ppl.inference.mcmc import run_mcmc
 
-__all__ = ["BatchIndex", "FitResult", "fit", "run_mcmc", "shard_cells", "stratified_batch",
-           "to_arviz"]
+__all__ = ["CHUNK_STEPS", "BatchIndex", "DualAscent", "FitResult", "FitState",
+           "ScalarOrSchedule", "Schedule", "acyclicity_weight_at", "cosine_ramp", "cycle_gain",
+           "dual_ascent_step", "fit", "run_mcmc", "shard_cells", "stratified_batch", "to_arviz"]
