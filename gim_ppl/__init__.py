@@ -1,7 +1,8 @@
 """gim_ppl: Generative Intervention Models as NumPyro models.
 
 Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit` (with `cosine_ramp`,
-`DualAscent`), `FitResult`, `run_mcmc`, `to_arviz`, and the submodules `datasets`, `metrics`, `baselines` and `plots`.
+`DualAscent`), `FitResult`, `run_mcmc`, `to_arviz`, and the submodules `datasets`,
+`metrics`, `baselines` and `plots`.
 
 `import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
 submodules that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn),
