@@ -48,7 +48,9 @@ def numpy_mean(model, sites, x):
 
 def numpy_heads(model, sites, z):
     s = {k: np.asarray(v, dtype=float) for k, v in sites.items()}
-    h = np.tanh(z @ s["map_hidden_weights"] + s["map_hidden_bias"]) if model.intervention_map == "mlp" else z
+    h = z
+    if model.intervention_map == "mlp":
+        h = np.tanh(z @ s["map_hidden_weights"] + s["map_hidden_bias"])
     return {head: h @ s[f"{head}_weights"] + s[f"{head}_bias"]
             for head in ("target", "emax", "log_ec50", "log_hill")}
 

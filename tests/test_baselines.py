@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import gim_ppl
-from gim_ppl.evaluation import baselines, metrics
 from gim_ppl.core.hill import hill_shift
+from gim_ppl.evaluation import baselines, metrics
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ import jax
 import numpy as np
 import pytest
 
-from gim_ppl.datasets import random_dag, synthetic_hill
 from gim_ppl.core.graph import is_dag
+from gim_ppl.datasets import random_dag, synthetic_hill
 
 
 def test_default_benchmark_follows_the_protocol():
