@@ -165,3 +165,22 @@ def test_features_csv_log_dose_and_unseen_drug(h5ad, tmp_path):
     assert targets.loc[jq1, "posterior_probability"].isna().all()
     assert targets.loc[~jq1, "posterior_probability"].notna().all()
     assert targets["target_probability"].notna().all()
+
+
+def test_fit_without_held_out_contexts_needs_no_bench_extra(h5ad, tmp_path):
+    """`gim-ppl fit` needs the [screen] and [plots] extras only: with ott-jax missing it still
+    fits and writes everything (the held-out metrics, absent here, are what use ott)."""
+    import subprocess
+    import sys
+
+    path, _, _ = h5ad
+    argv = ["fit", "--h5ad", str(path), "--preset", "sciplex3", "--cell-type", "A549",
+            "--genes", ",".join(GENES[:4]), "--holdout", "none", "--steps", "20",
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    code = ("import sys\nsys.modules['ott'] = None\nfrom gim_ppl.cli import main\n"
+            f"rc = main({argv!r})\n"
+            "assert 'gim_ppl.evaluation.metrics' not in sys.modules\nsys.exit(rc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "run.json").is_file()
+    assert not (tmp_path / "out" / "metrics.json").exists()

@@ -16,6 +16,7 @@ import gim_ppl
 from gim_ppl import plots
 from gim_ppl.datasets import DoseScale
 from gim_ppl.evaluation import metrics
+from gim_ppl.plots import graph as graph_figures
 from tests._problems import random_sites
 
 
@@ -301,8 +302,8 @@ def test_graph_colours_edges_by_class_and_width_by_weight():
 
 def test_edges_bend_around_nodes_in_their_way():
     on_a_line = {0: (0.0, 0.0), 1: (0.0, -1.0), 2: (0.0, -2.0), 3: (3.0, 0.0)}
-    assert abs(plots._edge_bend(on_a_line, 0, 2)) >= 0.25  # node 1 sits on the segment
-    assert plots._edge_bend(on_a_line, 0, 1) == 0.1  # nothing in the way: a slight bend
+    assert abs(graph_figures._edge_bend(on_a_line, 0, 2)) >= 0.25  # node 1 sits on the segment
+    assert graph_figures._edge_bend(on_a_line, 0, 1) == 0.1  # nothing in the way: a slight bend
 
 
 def test_graph_with_names_draws_and_layouts(fitted):

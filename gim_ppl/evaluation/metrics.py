@@ -24,11 +24,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ott.geometry import pointcloud
-from ott.tools import sinkhorn_divergence
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from gim_ppl.data import PerturbationData
+from gim_ppl.extras import require
 
 
 def _labels_scores(labels, scores):
@@ -53,7 +51,7 @@ def auroc(labels, scores) -> float:
     Raises ValueError unless `labels` hold both positives and negatives.
     """
     y, s = _labels_scores(labels, scores)
-    return float(roc_auc_score(y, s))
+    return float(require("sklearn.metrics").roc_auc_score(y, s))
 
 
 def average_precision(labels, scores) -> float:
@@ -63,7 +61,7 @@ def average_precision(labels, scores) -> float:
     Raises ValueError unless `labels` hold both positives and negatives.
     """
     y, s = _labels_scores(labels, scores)
-    return float(average_precision_score(y, s))
+    return float(require("sklearn.metrics").average_precision_score(y, s))
 
 
 def shd(true_adjacency, estimated_adjacency) -> int:
@@ -120,6 +118,9 @@ def _paired_clouds(predicted: PerturbationData, observed: PerturbationData):
 
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
 def _sinkhorn_w2(x, a, y, b, epsilon, max_iterations: int):
+    pointcloud = require("ott.geometry.pointcloud")
+    sinkhorn_divergence = require("ott.tools.sinkhorn_divergence")
+
     def one(args):
         x, a, y, b = args
         div, out = sinkhorn_divergence.sinkhorn_divergence(

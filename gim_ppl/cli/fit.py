@@ -1,16 +1,13 @@
-"""`gim-ppl` command line: `demo` fits the bundled synthetic benchmark and prints its metrics;
-`bench` runs the benchmark protocol (or, with `--perf`, the performance benchmark); `fit`
-fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write."""
+"""`gim-ppl fit`: fit a GIM to the user's drug screen (.h5ad) in three steps, load → fit →
+write (graph, targets, Hill parameters, predictions, held-out metrics, figures, run record).
+Needs the `[screen]` and `[plots]` extras; the held-out scores (when contexts are held out) use
+`gim_ppl.evaluation.metrics`, imported only then."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +16,7 @@ import jax
 import numpy as np
 import optax
 
+from gim_ppl.cli.machine import machine_description
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets import (
     SCIPLEX3,
@@ -30,154 +28,18 @@ from gim_ppl.datasets import (
     holdout_highest_doses,
     holdout_perturbations,
     shift_cells,
-    synthetic_hill,
 )
-from gim_ppl.evaluation import metrics
 from gim_ppl.evaluation.baselines import Observational
-from gim_ppl.evaluation.benchmark import evaluate_gim
 from gim_ppl.extras import require
 from gim_ppl.inference import FitResult, fit
 from gim_ppl.model import GIM
 from gim_ppl.summary import hill_table, target_table
 
-
-def machine_description() -> str:
-    """CPU model, core count and JAX backend, for benchmark output."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    device = jax.devices()[0]
-    backend = device.platform if device.platform == "cpu" else (
-        f"{device.platform} ({device.device_kind})")
-    return (f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
-            f"jax {jax.__version__} on {backend}")
-
-
-def _demo(args) -> int:
-    bench = synthetic_hill(args.seed, n_vars=args.n_vars)
-    print(f"synthetic_hill(seed={args.seed}, n_vars={args.n_vars}): train {bench.train}")
-    print(f"machine: {machine_description()}")
-    marginals = ("exact", "relaxed_mc") if args.marginal == "both" else (args.marginal,)
-    rows = []
-    for marginal in marginals:
-        model = GIM(args.n_vars, bench.train.n_features, marginal=marginal)
-        start = time.perf_counter()
-        result = fit(model, bench.train, steps=args.steps, key=jax.random.key(args.seed),
-                     optimizer=optax.adam(args.learning_rate), progress=not args.no_progress)
-        seconds = time.perf_counter() - start
-        if result.message:
-            print(f"warning: {result.message}", file=sys.stderr)
-        scores = evaluate_gim(model, result.sites, bench, key=jax.random.key(args.seed + 1))
-        rows.append((marginal, scores, seconds))
-
-    print()
-    print(f"GIM fit: {args.steps} Adam steps at lr {args.learning_rate}")
-    print("| metric | " + " | ".join(m for m, _, _ in rows) + " |")
-    print("|---|" + "---|" * len(rows))
-    labels = [
-        ("target AUROC, train perturbations (posterior)", "target_auroc_train_posterior"),
-        ("target AUROC, train perturbations (prior from features)", "target_auroc_train_prior"),
-        ("target AUROC, unseen perturbations (prior from features)", "target_auroc_full_ood"),
-        ("mean error, partial OOD (new doses)", "mean_error_partial_ood"),
-        ("mean error, partial OOD, control prediction", "mean_error_partial_ood_control"),
-        ("mean error, full OOD (new perturbations)", "mean_error_full_ood"),
-        ("mean error, full OOD, control prediction", "mean_error_full_ood_control"),
-    ]
-    for label, key in labels:
-        print(f"| {label} | " + " | ".join(f"{s[key]:.3f}" for _, s, _ in rows) + " |")
-    print("| fit wall time (s) | " + " | ".join(f"{t:.1f}" for _, _, t in rows) + " |")
-    return 0
-
-
-def _perf(args) -> int:
-    from gim_ppl.evaluation.perf import PerfConfig, perf_markdown, run_perf
-
-    config = PerfConfig.quick() if args.quick else PerfConfig()
-    if args.large:
-        config = dataclasses.replace(config, large=tuple(args.large))
-    machine = machine_description()
-    print(f"machine: {machine}")
-    results = {**run_perf(config), "machine": machine}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "perf.json").write_text(json.dumps(results, indent=2))
-    md = f"# gim_ppl performance\n\nMachine: {machine}.\n\n{perf_markdown(results)}\n"
-    (out / "perf.md").write_text(md)
-    print(md)
-    print(f"wrote {out / 'perf.json'} and {out / 'perf.md'}")
-    return 0
-
-
-def _bench(args) -> int:
-    from gim_ppl.evaluation.benchmark import METHODS, BenchConfig, run_benchmark, write_results
-
-    if args.perf:
-        return _perf(args)
-    methods = tuple(args.methods.split(",")) if args.methods else METHODS
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"unknown methods {unknown}; choose from {METHODS}", file=sys.stderr)
-        return 2
-    overrides = {k: v for k, v in dict(
-        seeds=tuple(args.seeds) if args.seeds else None, n_vars=args.n_vars,
-        mechanism=args.mechanism, graph=args.graph, steps=args.steps,
-        learning_rate=args.learning_rate, methods=methods).items() if v is not None}
-    config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
-    machine = machine_description()
-    print(f"machine: {machine}")
-    print(f"config: {config}")
-    results = run_benchmark(config, progress=not args.no_progress)
-    json_path, md_path = write_results(results, args.out, machine=machine)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
-    return 0
-
-
-def _cells_by_vars(text: str) -> tuple[int, int]:
-    try:
-        n, d = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--large expects CELLSxVARS such as 1000000x1000, got {text!r}") from None
-    if n < 1 or d < 2:
-        raise argparse.ArgumentTypeError(f"--large needs cells >= 1 and vars >= 2, got {text!r}")
-    return n, d
-
-
-def _add_bench_parser(sub) -> None:
-    bench = sub.add_parser("bench", help="run every method on the synthetic protocol, several "
-                                         "seeds; write results.json and results.md")
-    bench.add_argument("--quick", action="store_true",
-                       help="small setting for CI: 1 seed, 4000 steps at lr 1e-2, fewer "
-                            "test contexts")
-    bench.add_argument("--perf", action="store_true",
-                       help="performance benchmark instead: NumPyro step vs pure-JAX floor, "
-                            "scaling in cells and variables, full-fit time (perf.json/.md)")
-    bench.add_argument("--large", type=_cells_by_vars, nargs="+", default=(),
-                       metavar="CELLSxVARS",
-                       help="with --perf: extra linear-exact step sizes, e.g. 1000000x1000 "
-                            "(meant for a GPU)")
-    bench.add_argument("--seeds", type=int, nargs="+")
-    bench.add_argument("--n-vars", type=int)
-    bench.add_argument("--mechanism", choices=("linear", "mlp"))
-    bench.add_argument("--graph", choices=("er", "sf"))
-    bench.add_argument("--steps", type=int)
-    bench.add_argument("--learning-rate", type=float)
-    bench.add_argument("--methods", help="comma-separated subset of the methods")
-    bench.add_argument("--out", default="bench_results")
-    bench.add_argument("--no-progress", action="store_true")
-
-
-# --- gim-ppl fit: a GIM on the user's drug screen ---------------------------------------
-
 _FIT_KEYS = ("perturbation_key", "dose_key", "control", "dose_unit", "cell_type_key",
              "smiles_key")
 
 
-def _add_fit_parser(sub) -> None:
+def add_parser(sub) -> None:
     """Register `gim-ppl fit` (a drug screen in .h5ad → graph, targets, Hill curves, ...)."""
     fit_p = sub.add_parser(
         "fit", help="fit a GIM to a drug screen (.h5ad) and write its graph, targets, Hill "
@@ -260,7 +122,7 @@ class _Fitted(NamedTuple):
     offset: np.ndarray
 
 
-def _fit_command(args) -> int:
+def run(args) -> int:
     """`gim-ppl fit`: load and split the screen, fit, and write every artefact to `--out`."""
     try:
         screen = _load_screen(args)
@@ -417,6 +279,8 @@ def _write_predictions(path, pred: PerturbationData, scale, settings) -> None:
 def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
                      train: PerturbationData, *, key, n_cells: int) -> dict:
     """Per held-out context: error of the predicted mean, and of the control prediction."""
+    from gim_ppl.evaluation import metrics  # [bench] (ott-jax), needed only here
+
     control = Observational().fit(train).predict(test.contexts_only(), key=key, n_cells=n_cells)
     gim_err = metrics.mean_error(pred, test, per_context=True)
     ctrl_err = metrics.mean_error(control, test, per_context=True)
@@ -448,28 +312,3 @@ def _write_figures(folder: Path, args, screen: _Screen, fitted: _Fitted) -> None
     fig.savefig(folder / "dose_response.png", dpi=120)
     plt.close(fig)
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gim-ppl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="fit the default synthetic benchmark and print metrics")
-    demo.add_argument("--steps", type=int, default=30_000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--n-vars", type=int, default=10)
-    demo.add_argument("--learning-rate", type=float, default=1e-3)
-    demo.add_argument("--marginal", choices=("exact", "relaxed_mc", "both"), default="both")
-    demo.add_argument("--no-progress", action="store_true")
-    _add_bench_parser(sub)
-    _add_fit_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "bench":
-        return _bench(args)
-    if args.command == "fit":
-        return _fit_command(args)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
