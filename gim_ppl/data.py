@@ -67,7 +67,8 @@ class ContextMoments(NamedTuple):
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["x", "context", "features", "dose", "observational", "perturbation"],
-    meta_fields=["var_names", "context_names", "feature_names", "perturbation_names"],
+    meta_fields=["var_names", "context_names", "feature_names", "perturbation_names",
+                 "dose_scale"],
 )
 @dataclasses.dataclass(frozen=True)
 class PerturbationData:
@@ -82,10 +83,15 @@ class PerturbationData:
         observational: `(n_contexts,)` bool, true for unperturbed (control) contexts.
         perturbation: `(n_contexts,)` int index into `perturbation_names`, -1 for controls.
         var_names, context_names, feature_names, perturbation_names: tuples of str.
+        dose_scale: how `dose` relates to the doses of the user's file, or `None` when `dose`
+            is all there is. Any object with `unit`, `to_model(dose)` and `to_user(dose)`
+            (`gim_ppl.datasets.DoseScale`, set by `from_anndata`); the splits, tables and
+            figures read doses in `dose_scale.unit` through it.
 
     A frozen dataclass pytree: arrays are children (it passes through `jit`, `SVI.run` and
-    `Predictive`), names are static. Build it with `from_arrays` (validated); derive variants
-    with `replace(x=..., context=...)`, `subset(...)` or `contexts_only()`.
+    `Predictive`), names and the dose scale are static. Build it with `from_arrays`
+    (validated); derive variants with `replace(x=..., context=...)`, `subset(...)`,
+    `contexts_only()` or `for_prediction(n_cells)`.
     """
 
     x: Any
@@ -98,6 +104,7 @@ class PerturbationData:
     context_names: tuple
     feature_names: tuple
     perturbation_names: tuple
+    dose_scale: Any = None
 
     def replace(self, **changes) -> PerturbationData:
         """A copy with some fields changed (unvalidated: the caller keeps shapes consistent,
@@ -185,8 +192,27 @@ class PerturbationData:
         return ids[keep].astype(int), first[keep].astype(int)
 
     def contexts_only(self) -> PerturbationData:
-        """The same contexts without cells (what `GIM.predict` needs)."""
+        """The same contexts without cells (what `GIM.predict` and the read-offs need; to
+        sample cells with `numpyro.infer.Predictive`, use `for_prediction`)."""
         return self.replace(x=None, context=None)
+
+    def for_prediction(self, n_cells: int) -> PerturbationData:
+        """These contexts, `n_cells` cells each, no `x`: the input of a generative pass.
+
+        The model samples targets, Hill shifts and cells for it, so
+        `numpyro.infer.Predictive(model, posterior_samples=draws)(key, data.for_prediction(100))`
+        returns `"x"` of shape `(n_draws, n_contexts · n_cells, n_vars)`, cells in context
+        order (`context` of the result says which). Data with cells gives the likelihood of
+        those cells instead, and no `"x"`.
+
+        Raises:
+            ValueError: `n_cells` is not a positive integer.
+        """
+        if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) \
+                or n_cells < 1:
+            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+        context = np.repeat(np.arange(self.n_contexts, dtype=np.int32), int(n_cells))
+        return self.replace(x=None, context=jnp.asarray(context))
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -205,6 +231,7 @@ class PerturbationData:
         perturbation_names: Sequence[str] | None = None,
         n_vars: int | None = None,
         require_cells: bool = True,
+        dose_scale: Any = None,
     ) -> PerturbationData:
         """Validate arrays and build a `PerturbationData` (inputs are copied, never modified).
 
@@ -220,8 +247,14 @@ class PerturbationData:
                 identical feature rows share a perturbation.
             n_vars: needed only when `x` is `None` and `var_names` is not given.
             require_cells: with `x`, reject contexts that have no cells.
+            dose_scale: the map between `dose` and the user's dose unit (see the class
+                docstring); stored, not applied: `dose` is already in model units.
         """
         features, dose, obs = _check_contexts(features, dose, observational)
+        if dose_scale is not None and not all(
+                hasattr(dose_scale, a) for a in ("unit", "to_model", "to_user")):
+            raise TypeError("dose_scale must have unit, to_model and to_user (e.g. "
+                            f"gim_ppl.datasets.DoseScale), got {type(dose_scale).__name__}")
         if x is None:
             if context is not None:
                 raise ValueError("context was given without x; pass both or neither")
@@ -253,6 +286,7 @@ class PerturbationData:
             context_names=context_names,
             feature_names=feature_names,
             perturbation_names=perturbation_names,
+            dose_scale=dose_scale,
         )
 
     # -- views -----------------------------------------------------------------------

@@ -294,6 +294,25 @@ class GIM:
 
         return np.asarray(self._map_sites(fn, sites, data))
 
+    def log_likelihood(self, sites, data: PerturbationData) -> np.ndarray | float:
+        """`log p(cells of data | sites)` with targets summed out and π from the features
+        (the model's "cells" factor, exact marginal whatever `marginal` the model fits
+        with): the log predictive density of held-out cells, contexts or perturbations.
+        A float, or `(n_draws,)` with draws."""
+        self._check_data(data)
+        if data.x is None:
+            raise ValueError("log_likelihood needs cells: data.x is None")
+        exact = self.cell_model._replace(marginal="exact")
+
+        def fn(params, data):
+            heads = intervention_outputs(params, data.features)
+            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+            return log_likelihood(exact, params, data, heads.target_logits, shift,
+                                  groups=self._groups(data))
+
+        out = np.asarray(self._map_sites(fn, sites, data))
+        return out if out.ndim else float(out)
+
     def hill_parameters(self, sites, contexts: PerturbationData) -> dict:
         """`dict(emax, ec50, hill)`, each `(n_contexts, n_vars)` (`(n_draws, …)` with draws).
 

@@ -1,6 +1,7 @@
 """`gim-ppl fit` end to end on a toy screen in the sci-Plex3 schema, and its input errors."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -53,11 +54,27 @@ def test_writes_graph_targets_and_hill_tables(fitted, h5ad):
     assert targets["posterior_probability"].between(0, 1).all()  # every drug has train cells
 
     hill = pd.read_csv(fitted / "hill.csv")
-    assert list(hill.columns) == ["perturbation", "gene", "emax", "ec50", "hill", "dose_unit"]
-    assert len(hill) == 120 and (hill["ec50"] > 0).all() and set(hill["dose_unit"]) == {"nM"}
+    assert list(hill.columns) == [
+        "perturbation", "gene", "target_probability", "posterior_probability",
+        "emax_log1p_expr", "ec50_nM", "hill", "lowest_tested_dose_nM", "highest_tested_dose_nM",
+        "degenerate", "degenerate_reason"]
+    assert len(hill) == 120 and (hill["ec50_nM"] > 0).all()
     # EC50 is reported in nM: typical values lie within the screen's dose range (10 nM–10 µM
     # give the model 1e-2–10), not in the model's µM units
-    assert 1.0 < hill["ec50"].median() < 1e5
+    assert 1.0 < hill["ec50_nM"].median() < 1e5
+    assert set(hill["lowest_tested_dose_nM"]) == {10.0}
+    assert set(hill["highest_tested_dose_nM"]) == {10000.0}
+    # each drug's rows, most likely target first; the flag follows the documented rule
+    for _, rows in hill.groupby("perturbation", sort=False):
+        assert rows["target_probability"].is_monotonic_decreasing
+    rule = (hill["hill"] < 0.2) | (hill["ec50_nM"] < 10.0) | (hill["ec50_nM"] > 10000.0)
+    assert (hill["degenerate"] == rule).all()
+    assert set(hill.loc[~rule, "degenerate_reason"].fillna("")) == {""}
+    # numbers with 4 significant digits
+    text = (fitted / "hill.csv").read_text().splitlines()[1:]
+    numbers = [v for line in text for v in line.split(",")[2:9] if v not in ("", "nan")]
+    assert all(len(v.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) <= 4
+               for v in numbers)
 
 
 def test_writes_predictions_and_metrics_of_the_held_out_doses(fitted, h5ad):
@@ -68,6 +85,8 @@ def test_writes_predictions_and_metrics_of_the_held_out_doses(fitted, h5ad):
     assert list(pred.var_names) == GENES and pred.n_obs == 10 * 200
     assert set(pred.obs["dose"]) == {10000.0} and pred.uns["dose_unit"] == "nM"
     assert set(pred.obs["context"]) == {f"{d}@10000nM" for d in pred.obs["product_name"]}
+    assert pred.uns["preprocessing"]["detected"] == "raw counts"
+    assert "log1p of counts per 10000" in pred.uns["description"]
 
     scores = json.loads((fitted / "metrics.json").read_text())
     assert len(scores["per_context"]) == 10
@@ -97,35 +116,62 @@ def test_writes_figures_and_run_summary(fitted):
     assert run["genes"] == GENES and run["dose_scale"] == {"unit": "nM", "reference": 1000.0,
                                                            "log": False}
     assert len(run["heldout_contexts"]) == 10 and run["fit_message"] == ""
+    assert run["preprocessing"]["detected"] == "raw counts"
+    assert run["preprocessing"]["normalized"] and run["preprocessing"]["normalize"] == "auto"
+    assert run["expression_unit"] == "log1p expr." and "Hill coefficient" in \
+        run["hill_degenerate_rule"]
+    # nothing but the results: no temporary folder beside --out
+    assert [p.name for p in fitted.parent.iterdir()] == ["out"]
+
+
+def _nothing_left(parent, *keep):
+    """The folder holds only `keep`: no --out, no temporary `.out.partial-…` folder."""
+    return sorted(p.name for p in parent.iterdir()) == sorted(keep)
+
+
+def _one_line_error(capsys, *pieces):
+    """stderr ends in one error line holding every piece (notes may come first), with no
+    traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line]
+    assert len(errors) == 1 and errors[0] == lines[-1], err  # notes may come before it
+    assert lines[-1].startswith("gim-ppl") and "Traceback" not in err
+    assert all(line.startswith("note: ") for line in lines[:-1]), err
+    for piece in pieces:
+        assert re.search(piece, lines[-1]), (piece, err)
+    return lines[-1]
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--preset", "sciplex3", "--dose-key", "concentration"],
-     r"dose_key='concentration' is not an obs column; obs has \['product_name', 'dose'"),
+     r"--dose-key 'concentration' is not an obs column; obs has \['product_name', 'dose'"),
     (["--preset", "sciplex3", "--control", "DMSO"],
-     r"control='DMSO' is neither an obs column nor a value of obs\['product_name'\]"),
+     r"--control 'DMSO' is neither an obs column nor a value of obs\['product_name'\]"),
     (["--preset", "sciplex3", "--cell-type", "HeLa"],
-     r"cell_type='HeLa' matches no cell; obs\['cell_type'\] holds \['A549', 'MCF7'\]"),
+     r"--cell-type 'HeLa' matches no cell; obs\['cell_type'\] holds \['A549', 'MCF7'\]"),
     (["--preset", "sciplex3", "--genes", "G00,NOPE"],
      r"genes not found in adata.var_names: \['NOPE'\]"),
     (["--dose-key", "dose", "--control", "vehicle"],
      r"gim-ppl fit needs --perturbation-key \(or --preset sciplex3\)"),
+    (["--preset", "sciplex3", "--holdout-dose", "JQ1@50"],
+     r"'JQ1' has no context at dose 50.0 nM; its doses: \[10.0, 100.0, 1000.0, 10000.0\] nM"),
+    (["--preset", "sciplex3", "--holdout-dose", "JQ1"],
+     r"--holdout-dose expects DRUG@DOSE items such as JQ1@10000, got 'JQ1'"),
 ])
 def test_bad_input_is_reported_without_fitting(h5ad, tmp_path, capsys, flags, message):
     path, _, _ = h5ad
     rc = main(["fit", "--h5ad", str(path), "--out", str(tmp_path / "out"), *flags])
     assert rc == 2
-    err = capsys.readouterr().err
-    assert err.startswith("gim-ppl fit: error: ")
-    assert re.search(message, err), err
-    assert not (tmp_path / "out").exists()
+    _one_line_error(capsys, "^gim-ppl fit: error: ", message)
+    assert _nothing_left(tmp_path)
 
 
 def test_missing_file_and_drug_without_smiles(h5ad, tmp_path, capsys):
     _, adata, _ = h5ad
     assert main(["fit", "--h5ad", str(tmp_path / "nope.h5ad"), "--preset", "sciplex3",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    _one_line_error(capsys, "no such file")
     bad = adata.copy()
     smiles = bad.obs["SMILES"].to_numpy().copy()
     smiles[bad.obs["product_name"].to_numpy() == "Imatinib"] = ""
@@ -134,7 +180,267 @@ def test_missing_file_and_drug_without_smiles(h5ad, tmp_path, capsys):
     bad.write_h5ad(bad_path)
     assert main(["fit", "--h5ad", str(bad_path), "--preset", "sciplex3",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "has no SMILES for the drugs ['Imatinib']" in capsys.readouterr().err
+    _one_line_error(capsys, r"has no SMILES for the drugs \['Imatinib'\]")
+    assert _nothing_left(tmp_path, "bad.h5ad")
+
+
+# --- item 3: files that are not AnnData, and --debug ----------------------------------------
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"is empty \(0 bytes\); give an AnnData file written by anndata or scanpy"),
+    (b"# gim_ppl\n\nGenerative Intervention Models\n",
+     r"is not an .h5ad \(HDF5\) file: it starts with '# gim_ppl'; give an AnnData file"),
+    (b"cell,gene,count\nc1,G00,3\n",
+     r"is not an .h5ad \(HDF5\) file: it starts with 'cell,gene,count'"),
+])
+def test_files_that_are_not_anndata_end_in_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "screen.h5ad"
+    path.write_bytes(content)
+    rc = main(["fit", "--h5ad", str(path), "--preset", "sciplex3", "--out",
+               str(tmp_path / "out")])
+    assert rc == 2
+    _one_line_error(capsys, rf"--h5ad {re.escape(str(path))} {message}")
+    assert _nothing_left(tmp_path, "screen.h5ad")
+
+
+def test_hdf5_that_is_not_anndata_a_folder_and_no_cells(h5ad, tmp_path, capsys):
+    import h5py
+
+    _, adata, _ = h5ad
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as fh:
+        fh["numbers"] = np.arange(3)
+    assert main(["fit", "--h5ad", str(foreign), "--preset", "sciplex3", "--out",
+                 str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, r"is HDF5 but not readable as AnnData")
+    assert main(["fit", "--h5ad", str(tmp_path), "--preset", "sciplex3", "--out",
+                 str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, r"is a folder; give an .h5ad file")
+    empty = tmp_path / "empty.h5ad"
+    adata[:0].copy().write_h5ad(empty)
+    assert main(["fit", "--h5ad", str(empty), "--preset", "sciplex3", "--out",
+                 str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, r"holds no cells \(0 rows\); nothing to fit")
+    assert _nothing_left(tmp_path, "foreign.h5", "empty.h5ad")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "screen.h5ad"
+    path.write_bytes(b"")
+    with pytest.raises(Exception, match=r"is empty \(0 bytes\)"):
+        main(["fit", "--h5ad", str(path), "--preset", "sciplex3", "--out",
+              str(tmp_path / "out"), "--debug"])
+    assert _nothing_left(tmp_path, "screen.h5ad")
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--steps", "0", r"argument --steps: expected a whole number ≥ 1, got '0'"),
+    ("--steps", "1.5", r"argument --steps: expected a whole number ≥ 1, got '1.5'"),
+    ("--n-pred-cells", "0", r"argument --n-pred-cells: expected a whole number ≥ 1, got '0'"),
+    ("--n-top-genes", "ten", r"argument --n-top-genes: expected a whole number ≥ 1"),
+    ("--learning-rate", "-0.001", r"argument --learning-rate: expected a number > 0"),
+    ("--learning-rate", "0", r"argument --learning-rate: expected a number > 0"),
+    ("--target-sparsity", "nan", r"argument --target-sparsity: expected a number ≥ 0"),
+    ("--normalize", "maybe", r"argument --normalize: invalid choice: 'maybe'"),
+])
+def test_bad_numbers_are_rejected_before_anything_runs(h5ad, tmp_path, capsys, flag, value,
+                                                       message):
+    path, _, _ = h5ad
+    rc = main(["fit", "--h5ad", str(path), "--preset", "sciplex3", "--out",
+               str(tmp_path / "out"), flag, value])
+    assert rc == 2
+    _one_line_error(capsys, r"^gim-ppl fit: error: " + message, r"\(see gim-ppl fit --help\)$")
+    assert _nothing_left(tmp_path)
+
+
+# --- item 2: the output folder -------------------------------------------------------------
+
+
+SMALL = ["--preset", "sciplex3", "--cell-type", "A549", "--genes", ",".join(GENES[:4]),
+         "--steps", "20", "--n-pred-cells", "10", "--no-progress"]
+
+
+def test_out_that_cannot_be_written_is_refused_before_the_fit(h5ad, tmp_path, capsys,
+                                                              monkeypatch):
+    path, _, _ = h5ad
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    called = []
+    monkeypatch.setattr("gim_ppl.cli.fit.fit", lambda *a, **k: called.append(1))
+    # --out inside a file
+    assert main(["fit", "--h5ad", str(path), "--out", str(blocker / "out"), *SMALL]) == 2
+    _one_line_error(capsys, rf"cannot create --out {re.escape(str(blocker / 'out'))}: "
+                            rf"{re.escape(str(blocker))} is a file, not a folder")
+    # --out is a file
+    assert main(["fit", "--h5ad", str(path), "--out", str(blocker), *SMALL]) == 2
+    _one_line_error(capsys, r"is a file, not a folder; give the path of a folder to create")
+    # a folder the user may not write to (as root permissions do not stop writes: simulated)
+    real_mkdir = type(tmp_path).mkdir
+
+    def refuse(self, *args, **kwargs):
+        if ".partial-" in self.name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", refuse)
+    assert main(["fit", "--h5ad", str(path), "--out", str(tmp_path / "new" / "out"),
+                 *SMALL]) == 2
+    _one_line_error(capsys, r"cannot write --out .*new/out \(permission denied in .*\); "
+                            r"choose a folder you can write to")
+    assert not called and _nothing_left(tmp_path, "notes.txt")  # "new/" is removed again
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_refused(h5ad, tmp_path, capsys):
+    path, _, _ = h5ad
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["fit", "--h5ad", str(path), "--out", str(locked / "out"), *SMALL]) == 2
+        _one_line_error(capsys, r"cannot write --out .*permission denied")
+        assert not any(locked.iterdir())
+    finally:
+        locked.chmod(0o700)
+
+
+def test_existing_out_is_refused_and_replaced_whole_with_overwrite(h5ad, tmp_path, capsys):
+    path, _, _ = h5ad
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"stale": true}')
+    assert main(["fit", "--h5ad", str(path), "--out", str(out), *SMALL]) == 2
+    _one_line_error(capsys, r"--out .*out already holds files \(metrics.json\); pass "
+                            r"--overwrite to replace them, or choose another folder")
+    assert [p.name for p in out.iterdir()] == ["metrics.json"]  # untouched
+    # --overwrite: the new results replace the folder whole; no stale metrics.json remains
+    assert main(["fit", "--h5ad", str(path), "--out", str(out), *SMALL, "--holdout", "none",
+                 "--overwrite"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["holdout"] == "none" and not (out / "metrics.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figures", "graph.csv", "hill.csv", "predictions.h5ad", "run.json", "targets.csv"]
+    assert _nothing_left(tmp_path, "out")
+    # an empty folder is fine without --overwrite
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["fit", "--h5ad", str(path), "--out", str(empty), *SMALL,
+                 "--holdout", "none"]) == 0
+    assert (empty / "run.json").is_file()
+
+
+def test_a_failing_fit_leaves_no_partial_folder(h5ad, tmp_path, monkeypatch):
+    path, _, _ = h5ad
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the fit broke")
+
+    monkeypatch.setattr("gim_ppl.cli.fit.fit", crash)
+    with pytest.raises(RuntimeError, match="the fit broke"):  # a bug, not a user error
+        main(["fit", "--h5ad", str(path), "--out", str(tmp_path / "a" / "out"), *SMALL])
+    assert _nothing_left(tmp_path)
+
+
+# --- items 1 and 4: what the values are, small panels, doses in the file's unit -------------
+
+
+def test_non_integer_counts_and_nan_outside_the_used_genes(h5ad, tmp_path, capsys):
+    """Counts after ambient-RNA correction (not whole numbers) with a NaN in a gene that is
+    not used: normalised anyway, and the command says so and records it."""
+    import anndata
+
+    _, adata, _ = h5ad
+    corrected = adata.copy()
+    counts = adata.X.toarray() * 0.93 + 0.01
+    counts[0, 40] = np.nan  # BG028
+    corrected.X = counts
+    path = tmp_path / "corrected.h5ad"
+    corrected.write_h5ad(path)
+    out = tmp_path / "out"
+    assert main(["fit", "--h5ad", str(path), "--out", str(out), *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "note: adata.X holds non-integer counts (the values of the 4 genes used are " in err
+    assert "normalised each cell to 10000 counts and applied log1p" in err
+    assert "pass --normalize no" in err and "normalize=" not in err
+    assert "note: genes not used hold NaN or infinite values: ['BG028']" in err
+    assert ".py:" not in err  # no source paths
+    run = json.loads((out / "run.json").read_text())
+    assert run["preprocessing"]["detected"] == "non-integer counts"
+    assert run["preprocessing"]["normalized"] is True
+    assert run["preprocessing"]["unused_nonfinite_genes"] == ["BG028"]
+    pred = anndata.read_h5ad(out / "predictions.h5ad")
+    assert pred.uns["preprocessing"]["detected"] == "non-integer counts"
+    # --normalize no: used as they are, and said so in run.json and the predictions
+    assert main(["fit", "--h5ad", str(path), "--out", str(tmp_path / "raw"), *SMALL,
+                 "--normalize", "no"]) == 0
+    run = json.loads((tmp_path / "raw" / "run.json").read_text())
+    assert run["preprocessing"]["normalized"] is False
+    assert run["preprocessing"]["normalize"] == "no"
+    assert "hill.csv" in os.listdir(tmp_path / "raw")
+    assert "emax_expr" in pd.read_csv(tmp_path / "raw" / "hill.csv").columns
+    assert "used as they were" in anndata.read_h5ad(tmp_path / "raw" / "predictions.h5ad") \
+        .uns["description"]
+
+
+def test_a_12_gene_panel_with_default_n_top_genes(h5ad, tmp_path, capsys):
+    _, adata, _ = h5ad
+    path = tmp_path / "panel.h5ad"
+    adata[:, :12].copy().write_h5ad(path)
+    out = tmp_path / "out"
+    argv = ["fit", "--h5ad", str(path), "--out", str(out), "--preset", "sciplex3",
+            "--cell-type", "A549", "--steps", "20", "--n-pred-cells", "10", "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: adata.X has 12 usable genes, fewer than --n-top-genes 50: all 12 are used." \
+        in err
+    assert json.loads((out / "run.json").read_text())["genes"] == GENES
+
+
+def test_holdout_dose_in_the_files_unit(h5ad, tmp_path):
+    path, _, _ = h5ad
+    out = tmp_path / "out"
+    assert main(["fit", "--h5ad", str(path), "--out", str(out), *SMALL, "--holdout", "none",
+                 "--holdout-dose", "JQ1@10000,Imatinib@100"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["heldout_contexts"] == ["Imatinib@100nM", "JQ1@10000nM"]
+    scores = json.loads((out / "metrics.json").read_text())
+    assert [r["context"] for r in scores["per_context"]] == run["heldout_contexts"]
+
+
+def test_pooled_cell_types_are_a_note_in_flag_words(h5ad, tmp_path, capsys):
+    path, _, _ = h5ad
+    argv = [a for a in SMALL if a not in ("--cell-type", "A549")]
+    assert main(["fit", "--h5ad", str(path), "--out", str(tmp_path / "out"), *argv,
+                 "--holdout", "none"]) == 0
+    err = capsys.readouterr().err
+    assert ("note: obs['cell_type'] holds 2 cell types ['A549', 'MCF7']; they are pooled into "
+            "one model. Pass --cell-type NAME to fit one cell type.") in err
+
+
+# --- item 8: help ----------------------------------------------------------------------------
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from gim_ppl.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    for name, command in sub.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, (name, action.dest)
+            if action.default not in (None, False, ()) and action.option_strings:
+                assert "default" in action.help, (name, action.dest)
+
+
+def test_demo_help_describes_the_demo(capsys):
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic benchmark" in out and "AUROC" in out
+    assert "Adam steps per fit (default: 30000)" in " ".join(out.split())
 
 
 @pytest.mark.slow

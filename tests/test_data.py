@@ -189,3 +189,75 @@ def test_cells_and_their_contexts_come_together():
                                      dose=a["dose"], observational=a["observational"], n_vars=3)
     with pytest.raises(ValueError, match=r"observational has 2 entries but dose has 3"):
         build(observational=np.array([True, False]))
+
+
+# --- the dose scale and prediction contexts -------------------------------------------------
+
+
+def test_dose_scale_is_static_metadata_kept_by_every_view():
+    from gim_ppl.datasets import DoseScale
+
+    scale = DoseScale("nM", 1000.0)
+    data = build(dose_scale=scale)
+    assert build().dose_scale is None  # every existing call keeps working
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    assert all(leaf is not scale for leaf in leaves)  # not a pytree leaf
+    assert jax.tree_util.tree_unflatten(treedef, leaves).dose_scale == scale
+    for view in (data.subset([0, 2]), data.contexts_only(), data.for_prediction(2),
+                 data.replace(x=data.x + 1.0), data.split_by(np.asarray(data.observational))[True]):
+        assert view.dose_scale == scale
+    assert jax.jit(lambda d: d)(data).dose_scale == scale
+    with pytest.raises(TypeError, match="dose_scale must have unit, to_model and to_user"):
+        build(dose_scale="nM")
+
+
+def test_for_prediction_gives_each_context_n_cells_and_no_x():
+    data = build()
+    new = data.for_prediction(5)
+    assert new.x is None and new.n_cells == 15
+    np.testing.assert_array_equal(np.asarray(new.context), np.repeat(np.arange(3), 5))
+    np.testing.assert_array_equal(new.cells_per_context(), [5, 5, 5])
+    assert new.context_names == data.context_names and new.var_names == data.var_names
+    np.testing.assert_array_equal(np.asarray(new.dose), np.asarray(data.dose))
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="n_cells must be a positive integer"):
+            data.for_prediction(bad)
+
+
+def _docs_snippet(page: str, marker: str) -> str:
+    """The ```python block of a docs page that contains `marker`."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text()
+    blocks = text.split("```python\n")[1:]
+    (code,) = [b.split("```")[0] for b in blocks if marker in b]
+    return code
+
+
+def test_predictive_snippet_of_the_docs_returns_cells():
+    """docs/method.md's `Predictive` snippet, run verbatim on a small problem."""
+    import gim_ppl
+    from tests._problems import random_sites
+
+    bench = gim_ppl.datasets.synthetic_hill(0, n_vars=3, n_features=2, n_train_perturbations=2,
+                                            n_test_perturbations=2, train_doses=(1.0,),
+                                            partial_ood_doses=(0.5,), n_cells=4,
+                                            n_test_cells=4, n_observational=8)
+    model = gim_ppl.GIM(3, 2)
+    sites = random_sites(model)
+    namespace = {"jax": jax, "model": model, "sites": sites, "bench": bench}
+    exec(_docs_snippet("method.md", "for_prediction"), namespace)
+    x, new = np.asarray(namespace["x"]), namespace["new"]
+    k = bench.full_ood.n_contexts
+    assert x.shape == (1, 100 * k, 3) and np.all(np.isfinite(x))
+    assert new.x is None and new.cells_per_context().tolist() == [100] * k
+    # the cells follow the model: run on contexts with a control (no targets, so no target
+    # draw), the control's cells have the mean of model.predict's
+    from types import SimpleNamespace
+
+    namespace["bench"] = SimpleNamespace(full_ood=bench.train)
+    exec(_docs_snippet("method.md", "for_prediction"), namespace)
+    x, ctx = np.asarray(namespace["x"])[0], np.asarray(namespace["new"].context)
+    pred = model.predict(sites, bench.train, key=jax.random.key(3), n_cells=2000)
+    obs = int(np.flatnonzero(np.asarray(bench.train.observational))[0])
+    np.testing.assert_allclose(x[ctx == obs].mean(0), pred.context_means()[obs], atol=0.3)

@@ -9,7 +9,6 @@ import optax
 import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 import gim_ppl
@@ -161,50 +160,104 @@ def test_dose_response_uses_given_axes_and_checks_arguments(fitted):
                                  true_hill=bench.truth.hill["train"])
 
 
-def test_dose_response_grid_draws_each_perturbations_top_targets(fitted):
+def _expected_pairs(model, sites, data, heldout, top, cut):
+    """The dose-response grid's rule, computed here: π or the posterior over the fitted
+    contexts ≥ cut, at most `top` per perturbation, most probable first."""
+    ids, first = data.perturbation_contexts()
+    prior = np.asarray(model.target_probabilities(sites, data.subset(first)))
+    fitted = ~np.isin(data.context_names, heldout)
+    post = np.asarray(model.posterior_targets(sites, data.subset(fitted)))
+    pert = np.asarray(data.perturbation)[fitted]
+    pairs = []
+    for i, g in enumerate(ids):
+        best = np.maximum(prior[i], post[pert == g].mean(0))
+        pairs += [(g, j) for j in np.argsort(-best, kind="stable")[:top] if best[j] >= cut]
+    return pairs
+
+
+def test_dose_response_grid_shows_likely_targets_with_observed_means(fitted, tmp_path):
     bench, model, result = fitted
     data, sites = bench.train, result.sites
-    pert = np.asarray(data.perturbation)
-    held = data.context_names[2]
-    fig, axes = plots.plot_dose_response_grid(model, sites, data, heldout=[held], top=2)
-    assert isinstance(fig, Figure) and axes.shape == (4,)
+    held = [n for n in data.context_names if n.endswith("@2")]  # each drug's highest dose
+    pairs = _expected_pairs(model, sites, data, held, 2, 0.5)
+    assert 2 <= len(pairs) < 4 * 2  # the rule keeps some pairs and drops others here
+    fig, axes = plots.plot_dose_response_grid(model, sites, data, heldout=held, top=2,
+                                              expression_unit="log1p expr.")
+    fig.savefig(tmp_path / "dose_response_grid.png", dpi=80)  # renders (Agg)
+    assert axes.shape == (len(pairs),)
     ids, first = data.perturbation_contexts()
     prob = model.target_probabilities(sites, data.subset(first))
     hill = model.hill_parameters(sites, data.subset(first))
-    for i, a in enumerate(axes):
-        assert a.get_title() == data.perturbation_names[ids[i]] and a.get_xscale() == "log"
-        lines = _by_gid(a.get_lines(), "fit")
-        top = np.argsort(-prob[i])[:2]
-        assert len(lines) == 2
-        for line, j in zip(lines, top, strict=True):
-            assert line.get_label() == f"{data.var_names[j]} (π={prob[i, j]:.2f})"
-            dose = line.get_xdata()
-            expected = _hill(dose, hill["emax"][i, j], hill["ec50"][i, j], hill["hill"][i, j])
-            np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-4, atol=1e-6)
-        rows = np.flatnonzero(pert == ids[i])
-        marks = _by_gid(a.get_lines(), "dose") + _by_gid(a.get_lines(), "heldout_dose")
-        assert sorted(m.get_xdata()[0] for m in marks) == sorted(np.asarray(data.dose)[rows])
-        (dashed,) = _by_gid(a.get_lines(), "heldout_dose") or [None]
-        assert (dashed is not None) == (2 in rows)
+    pert, dose = np.asarray(data.perturbation), np.asarray(data.dose)
+    w = np.asarray(sites["weights"]) * (1 - np.eye(4))
+    x, ctx = np.asarray(data.x), np.asarray(data.context)
+    residual = x - x @ w - np.asarray(sites["bias"])
+    for a, (g, j) in zip(axes, pairs, strict=True):
+        i = list(ids).index(g)
+        name, gene = data.perturbation_names[g], data.var_names[j]
+        assert a.get_title().startswith(f"{name} → {gene}\nπ = {prob[i, j]:.2f}, P(I=1 | cells)")
+        assert a.get_xscale() == "log" and a.get_xlabel() == "dose (model units)"
+        assert a.get_ylabel() == f"shift of {gene} (log1p expr.)"
+        # the curve: solid over the fitted doses (0.5 .. 1), dashed beyond; together the
+        # Hill curve at every dose of the grid
+        (solid,) = _by_gid(a.get_lines(), "fit")
+        (dashed,) = _by_gid(a.get_lines(), "fit_extrapolated")
+        grid = solid.get_xdata()
+        inside = np.isfinite(grid)
+        assert grid[inside].min() >= 0.5 and grid[inside].max() <= 1.0
+        assert dashed.get_linestyle() == "--" and np.isfinite(dashed.get_xdata()).any()
+        expected = _hill(np.where(inside, grid, dashed.get_xdata()), hill["emax"][i, j],
+                         hill["ec50"][i, j], hill["hill"][i, j])
+        np.testing.assert_allclose(solid.get_ydata(), expected, rtol=1e-4, atol=1e-6)
+        # extrapolation shaded on both sides of [0.5, 1]
+        spans = _by_gid(a.patches, "extrapolation")
+        edges = sorted((round(p.get_x(), 6), round(p.get_x() + p.get_width(), 6))
+                       for p in spans)
+        assert edges == [(0.05, 0.5), (1.0, 20.0)]  # a decade beyond the doses 0.5 .. 2
+        # observed means ± s.e.: filled at fitted doses, open at the held-out dose
+        (points,), (open_points,) = (_by_gid(a.get_lines(), "observed"),
+                                     _by_gid(a.get_lines(), "observed_heldout"))
+        rows = np.flatnonzero(pert == g)
+        fit_rows = [k for k in rows if data.context_names[k] not in held]
+        np.testing.assert_allclose(points.get_xdata(), dose[fit_rows])
+        np.testing.assert_allclose(points.get_ydata(),
+                                   [residual[ctx == k, j].mean() for k in fit_rows],
+                                   rtol=1e-4, atol=1e-5)
+        assert open_points.get_xdata().tolist() == [2.0]
+        assert open_points.get_markerfacecolor() == "white"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["fitted Hill curve, fitted doses", "curve extrapolated",
+                      "outside the fitted doses", "no effect (control level)",
+                      "observed mean x − f(parents) ± s.e., fitted dose",
+                      "observed, held-out dose"]
+    assert "π or P(I=1 | cells) ≥ 0.5" in fig.get_suptitle()
 
 
 def test_dose_response_grid_in_user_units_with_draws_and_given_axes(fitted):
     bench, model, result = fitted
     data = bench.train
-    _, point = plots.plot_dose_response_grid(model, result.sites, data, top=1)
-    # two identical draws draw the point's curves; doses in nM with 1 model unit = 1000 nM
+    pairs = _expected_pairs(model, result.sites, data, [], 1, 0.0)  # one pair per drug
+    _, point = plots.plot_dose_response_grid(model, result.sites, data, top=1,
+                                             min_probability=0.0)
+    # two identical draws draw the point's curves; doses in nM with 1 model unit = 1000 nM,
+    # from the scale the data carries
     draws = {k: np.stack([np.asarray(v)] * 2) for k, v in result.sites.items()}
     fig, axes = plt.subplots(2, 2)
-    out_fig, nm = plots.plot_dose_response_grid(model, draws, data, DoseScale("nM", 1000.0),
-                                                top=1, ax=axes)
-    assert out_fig is fig and list(nm) == list(axes.ravel())
+    in_nm = data.replace(dose_scale=DoseScale("nM", 1000.0))
+    out_fig, nm = plots.plot_dose_response_grid(model, draws, in_nm, top=1,
+                                                min_probability=0.0, ax=axes)
+    assert out_fig is fig and list(nm) == list(axes.ravel()) and len(pairs) == 4
     for a, b in zip(point, nm, strict=True):
         (p_line,), (n_line,) = _by_gid(a.get_lines(), "fit"), _by_gid(b.get_lines(), "fit")
         np.testing.assert_allclose(n_line.get_xdata(), 1000.0 * p_line.get_xdata(), rtol=1e-9)
         np.testing.assert_allclose(n_line.get_ydata(), p_line.get_ydata(), rtol=1e-4, atol=1e-6)
-        assert b.get_xlabel() == "dose (nM)"
+        assert b.get_xlabel() == "dose (nM)" and a.get_title() == b.get_title()
     with pytest.raises(ValueError, match="must hold 4 axes"):
-        plots.plot_dose_response_grid(model, result.sites, data, ax=axes[0])
+        plots.plot_dose_response_grid(model, result.sites, data, top=1, min_probability=0.0,
+                                      ax=axes[0])
+    # nothing likely: one panel that says so
+    fig, (only,) = plots.plot_dose_response_grid(model, result.sites, data, min_probability=1.0)
+    assert "no perturbation has a variable with target probability ≥ 1" in only.texts[0].get_text()
 
 
 # --- targets ----------------------------------------------------------------------------
@@ -254,6 +307,46 @@ def test_targets_without_cells_shows_only_the_prior(fitted):
         plots.plot_targets(model, result.sites, contexts, posterior=True)
     with pytest.raises(ValueError, match="true_targets must have shape"):
         plots.plot_targets(model, result.sites, contexts, true_targets=np.zeros((3, 4), bool))
+
+
+def test_targets_posterior_from_training_cells_similarity_order_and_labels(fitted, tmp_path):
+    bench, model, result = fitted
+    data, sites = bench.train, result.sites
+    held = [n for n in data.context_names if n.startswith("drug_03")]
+    train = data.subset(~np.isin(data.context_names, held))  # drug_03 has no training cells
+    fig, axes = plots.plot_targets(model, sites, data.contexts_only(), train=train,
+                                   order="similarity", variable_label="gene",
+                                   perturbation_label="drug")
+    fig.savefig(tmp_path / "target_heatmap.png", dpi=80)  # renders (Agg)
+    order = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert sorted(order) == [f"drug_0{g}" for g in range(4)]
+    rows = [data.perturbation_names.index(n) for n in order]
+    _, first = data.perturbation_contexts()
+    prior = np.asarray(model.target_probabilities(sites, data.subset(first)))[rows]
+    post_ctx = np.asarray(model.posterior_targets(sites, train))
+    pert = np.asarray(train.perturbation)
+    post = np.stack([post_ctx[pert == g].mean(0) if (pert == g).any() else np.full(4, np.nan)
+                     for g in rows])
+    prior_img, post_img = (a.get_images()[0].get_array() for a in axes)
+    np.testing.assert_allclose(prior_img, prior, rtol=1e-6)
+    drug3 = order.index("drug_03")
+    assert post_img.mask[drug3].all() and not post_img.mask[np.arange(4) != drug3].any()
+    np.testing.assert_allclose(post_img.data[~post_img.mask], post[~np.isnan(post)], rtol=1e-6)
+    # neighbours are the most similar rows: the order is the clustering's leaf order
+    both = np.concatenate([prior, np.nan_to_num(post)], axis=1)
+    np.testing.assert_array_equal(plots.targets.similarity_order(both), np.arange(4))
+    assert axes[0].get_xlabel() == "gene" and axes[0].get_ylabel() == "drug"
+    assert "no cells of this drug" in [t.get_text() for t in fig.legends[0].get_texts()]
+    with pytest.raises(ValueError, match="order must be 'given' or 'similarity'"):
+        plots.plot_targets(model, sites, data, order="alphabetical")
+
+
+def test_similarity_order_puts_similar_rows_together():
+    rows = np.array([[1.0, 0, 0], [0, 0, 1.0], [0.9, 0.1, 0], [0, 0.1, 0.9], [0.95, 0, 0]])
+    order = list(plots.targets.similarity_order(rows))
+    groups = [set(order[:3]), set(order[3:])]
+    assert {0, 2, 4} in groups or {0, 2, 4} == set(order[2:])
+    assert sorted(order) == list(range(5))
 
 
 # --- graph ------------------------------------------------------------------------------

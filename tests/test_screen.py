@@ -22,6 +22,7 @@ from gim_ppl.datasets import (
     drug_features,
     drug_smiles,
     from_anndata,
+    from_anndata_with_info,
     holdout_dose,
     holdout_highest_doses,
     holdout_perturbations,
@@ -152,18 +153,111 @@ def test_dense_sparse_layer_and_control_by_name_agree(screen, features):
     assert by_name.context_names[0] == "Vehicle"
 
 
-def test_normalised_input_is_used_as_is_without_a_warning(screen, features):
+def test_normalised_input_is_detected_and_used_as_is(screen, features):
     adata, _ = screen
     logged = adata.copy()
     counts = adata.X.toarray()
     logged.X = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        data = from_anndata(logged, **KEYS, features=features,
-                                             genes=["G03", "G01"], cell_type="A549")
+    with pytest.warns(UserWarning, match=r"adata.X holds log-normalised values \(the values of "
+                                         r"the 2 genes used are non-negative, not whole "
+                                         r"numbers, and at most .*\): used as they are"):
+        data = from_anndata(logged, **KEYS, features=features, genes=["G03", "G01"],
+                            cell_type="A549")
     a549 = np.flatnonzero(adata.obs["cell_type"].to_numpy() == "A549")
     np.testing.assert_allclose(np.asarray(data.x), logged.X[a549][:, [3, 1]], rtol=1e-6)
     assert data.var_names == ("G03", "G01")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice is not remarked on
+        again = from_anndata(logged, **KEYS, features=features, genes=["G03", "G01"],
+                             cell_type="A549", normalize="no")
+    np.testing.assert_array_equal(np.asarray(again.x), np.asarray(data.x))
+
+
+def _expected_log1p(counts, genes):
+    """log1p of counts per 10⁴ (library sizes over the finite values of all genes)."""
+    totals = np.nansum(counts, axis=1, keepdims=True)
+    return np.log1p(counts / totals * 1e4)[:, genes]
+
+
+def test_non_integer_counts_are_normalised_and_said_so(screen, features):
+    """Counts after ambient-RNA correction are not whole numbers, but they are counts."""
+    adata, _ = screen
+    corrected = adata.copy()
+    counts = adata.X.toarray() * 0.93 + 0.01
+    corrected.X = counts
+    data, info = from_anndata_with_info(corrected, **KEYS, features=features,
+                                        genes=["G00", "G05"], cell_type="A549")
+    assert info.detected == "non-integer counts" and info.normalized
+    assert "reach" in info.evidence and "ambient-RNA" in info.evidence
+    a549 = np.flatnonzero(adata.obs["cell_type"].to_numpy() == "A549")
+    np.testing.assert_allclose(np.asarray(data.x), _expected_log1p(counts[a549], [0, 5]),
+                               rtol=1e-5)
+    (note,) = info.notes(cli=True)
+    assert note.startswith("adata.X holds non-integer counts") and "--normalize no" in note
+
+
+def test_nan_outside_the_used_genes_does_not_stop_normalisation(screen, features):
+    adata, _ = screen
+    holed = adata.copy()
+    counts = adata.X.toarray().astype(float)
+    counts[[0, 5], 40] = np.nan  # BG028, a gene that is not used
+    holed.X = counts
+    data, info = from_anndata_with_info(holed, **KEYS, features=features,
+                                        genes=["G00", "G01"], cell_type="A549")
+    assert info.detected == "raw counts" and info.normalized
+    assert info.unused_nonfinite_genes == ("BG028",)
+    assert any("BG028" in n and "count as 0" in n for n in info.notes())
+    a549 = np.flatnonzero(adata.obs["cell_type"].to_numpy() == "A549")
+    np.testing.assert_allclose(np.asarray(data.x), _expected_log1p(counts[a549], [0, 1]),
+                               rtol=1e-5)
+    # chosen by variability, the gene with NaN is never picked
+    data = load(holed, features, genes=None, n_top_genes=20)
+    assert "BG028" not in data.var_names and data.n_vars == 20
+    # named, it is an error that names the gene and the number of cells
+    with pytest.raises(ValueError, match=r"adata.X holds NaN or infinite values in the genes "
+                                         r"used: 'BG028' \(2 cells\); leave these genes out"):
+        load(holed, features, genes=["G00", "BG028"])
+
+
+def test_a_panel_with_fewer_genes_than_n_top_genes_uses_all(screen, features):
+    adata, _ = screen
+    panel = adata[:, :12].copy()  # a 12-gene panel, default n_top_genes=50
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        data = from_anndata(panel, **KEYS, features=features, cell_type="A549")
+    notes = [str(w.message) for w in said]
+    assert "adata.X has 12 usable genes, fewer than n_top_genes=50: all 12 are used." in notes
+    assert any(n.startswith("adata.X holds raw counts") for n in notes)
+    assert data.var_names == tuple(f"G{j:02d}" for j in range(12))
+    with pytest.raises(ValueError, match="n_top_genes must be at least 1"):
+        load(panel, features, genes=None, n_top_genes=0)
+
+
+def test_normalize_choices(screen, features):
+    adata, _ = screen
+    yes = load(adata, features, normalize="yes", genes=["G00"])
+    assert np.allclose(np.asarray(yes.x), np.asarray(load(adata, features, genes=["G00"]).x))
+    raw = load(adata, features, normalize="no", genes=["G00"])
+    a549 = np.flatnonzero(adata.obs["cell_type"].to_numpy() == "A549")
+    np.testing.assert_array_equal(np.asarray(raw.x)[:, 0], adata.X[a549][:, 0].toarray()[:, 0])
+    with pytest.raises(ValueError, match=r"normalize must be 'auto', 'yes' or 'no'"):
+        load(adata, features, normalize="maybe")
+    scaled = adata.copy()
+    counts = adata.X.toarray()
+    scaled.X = (counts - counts.mean(0)) / counts.std(0)  # z-scored, as after sc.pp.scale
+    _, info = from_anndata_with_info(scaled, **KEYS, features=features, genes=["G00"],
+                                     cell_type="A549")
+    assert info.detected == "values with negatives" and not info.normalized
+    with pytest.raises(ValueError, match="normalize='yes' needs non-negative counts"):
+        load(scaled, features, normalize="yes")
+
+
+def test_empty_anndata_is_named(screen, features):
+    adata, _ = screen
+    with pytest.raises(ValueError, match=r"adata has no cells \(n_obs = 0\)"):
+        load(adata[:0].copy(), features)
+    with pytest.raises(ValueError, match=r"adata has no genes \(n_vars = 0\)"):
+        load(adata[:, :0].copy(), features)
 
 
 def test_highly_variable_genes_match_scanpy(screen, features):
@@ -432,19 +526,24 @@ def test_sciplex3_splits_hold_out_each_drugs_highest_dose(screen, features):
 def test_holdout_dose_perturbations_and_highest_doses(screen, features):
     adata, _ = screen
     data = load(adata, features)
-    scale = DoseScale.for_unit("nM")
-    train, test = holdout_dose(data, "JQ1", 100.0, dose_scale=scale)
-    assert test.context_names == ("JQ1@100nM",) and train.n_contexts == data.n_contexts - 1
-    # the same context by its dose in model units
-    assert holdout_dose(data, "JQ1", 0.1)[1].context_names == ("JQ1@100nM",)
+    assert data.dose_scale == DoseScale.for_unit("nM")
+    # the dose in the file's unit (nM), as the data carries its scale
+    train, test = holdout_dose(data, "JQ1", 10000.0)
+    assert test.context_names == ("JQ1@10000nM",) and train.n_contexts == data.n_contexts - 1
+    assert train.dose_scale == test.dose_scale == data.dose_scale
+    # the same context by its model dose (1 µM ↦ 1), or through an explicit scale
+    assert holdout_dose(data, "JQ1", 10.0, dose_scale=DoseScale.model_units())[1] \
+        .context_names == ("JQ1@10000nM",)
+    assert holdout_dose(data, "JQ1", 10.0, dose_scale=DoseScale.for_unit("µM"))[1] \
+        .context_names == ("JQ1@10000nM",)
     train, test = holdout_perturbations(data, ["JQ1", "Tamoxifen"])
     assert sorted({n.split("@")[0] for n in test.context_names}) == ["JQ1", "Tamoxifen"]
     assert not any(n.startswith(("JQ1@", "Tamoxifen@")) for n in train.context_names)
     train, test = holdout_highest_doses(data)
     assert test.n_contexts == 10 and all(n.endswith("@10000nM") for n in test.context_names)
     with pytest.raises(ValueError, match=r"'JQ1' has no context at dose 50.0 nM; its doses: "
-                                         r"\[10.0, 100.0, 1000.0, 10000.0\]"):
-        holdout_dose(data, "JQ1", 50.0, dose_scale=scale)
+                                         r"\[10.0, 100.0, 1000.0, 10000.0\] nM"):
+        holdout_dose(data, "JQ1", 50.0)
     with pytest.raises(KeyError, match=r"perturbation 'Aspirin' is not in the data"):
         holdout_perturbations(data, ["Aspirin"])
 
@@ -497,12 +596,13 @@ def test_recovers_planted_targets_and_predicts_the_held_out_highest_dose(screen,
 
     # EC50 in nM: the fitted curve of each true target, evaluated in user units at the
     # training dose 1 µM, has the sign of the planted one
-    hill = hill_table(model, res.sites, data, DoseScale.for_unit("nM"))
+    hill = hill_table(model, res.sites, data)  # EC50 in the data's unit, nM
     assert set(hill["dose_unit"]) == {"nM"}
+    pd.testing.assert_frame_equal(hill_table(model, res.sites, data, DoseScale.for_unit("nM")),
+                                  hill)
     # two identical draws report the same table as the point they repeat
     draws = {k: np.stack([np.asarray(v)] * 2) for k, v in res.sites.items()}
-    pd.testing.assert_frame_equal(hill_table(model, draws, data, DoseScale.for_unit("nM")),
-                                  hill, rtol=1e-5)
+    pd.testing.assert_frame_equal(hill_table(model, draws, data), hill, rtol=1e-5)
     signs = []
     for d, row in zip(drugs, planted, strict=True):
         mine = hill[hill["perturbation"] == d].set_index("gene").loc[list(truth.genes)]

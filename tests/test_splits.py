@@ -48,6 +48,18 @@ def test_holdout_dose_on_synthetic_contexts(data):
         holdout_dose(data, "aspirin", 1.0)
 
 
+def test_holdout_dose_takes_the_unit_the_data_carries(data):
+    """Data that carries a dose scale (as from `from_anndata`) takes doses in its unit."""
+    in_nm = data.replace(dose_scale=DoseScale("nM", 1000.0))
+    _, test = holdout_dose(in_nm, "drug_01", 1000.0)
+    assert test.context_names == ("drug_01@1",) and test.dose_scale == in_nm.dose_scale
+    _, test = holdout_dose(in_nm, "drug_01", 1.0, dose_scale=DoseScale.model_units())
+    assert test.context_names == ("drug_01@1",)
+    with pytest.raises(ValueError, match=r"'drug_01' has no context at dose 1.0 nM; its doses: "
+                                         r"\[500.0, 1000.0, 2000.0\] nM"):
+        holdout_dose(in_nm, "drug_01", 1.0)
+
+
 def test_holdout_perturbations_and_highest_doses_on_synthetic_contexts(data):
     train, test = holdout_perturbations(data, "drug_02")
     assert test.context_names == ("drug_02@0.5", "drug_02@1", "drug_02@2")

@@ -6,7 +6,7 @@ import pytest
 
 import gim_ppl
 from gim_ppl.datasets import DoseScale, synthetic_hill
-from gim_ppl.summary import hill_table, target_table
+from gim_ppl.summary import DEGENERATE_RULE, hill_table, target_table
 from tests._problems import random_sites
 
 
@@ -59,7 +59,10 @@ def test_hill_table_reports_ec50_in_user_units(problem):
     bench, model, sites = problem
     data = bench.train
     table = hill_table(model, sites, data, DoseScale("nM", 1000.0))
-    assert list(table.columns) == ["perturbation", "gene", "emax", "ec50", "hill", "dose_unit"]
+    assert list(table.columns) == [
+        "perturbation", "gene", "target_probability", "posterior_probability", "emax", "ec50",
+        "hill", "dose_unit", "lowest_tested_dose", "highest_tested_dose", "degenerate",
+        "degenerate_reason"]
     assert len(table) == 3 * 4 and set(table["dose_unit"]) == {"nM"}
     pert = np.asarray(data.perturbation)
     first = [int(np.flatnonzero(pert == g)[0]) for g in range(3)]
@@ -67,3 +70,37 @@ def test_hill_table_reports_ec50_in_user_units(problem):
     np.testing.assert_allclose(table["ec50"], 1000.0 * h["ec50"].ravel(), rtol=1e-6)
     np.testing.assert_allclose(table["emax"], h["emax"].ravel(), rtol=1e-6)
     np.testing.assert_allclose(table["hill"], h["hill"].ravel(), rtol=1e-6)
+    # the tested doses of every drug: 0.5, 1, 2 model units = 500 .. 2000 nM
+    assert set(table["lowest_tested_dose"]) == {500.0} and set(table["highest_tested_dose"]) \
+        == {2000.0}
+    # the same target probabilities as target_table, and its posterior with train
+    targets = target_table(model, sites, data, train=data)
+    with_train = hill_table(model, sites, data, DoseScale("nM", 1000.0), train=data)
+    pd.testing.assert_frame_equal(with_train[targets.columns], targets)
+    assert table["posterior_probability"].isna().all()
+
+
+def test_hill_table_takes_the_data_unit_and_flags_degenerate_fits(problem):
+    bench, model, sites = problem
+    data = bench.train
+    # without a scale, model units; with the scale the data carries, that unit
+    assert set(hill_table(model, sites, data)["dose_unit"]) == {"model units"}
+    in_nm = data.replace(dose_scale=DoseScale("nM", 1000.0))
+    pd.testing.assert_frame_equal(hill_table(model, sites, in_nm),
+                                  hill_table(model, sites, data, DoseScale("nM", 1000.0)))
+    # with no feature weights, EC50 and Hill coefficient per gene are exp(bias): EC50s of
+    # 0.1, 1, 10 and 1 model units (tested: 0.5 to 2), Hill coefficients 1, 1, 1 and 0.1
+    fixed = {**sites, "log_ec50_weights": np.zeros_like(sites["log_ec50_weights"]),
+             "log_hill_weights": np.zeros_like(sites["log_hill_weights"]),
+             "log_ec50_bias": np.log(np.array([0.1, 1.0, 10.0, 1.0])),
+             "log_hill_bias": np.log(np.array([1.0, 1.0, 1.0, 0.1]))}
+    table = hill_table(model, fixed, data)
+    by_gene = table[table["perturbation"] == "drug_00"].set_index("gene")
+    genes = data.var_names
+    assert by_gene.loc[genes[0], "degenerate_reason"] == "EC50 below the tested doses"
+    assert by_gene.loc[genes[1], "degenerate_reason"] == ""
+    assert not by_gene.loc[genes[1], "degenerate"]
+    assert by_gene.loc[genes[2], "degenerate_reason"] == "EC50 above the tested doses"
+    assert by_gene.loc[genes[3], "degenerate_reason"] == "Hill coefficient below 0.2"
+    assert list(by_gene["degenerate"]) == [True, False, True, True]
+    assert "0.2" in DEGENERATE_RULE and "tested" in DEGENERATE_RULE

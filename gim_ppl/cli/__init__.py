@@ -9,23 +9,32 @@ fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from gim_ppl.cli import bench, demo, fit
+from gim_ppl.cli.arguments import OneLineParser
 from gim_ppl.cli.machine import machine_description
 
 COMMANDS = {"demo": demo, "bench": bench, "fit": fit}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gim-ppl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The `gim-ppl` parser with every command's subparser."""
+    parser = OneLineParser(prog="gim-ppl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():
         command.add_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command in COMMANDS:
-        return COMMANDS[args.command].run(args)
-    return 2
+    return parser
 
 
-__all__ = ["machine_description", "main"]
+def main(argv=None) -> int:
+    """Run `gim-ppl` with `argv` (default: the process's arguments); return the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error (2), already printed
+        sys.stdout.flush()
+        return done.code if isinstance(done.code, int) else 2
+    return COMMANDS[args.command].run(args)
 
+
+__all__ = ["OneLineParser", "build_parser", "machine_description", "main"]

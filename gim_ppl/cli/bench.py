@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from gim_ppl.cli.arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 from gim_ppl.cli.machine import machine_description
 
 
@@ -71,8 +72,12 @@ def _cells_by_vars(text: str) -> tuple[int, int]:
 
 def add_parser(sub) -> None:
     """Register `gim-ppl bench`."""
-    bench = sub.add_parser("bench", help="run every method on the synthetic protocol, several "
-                                         "seeds; write results.json and results.md")
+    bench = sub.add_parser(
+        "bench", help="run every method on the synthetic protocol, several seeds; write "
+                      "results.json and results.md",
+        description="Run the GIM and the baselines on the synthetic benchmark protocol for "
+                     "several seeds and write the scores to --out as results.json and "
+                     "results.md (with the machine); with --perf, time the model instead.")
     bench.add_argument("--quick", action="store_true",
                        help="small setting for CI: 1 seed, 4000 steps at lr 1e-2, fewer "
                             "test contexts")
@@ -82,13 +87,22 @@ def add_parser(sub) -> None:
     bench.add_argument("--large", type=_cells_by_vars, nargs="+", default=(),
                        metavar="CELLSxVARS",
                        help="with --perf: extra linear-exact step sizes, e.g. 1000000x1000 "
-                            "(meant for a GPU)")
-    bench.add_argument("--seeds", type=int, nargs="+")
-    bench.add_argument("--n-vars", type=int)
-    bench.add_argument("--mechanism", choices=("linear", "mlp"))
-    bench.add_argument("--graph", choices=("er", "sf"))
-    bench.add_argument("--steps", type=int)
-    bench.add_argument("--learning-rate", type=float)
-    bench.add_argument("--methods", help="comma-separated subset of the methods")
-    bench.add_argument("--out", default="bench_results")
-    bench.add_argument("--no-progress", action="store_true")
+                            "(meant for a GPU; default: none)")
+    bench.add_argument("--seeds", type=NON_NEGATIVE_INT, nargs="+", metavar="SEED",
+                       help="benchmark seeds (default: 0 1 2 3 4; --quick: 0)")
+    bench.add_argument("--n-vars", type=POSITIVE_INT, metavar="N",
+                       help="number of variables (default: the protocol's, 10)")
+    bench.add_argument("--mechanism", choices=("linear", "mlp"),
+                       help="causal mechanisms of the synthetic data and the GIM (default: "
+                            "linear)")
+    bench.add_argument("--graph", choices=("er", "sf"),
+                       help="random graph: Erdős–Rényi or scale-free (default: er)")
+    bench.add_argument("--steps", type=POSITIVE_INT, metavar="N",
+                       help="Adam steps per fit (default: the protocol's; --quick: 4000)")
+    bench.add_argument("--learning-rate", type=POSITIVE_FLOAT, metavar="LR",
+                       help="Adam learning rate (default: the protocol's; --quick: 1e-2)")
+    bench.add_argument("--methods", metavar="M1,M2,...",
+                       help="comma-separated subset of the methods (default: all)")
+    bench.add_argument("--out", default="bench_results", metavar="FOLDER",
+                       help="output folder (default: %(default)s)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")

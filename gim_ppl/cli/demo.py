@@ -10,21 +10,38 @@ import time
 import jax
 import optax
 
+from gim_ppl.cli.arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, number_type
 from gim_ppl.cli.machine import machine_description
 from gim_ppl.datasets import synthetic_hill
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
 
+_at_least_two = number_type(int, 2, True, "a whole number ≥ 2")
+
 
 def add_parser(sub) -> None:
     """Register `gim-ppl demo`."""
-    demo = sub.add_parser("demo", help="fit the default synthetic benchmark and print metrics")
-    demo.add_argument("--steps", type=int, default=30_000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--n-vars", type=int, default=10)
-    demo.add_argument("--learning-rate", type=float, default=1e-3)
-    demo.add_argument("--marginal", choices=("exact", "relaxed_mc", "both"), default="both")
-    demo.add_argument("--no-progress", action="store_true")
+    demo = sub.add_parser(
+        "demo", help="fit the default synthetic benchmark and print its metrics",
+        description="Generate the bundled synthetic benchmark (a random causal graph over "
+                    "--n-vars variables, 40 training perturbations at 4 doses, unseen doses and "
+                    "unseen perturbations to predict; synthetic_hill), fit a GIM to it with the "
+                    "exact and/or the relaxed target marginal, and print a table: how well "
+                    "the true targets are found (AUROC) and how far predicted cells are from "
+                    "the observed ones (mean error), beside predicting the control cells. "
+                    "The defaults take about a minute per marginal on a laptop CPU.")
+    demo.add_argument("--steps", type=POSITIVE_INT, default=30_000, metavar="N",
+                      help="Adam steps per fit (default: %(default)s)")
+    demo.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, metavar="N",
+                      help="seed of the benchmark and of the fit (default: %(default)s)")
+    demo.add_argument("--n-vars", type=_at_least_two, default=10, metavar="N",
+                      help="number of variables of the synthetic graph (default: %(default)s)")
+    demo.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=1e-3, metavar="LR",
+                      help="Adam learning rate (default: %(default)s)")
+    demo.add_argument("--marginal", choices=("exact", "relaxed_mc", "both"), default="both",
+                      help="how the unknown targets are summed out: exactly, by a relaxed "
+                           "Monte Carlo estimate, or both side by side (default: %(default)s)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:

@@ -1,8 +1,11 @@
 """Datasets: the synthetic Hill benchmark, the AnnData bridge, doses, splits and drug screens.
 
 - `synthetic`: `synthetic_hill` (the benchmark protocol) and `random_dag`.
-- `anndata`: `from_anndata`, a single-cell screen in AnnData → `PerturbationData`.
-- `doses`: `DoseScale` (user dose unit ↔ model dose) and `dose_response`.
+- `anndata`: `from_anndata`, a single-cell screen in AnnData → `PerturbationData` (carrying
+  its `DoseScale`); `from_anndata_with_info` also returns `AnnDataInfo`, what was done to the
+  expression values (normalised or not, and why) and how genes were chosen.
+- `doses`: `DoseScale` (user dose unit ↔ model dose; `DoseScale.of(data)`) and
+  `dose_response`.
 - `splits`: `holdout_*`, `sciplex3_splits`, `center_on_controls`, `shift_cells` (any
   `PerturbationData`).
 - `screen`: the sci-Plex3 schema, RDKit drug features and `toy_screen`.
@@ -10,7 +13,12 @@
 Result tables of a fit (`target_table`, `hill_table`) live in `gim_ppl.summary`.
 """
 
-from gim_ppl.datasets.anndata import from_anndata
+from gim_ppl.datasets.anndata import (
+    NORMALIZE_CHOICES,
+    AnnDataInfo,
+    from_anndata,
+    from_anndata_with_info,
+)
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.datasets.screen import (
     CONTROL_NAME,
@@ -33,7 +41,9 @@ from gim_ppl.datasets.synthetic import GroundTruth, SyntheticBenchmark, random_d
 
 __all__ = [
     "CONTROL_NAME",
+    "NORMALIZE_CHOICES",
     "SCIPLEX3",
+    "AnnDataInfo",
     "DoseScale",
     "GroundTruth",
     "ScreenSchema",
@@ -44,6 +54,7 @@ __all__ = [
     "drug_features",
     "drug_smiles",
     "from_anndata",
+    "from_anndata_with_info",
     "holdout_dose",
     "holdout_highest_doses",
     "holdout_perturbations",

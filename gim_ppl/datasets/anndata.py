@@ -1,18 +1,22 @@
 """The AnnData bridge: a single-cell screen held as `anndata.AnnData` → `PerturbationData`.
 
 `from_anndata` reads one context per (perturbation, dose) plus the control context, the
-expression of the chosen genes (normalised and log1p-transformed when the file holds raw
-counts) and one feature row per perturbation. `control_mask` and `require_obs_key` are the
-obs-column checks it shares with `gim_ppl.datasets.screen.drug_smiles`.
+expression of the chosen genes (normalised and log1p-transformed when the file holds counts)
+and one feature row per perturbation. `from_anndata_with_info` does the same and also returns
+`AnnDataInfo`: what it detected in the expression values, what it did about it, and how the
+genes were chosen. `control_mask` and `require_obs_key` are the obs-column checks it shares
+with `gim_ppl.datasets.screen.drug_smiles`.
 
 anndata, scanpy and pandas are imported inside the functions (`pip install "gim_ppl[screen]"`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +25,98 @@ from gim_ppl.datasets.doses import DoseScale
 from gim_ppl.extras import require
 
 _MAX_SHOWN = 10
+
+# Log-normalised expression (log1p of counts per 10⁴, or per 10⁶) stays below ~14; counts
+# corrected for ambient RNA are non-integer but reach far higher.
+LOG_SCALE_MAX = 15.0
+
+NORMALIZE_CHOICES = ("auto", "yes", "no")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnDataInfo:
+    """What `from_anndata_with_info` did to the expression values, as facts.
+
+    source: where the values came from ("adata.X" or "adata.layers['counts']").
+    detected: what the values of the genes used look like: "raw counts", "non-integer
+        counts", "log-normalised values" or "values with negatives".
+    evidence: why, in words (e.g. "every value of the 12 genes used is a non-negative
+        integer").
+    normalize: what was asked: "auto", "yes" or "no".
+    normalized: whether each cell was scaled to `target_sum` counts and log1p-transformed.
+    target_sum: the counts per cell after normalising.
+    genes: how the genes were chosen, in words.
+    n_genes_in_file, n_genes_used: numbers of genes in the file and used.
+    n_top_genes: the number of most variable genes asked for, when genes were not named.
+    unused_nonfinite_genes: genes with NaN or infinite values among the selected cells that
+        are not used (they count as 0 in the library sizes when normalising).
+    cell_type_key, pooled_cell_types: the cell types pooled into one model when no cell
+        type was chosen and `obs[cell_type_key]` holds several (else empty).
+    """
+
+    source: str
+    detected: str
+    evidence: str
+    normalize: str
+    normalized: bool
+    target_sum: float
+    genes: str
+    n_genes_in_file: int
+    n_genes_used: int
+    n_top_genes: int | None = None
+    unused_nonfinite_genes: tuple = ()
+    cell_type_key: str = "cell_type"
+    pooled_cell_types: tuple = ()
+
+    def notes(self, cli: bool = False) -> list[str]:
+        """The notes worth telling a user, naming Python arguments (`cli=False`) or the
+        flags of `gim-ppl fit` (`cli=True`)."""
+        def arg(name, value):
+            if not cli:
+                return f"{name}={value!r}"
+            flag = "--" + name.replace("_", "-")
+            return f"{flag} {dict(auto='auto', yes='yes', no='no').get(value, value)}"
+
+        out = []
+        if self.pooled_cell_types:
+            out.append(
+                f"obs[{self.cell_type_key!r}] holds {len(self.pooled_cell_types)} cell types "
+                f"{_listed(self.pooled_cell_types)}; they are pooled into one model. Pass "
+                f"{'--cell-type NAME' if cli else 'cell_type=...'} to fit one cell type.")
+        if self.normalize == "auto":
+            if self.normalized:
+                out.append(
+                    f"{self.source} holds {self.detected} ({self.evidence}): normalised each "
+                    f"cell to {self.target_sum:g} counts and applied log1p. To use the values "
+                    f"as they are, pass {arg('normalize', 'no')}.")
+            else:
+                out.append(
+                    f"{self.source} holds {self.detected} ({self.evidence}): used as they "
+                    f"are, not normalised. If they are counts, pass {arg('normalize', 'yes')}.")
+        if self.unused_nonfinite_genes:
+            out.append(
+                f"genes not used hold NaN or infinite values: "
+                f"{_listed(self.unused_nonfinite_genes)}"
+                + ("; they count as 0 in each cell's library size" if self.normalized else ""))
+        if self.n_top_genes is not None and self.n_genes_used < self.n_top_genes:
+            out.append(
+                f"{self.source} has {self.n_genes_used} usable genes, fewer than "
+                f"{arg('n_top_genes', self.n_top_genes)}: all {self.n_genes_used} are used.")
+        return out
+
+    def as_dict(self) -> dict:
+        """A JSON-ready dict of the fields."""
+        out = dataclasses.asdict(self)
+        out["unused_nonfinite_genes"] = list(self.unused_nonfinite_genes)
+        out["pooled_cell_types"] = list(self.pooled_cell_types)
+        return out
+
+
+class AnnDataResult(NamedTuple):
+    """`from_anndata_with_info`'s result: the contexts and cells, and what was done."""
+
+    data: PerturbationData
+    info: AnnDataInfo
 
 
 def from_anndata(
@@ -39,7 +135,7 @@ def from_anndata(
     dose_unit: str = "nM",
     log_dose: bool = False,
     dose_reference: float | None = None,
-    normalize: bool | None = None,
+    normalize: str | bool | None = "auto",
     target_sum: float = 1e4,
 ) -> PerturbationData:
     """Contexts and cells of a single-cell screen held as AnnData (never modified).
@@ -61,39 +157,85 @@ def from_anndata(
             perturbation: fits known drugs, cannot generalise to new ones).
         genes: variables to keep, in this order (matched against `adata.var_names`, or
             `adata.var[gene_key]`); default: the `n_top_genes` highly variable genes
-            (scanpy, Seurat flavour, on the normalised cells of the chosen cell type).
+            (scanpy, Seurat flavour, on the normalised cells of the chosen cell type), or
+            every gene when the file has no more than `n_top_genes` (with a note). Genes
+            holding NaN or infinite values are never chosen; naming one is an error.
         layer: read expression from `adata.layers[layer]` instead of X.
         cell_type, cell_type_key: keep only cells with `obs[cell_type_key] == cell_type`.
         dose_unit, log_dose, dose_reference: define the `DoseScale` of
             `gim_ppl.datasets` (`DoseScale.for_unit(dose_unit, log=log_dose,
-            reference=dose_reference)`); the returned `dose` is `scale.to_model(dose)`,
-            and `scale.to_user(model.hill_parameters(...)["ec50"])` is the EC50 in
-            `dose_unit`. By default 1 µM becomes model dose 1 for molar units.
-        normalize: True: scale each cell to `target_sum` counts, then log1p (over all
-            genes, before selecting them); False: use the values as they are; None
-            (default): do so if the values are raw counts (non-negative integers), with
-            a warning that says so.
+            reference=dose_reference)`); the returned `dose` is `scale.to_model(dose)` and
+            the data carries the scale (`data.dose_scale`), so splits, tables and figures
+            take and give doses in `dose_unit`. By default 1 µM becomes model dose 1 for
+            molar units.
+        normalize: "yes" (or True): scale each cell to `target_sum` counts, then log1p (library
+            sizes over all genes, before selecting them); "no" (or False): use the values as
+            they are; "auto" (or None, the default): decide from the values of the genes used
+            (of every gene when they are chosen by variability), with a warning saying what
+            was detected and done. Non-negative integers are raw counts, and non-negative
+            values above `LOG_SCALE_MAX` (15) that are not whole numbers are corrected counts
+            (e.g. after ambient-RNA removal): both are normalised. Values with negatives
+            (scaled) and non-negative values up to 15 (log-normalised) are used as they are.
+        target_sum: counts per cell after normalising.
 
     Returns:
         `PerturbationData` with `x (n_cells, n_genes)`, names of genes, contexts,
-        features and perturbations.
+        features and perturbations, and `dose_scale`.
 
     Raises:
         KeyError: a missing obs key, layer, gene, or a perturbation without features.
         TypeError: non-numeric doses or features, a non-boolean control column.
-        ValueError: no control cells, an unknown cell type, negative or missing doses.
+        ValueError: no cells, no control cells, an unknown cell type, negative or missing
+            doses, NaN in a named gene, negative values to normalise.
     """
+    data, info = from_anndata_with_info(
+        adata, perturbation_key=perturbation_key, dose_key=dose_key, control=control,
+        features=features, genes=genes, layer=layer, cell_type=cell_type,
+        cell_type_key=cell_type_key, gene_key=gene_key, n_top_genes=n_top_genes,
+        dose_unit=dose_unit, log_dose=log_dose, dose_reference=dose_reference,
+        normalize=normalize, target_sum=target_sum)
+    for note in info.notes():
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return data
+
+
+def from_anndata_with_info(
+    adata,
+    *,
+    perturbation_key: str,
+    dose_key: str,
+    control: str,
+    features,
+    genes: Sequence[str] | None = None,
+    layer: str | None = None,
+    cell_type: str | None = None,
+    cell_type_key: str = "cell_type",
+    gene_key: str | None = None,
+    n_top_genes: int = 50,
+    dose_unit: str = "nM",
+    log_dose: bool = False,
+    dose_reference: float | None = None,
+    normalize: str | bool | None = "auto",
+    target_sum: float = 1e4,
+) -> AnnDataResult:
+    """`from_anndata`, returning `(data, info)` and warning about nothing: `info`
+    (`AnnDataInfo`) says what was detected in the expression values and done to them, how
+    the genes were chosen, and whether cell types were pooled (for a run record, or for
+    notes in another vocabulary: `info.notes(cli=True)`). Same arguments."""
     anndata = require("anndata")
     pd = require("pandas")
     if not isinstance(adata, anndata.AnnData):
         raise TypeError(f"adata must be an anndata.AnnData, got {type(adata).__name__}")
+    normalize = _normalize_choice(normalize)
     obs = adata.obs
-    require_obs_key(obs, perturbation_key, "perturbation_key")
-    require_obs_key(obs, dose_key, "dose_key")
     if adata.n_obs == 0:
         raise ValueError("adata has no cells (n_obs = 0)")
+    if adata.n_vars == 0:
+        raise ValueError("adata has no genes (n_vars = 0)")
+    require_obs_key(obs, perturbation_key, "perturbation_key")
+    require_obs_key(obs, dose_key, "dose_key")
 
-    keep = _selected_cells(obs, cell_type, cell_type_key)
+    keep, pooled = _selected_cells(obs, cell_type, cell_type_key)
     is_control = control_mask(obs, perturbation_key, control)[keep]
     if not is_control.any():
         raise ValueError(
@@ -111,9 +253,11 @@ def from_anndata(
     dose_user = _numeric_doses(obs[dose_key], dose_key, keep, is_control)
 
     scale = DoseScale.for_unit(dose_unit, log=log_dose, reference=dose_reference)
-    x, var_names = _expression(adata, keep, layer=layer, genes=genes, gene_key=gene_key,
-                               n_top_genes=n_top_genes, normalize=normalize,
-                               target_sum=target_sum)
+    x, var_names, facts = _expression(adata, keep, layer=layer, genes=genes,
+                                      gene_key=gene_key, n_top_genes=n_top_genes,
+                                      normalize=normalize, target_sum=target_sum)
+    info = AnnDataInfo(**facts, normalize=normalize, target_sum=float(target_sum),
+                       cell_type_key=cell_type_key, pooled_cell_types=pooled)
 
     control_name = "control" if control in obs.columns else str(control)
     drugs, ctx, context_names, perturbation, dose = _contexts(
@@ -124,16 +268,29 @@ def from_anndata(
     rows = feats[np.maximum(perturbation, 0)] if feats.shape[0] else np.zeros(
         (perturbation.size, feats.shape[1]))
     rows[observational] = 0.0
-    return PerturbationData.from_arrays(
+    data = PerturbationData.from_arrays(
         x, ctx, features=rows, dose=dose, observational=observational,
         perturbation=perturbation, var_names=var_names, context_names=context_names,
-        feature_names=feature_names, perturbation_names=drugs,
+        feature_names=feature_names, perturbation_names=drugs, dose_scale=scale,
     )
+    return AnnDataResult(data, info)
 
 
-def _selected_cells(obs, cell_type, cell_type_key: str) -> np.ndarray:
-    """`(n_obs,)` bool: the cells of `cell_type` (all cells, with a warning when several
-    cell types are pooled, if `cell_type` is None)."""
+def _normalize_choice(normalize) -> str:
+    """"auto" | "yes" | "no" from the accepted spellings (None and booleans included)."""
+    if normalize is None:
+        return "auto"
+    if isinstance(normalize, (bool, np.bool_)):
+        return "yes" if normalize else "no"
+    if normalize in NORMALIZE_CHOICES:
+        return str(normalize)
+    raise ValueError(f"normalize must be 'auto', 'yes' or 'no' (or None, True, False), got "
+                     f"{normalize!r}")
+
+
+def _selected_cells(obs, cell_type, cell_type_key: str) -> tuple[np.ndarray, tuple]:
+    """`(keep (n_obs,) bool, pooled)`: the cells of `cell_type`, or all cells if it is None;
+    `pooled` lists the cell types then pooled when there are several (else empty)."""
     keep = np.ones(obs.shape[0], dtype=bool)
     if cell_type is not None:
         require_obs_key(obs, cell_type_key, "cell_type_key")
@@ -147,12 +304,8 @@ def _selected_cells(obs, cell_type, cell_type_key: str) -> np.ndarray:
     elif cell_type_key in obs.columns:
         present = np.unique(obs[cell_type_key].astype(str).to_numpy())
         if present.size > 1:
-            warnings.warn(
-                f"obs[{cell_type_key!r}] holds {present.size} cell types "
-                f"{_listed(present)}; they are pooled into one model. Pass cell_type=... "
-                "to fit one cell type.", UserWarning, stacklevel=3,
-            )
-    return keep
+            return keep, tuple(str(p) for p in present)
+    return keep, ()
 
 
 def _contexts(pert_label, dose_user, is_control, control_name: str, dose_unit: str,
@@ -251,38 +404,73 @@ def _numeric_doses(column, dose_key: str, keep: np.ndarray, is_control: np.ndarr
     return np.where(is_control, 0.0, values)
 
 
-def _is_counts(mat) -> bool:
-    """True if every stored value is a finite non-negative integer (raw counts)."""
-    from scipy import sparse
-
-    values = mat.data if sparse.issparse(mat) else np.asarray(mat)
-    values = np.asarray(values)
-    if values.size == 0:
-        return False
-    return bool(np.all(np.isfinite(values)) and np.all(values >= 0)
-                and np.all(values == np.round(values)) and values.max() > 0)
+def _describe_values(values: np.ndarray, what: str) -> tuple[str, str, bool]:
+    """`(detected, evidence, counts)` for the finite expression values of `what` (e.g. "the
+    12 genes used")."""
+    if values.size == 0 or not np.any(values):
+        return "no expression", f"every value of {what} is 0", False
+    low, high = float(values.min()), float(values.max())
+    if low < 0:
+        return ("values with negatives",
+                f"{what} have values down to {low:.3g}, so they are scaled or centred, not "
+                "counts", False)
+    if np.all(values == np.round(values)):
+        return ("raw counts", f"every value of {what} is a non-negative integer, up to "
+                f"{high:.4g}", True)
+    if high > LOG_SCALE_MAX:
+        return ("non-integer counts",
+                f"the values of {what} are non-negative and reach {high:.4g}, far above the "
+                f"{LOG_SCALE_MAX:g} that log-normalised values stay below, but are not whole "
+                "numbers, as after ambient-RNA correction", True)
+    return ("log-normalised values",
+            f"the values of {what} are non-negative, not whole numbers, and at most "
+            f"{high:.3g}", False)
 
 
 def _normalise_log1p(mat, target_sum: float):
-    """`log1p(target_sum · x / rowsum)` per cell (rows with no counts stay 0); a new matrix."""
+    """`log1p(target_sum · x / rowsum)` per cell, a new matrix; rows with no counts stay 0,
+    and non-finite values count as 0 in the row sums (and stay non-finite)."""
     from scipy import sparse
 
     if sparse.issparse(mat):
         mat = sparse.csr_matrix(mat, dtype=np.float64, copy=True)
-        totals = np.asarray(mat.sum(axis=1)).ravel()
+        finite = np.where(np.isfinite(mat.data), mat.data, 0.0)
+        totals = np.asarray(sparse.csr_matrix((finite, mat.indices, mat.indptr),
+                                              shape=mat.shape).sum(axis=1)).ravel()
         scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
         mat = sparse.diags(scale) @ mat
         mat.data = np.log1p(mat.data)
         return sparse.csr_matrix(mat)
     x = np.array(mat, dtype=np.float64, copy=True)
-    totals = x.sum(axis=1, keepdims=True)
+    totals = np.where(np.isfinite(x), x, 0.0).sum(axis=1, keepdims=True)
     x *= np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
     return np.log1p(x)
 
 
+def _nonfinite_columns(mat) -> np.ndarray:
+    """`(n_genes,)` number of cells with a NaN or infinite value, per gene."""
+    from scipy import sparse
+
+    if sparse.issparse(mat):
+        coo = sparse.coo_matrix(mat)
+        bad = ~np.isfinite(coo.data)
+        return np.bincount(coo.col[bad], minlength=mat.shape[1])
+    return (~np.isfinite(np.asarray(mat, dtype=float))).sum(axis=0)
+
+
+def _column_values(mat, idx: np.ndarray) -> np.ndarray:
+    """The stored values of columns `idx` (sparse: the non-zeros), flattened."""
+    from scipy import sparse
+
+    sub = mat[:, idx]
+    return np.asarray(sub.data if sparse.issparse(sub) else sub, dtype=float).ravel()
+
+
 def _expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_genes, normalize,
-                target_sum) -> tuple[np.ndarray, tuple]:
-    """Dense `(n_kept, n_genes)` expression of the kept cells and the gene names."""
+                target_sum) -> tuple[np.ndarray, tuple, dict]:
+    """Dense `(n_kept, n_genes)` expression of the kept cells, the gene names, and the facts
+    of `AnnDataInfo` about it (source, detected, evidence, normalized, genes,
+    n_genes_in_file, unused_nonfinite_genes)."""
     from scipy import sparse
 
     if layer is not None:
@@ -290,8 +478,10 @@ def _expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_genes,
             raise KeyError(f"layer={layer!r} is not in adata.layers; layers: "
                            f"{_listed(adata.layers.keys())}")
         mat = adata.layers[layer]
+        source = f"adata.layers[{layer!r}]"
     else:
         mat = adata.X
+        source = "adata.X"
     if mat is None:
         raise ValueError("adata.X is None: pass layer=... naming the expression layer")
     if not sparse.issparse(mat):
@@ -304,63 +494,92 @@ def _expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_genes,
             raise KeyError(f"gene_key={gene_key!r} is not a var column; var has "
                            f"{_listed(adata.var.columns)}")
         names = adata.var[gene_key].astype(str).to_numpy()
-
-    counts = _is_counts(mat)
-    if normalize is None:
-        normalize = counts
-        if counts:
-            where = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
-            warnings.warn(
-                f"{where} holds raw counts (non-negative integers): normalised each cell to "
-                f"{target_sum:g} counts and applied log1p. Pass normalize=False to use the "
-                "values as they are (or normalize=True to silence this).",
-                UserWarning, stacklevel=3,
-            )
-    if normalize:
-        values = mat.data if sparse.issparse(mat) else mat
-        if np.any(np.asarray(values) < 0):
-            raise ValueError("normalize=True needs non-negative counts, but the expression "
-                             "has negative values (already log-normalised or scaled?)")
-        mat = _normalise_log1p(mat, float(target_sum))
+    n_file = int(mat.shape[1])
+    nonfinite = _nonfinite_columns(mat)
 
     if genes is None:
         n_top = int(n_top_genes)
-        if not 1 <= n_top <= mat.shape[1]:
-            raise ValueError(f"n_top_genes must be between 1 and the number of genes "
-                             f"({mat.shape[1]}), got {n_top_genes}")
-        anndata = require("anndata")
-        sc = require("scanpy")
-        tmp = anndata.AnnData(X=mat)
-        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
-        idx = np.flatnonzero(tmp.var["highly_variable"].to_numpy())
+        if n_top < 1:
+            raise ValueError(f"n_top_genes must be at least 1, got {n_top_genes}")
+        candidates = np.flatnonzero(nonfinite == 0)
+        if candidates.size == 0:
+            raise ValueError(f"every gene of {source} holds NaN or infinite values in the "
+                             "selected cells; there is no gene to use")
+        idx = None  # chosen below, after normalising
+        used_for_detection = candidates
     else:
-        if isinstance(genes, str):
-            raise TypeError(f"genes must be a list of gene names, got the string {genes!r}")
-        wanted = [str(g) for g in genes]
-        if not wanted:
-            raise ValueError("genes is empty: name at least one gene (or pass genes=None)")
-        dups = sorted(g for g, c in Counter(wanted).items() if c > 1)
-        if dups:
-            raise ValueError(f"genes lists some genes twice: {_listed(dups)}")
-        where: dict[str, list[int]] = {}
-        for i, n in enumerate(names):
-            where.setdefault(n, []).append(i)
-        missing = [g for g in wanted if g not in where]
-        if missing:
-            source = "adata.var_names" if gene_key is None else f"adata.var[{gene_key!r}]"
-            raise KeyError(f"genes not found in {source}: {_listed(missing)}; it has "
-                           f"{len(names)} genes, e.g. {_listed(names[:5])}")
-        ambiguous = [g for g in wanted if len(where[g]) > 1]
-        if ambiguous:
-            raise ValueError(f"genes match several columns of adata: {_listed(ambiguous)}")
-        idx = np.array([where[g][0] for g in wanted], dtype=int)
+        idx = _named_genes(genes, names, gene_key)
+        bad = [(names[i], int(nonfinite[i])) for i in idx if nonfinite[i]]
+        if bad:
+            listed = ", ".join(f"{g!r} ({n} cell{'s' if n != 1 else ''})"
+                               for g, n in bad[:_MAX_SHOWN])
+            raise ValueError(f"{source} holds NaN or infinite values in the genes used: "
+                             f"{listed}; leave these genes out (genes=...) or fix the file")
+        used_for_detection = idx
+
+    n_det = used_for_detection.size
+    what = (f"the {n_det} gene{'s' if n_det != 1 else ''} "
+            + ("used" if genes is not None else "without NaN"))
+    detected, evidence, counts = _describe_values(_column_values(mat, used_for_detection), what)
+    normalized = {"auto": counts, "yes": True, "no": False}[normalize]
+    if normalized:
+        values = mat.data if sparse.issparse(mat) else mat
+        values = np.asarray(values, dtype=float)
+        if np.any(values[np.isfinite(values)] < 0):
+            raise ValueError(f"normalize='yes' needs non-negative counts, but {source} has "
+                             "negative values (already log-normalised or scaled?)")
+        mat = _normalise_log1p(mat, float(target_sum))
+
+    if idx is None:
+        if n_top >= candidates.size:
+            idx = candidates
+            how = f"all {candidates.size} genes without NaN (no more than n_top_genes={n_top})"
+        else:
+            anndata = require("anndata")
+            sc = require("scanpy")
+            tmp = anndata.AnnData(X=mat[:, candidates])
+            sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
+            idx = candidates[np.flatnonzero(tmp.var["highly_variable"].to_numpy())]
+            how = f"the {idx.size} most variable of {candidates.size} genes"
+    else:
+        how = f"{idx.size} genes named"
     x = mat[:, idx]
     x = x.toarray() if sparse.issparse(x) else np.asarray(x)
     var_names = tuple(str(n) for n in names[idx])
     if len(set(var_names)) != len(var_names):
         raise ValueError(f"the selected genes have duplicate names: "
                          f"{_listed(n for n, c in Counter(var_names).items() if c > 1)}")
-    return np.asarray(x, dtype=float), var_names
+    used = set(idx.tolist())
+    unused_bad = tuple(str(names[i]) for i in np.flatnonzero(nonfinite) if i not in used)
+    facts = dict(source=source, detected=detected, evidence=evidence, normalized=normalized,
+                 genes=how, n_genes_in_file=n_file, n_genes_used=int(idx.size),
+                 n_top_genes=None if genes is not None else n_top,
+                 unused_nonfinite_genes=unused_bad)
+    return np.asarray(x, dtype=float), var_names, facts
+
+
+def _named_genes(genes, names: np.ndarray, gene_key) -> np.ndarray:
+    """Column indices of the named `genes` (in their order), checked."""
+    if isinstance(genes, str):
+        raise TypeError(f"genes must be a list of gene names, got the string {genes!r}")
+    wanted = [str(g) for g in genes]
+    if not wanted:
+        raise ValueError("genes is empty: name at least one gene (or pass genes=None)")
+    dups = sorted(g for g, c in Counter(wanted).items() if c > 1)
+    if dups:
+        raise ValueError(f"genes lists some genes twice: {_listed(dups)}")
+    where: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        where.setdefault(n, []).append(i)
+    missing = [g for g in wanted if g not in where]
+    if missing:
+        source = "adata.var_names" if gene_key is None else f"adata.var[{gene_key!r}]"
+        raise KeyError(f"genes not found in {source}: {_listed(missing)}; it has "
+                       f"{len(names)} genes, e.g. {_listed(names[:5])}")
+    ambiguous = [g for g in wanted if len(where[g]) > 1]
+    if ambiguous:
+        raise ValueError(f"genes match several columns of adata: {_listed(ambiguous)}")
+    return np.array([where[g][0] for g in wanted], dtype=int)
 
 
 def _feature_rows(features, drugs: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -400,4 +619,13 @@ def _feature_rows(features, drugs: list[str]) -> tuple[np.ndarray, list[str]]:
     return rows, [str(c) for c in features.columns]
 
 
-__all__ = ["control_mask", "from_anndata", "require_obs_key"]
+__all__ = [
+    "LOG_SCALE_MAX",
+    "NORMALIZE_CHOICES",
+    "AnnDataInfo",
+    "AnnDataResult",
+    "control_mask",
+    "from_anndata",
+    "from_anndata_with_info",
+    "require_obs_key",
+]

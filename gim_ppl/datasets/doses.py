@@ -1,7 +1,9 @@
 """Doses: the unit of a screen's dose column and the map to the model's dose.
 
 `DoseScale` maps doses in the user's unit to the model's dose and back (so that EC50 is
-reported in the user's unit); `dose_response` evaluates fitted Hill curves in user units.
+reported in the user's unit); `from_anndata` stores it in the data it returns
+(`data.dose_scale`), and `DoseScale.of(data)` reads it back (the identity scale, in model
+units, for data without one). `dose_response` evaluates fitted Hill curves in user units.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ class DoseScale:
         if reference is None:
             reference = 10.0 ** (-6 - MOLAR_UNITS[unit]) if unit in MOLAR_UNITS else 1.0
         return cls(str(unit), float(reference), bool(log))
+
+    @classmethod
+    def model_units(cls) -> DoseScale:
+        """The identity scale: doses as the model sees them (unit "model units")."""
+        return cls("model units", 1.0, False)
+
+    @classmethod
+    def of(cls, data) -> DoseScale:
+        """The scale a `PerturbationData` carries (`from_anndata` sets it), or
+        `DoseScale.model_units()` when it carries none (e.g. `synthetic_hill`)."""
+        scale = getattr(data, "dose_scale", None)
+        return cls.model_units() if scale is None else scale
 
     def to_model(self, dose) -> np.ndarray:
         """User-unit doses (any shape, ≥ 0) → model doses (same shape)."""

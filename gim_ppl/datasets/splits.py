@@ -47,20 +47,23 @@ def holdout_dose(data: PerturbationData, perturbation: str, dose: float, *,
                  rtol: float = 1e-5) -> tuple[PerturbationData, PerturbationData]:
     """`(train, test)`: `test` is the context of `perturbation` at `dose`, `train` the rest.
 
-    `dose` is in the units of `data.dose`, or in the user's unit when `dose_scale` (the one
-    given to `from_anndata`) is passed; it matches to relative precision `rtol` (doses are
-    stored in float32).
+    `dose` is in the unit of the data's doses: the file's unit for data from `from_anndata`
+    (e.g. `holdout_dose(data, "JQ1", 10000.0)` for 10 µM when the file is in nM), model units
+    for data without a dose scale (`synthetic_hill`). `dose_scale` overrides the data's
+    scale (`DoseScale.model_units()` to give a model dose). The dose matches to relative
+    precision `rtol` (doses are stored in float32).
     """
     p = _perturbation_index(data, perturbation)
-    model_dose = float(dose if dose_scale is None else dose_scale.to_model(dose))
+    scale = DoseScale.of(data) if dose_scale is None else dose_scale
+    model_dose = float(scale.to_model(dose))
     pert, doses = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
     mine = pert == p
     hit = mine & np.isclose(doses, model_dose, rtol=rtol, atol=0.0)
     if not hit.any():
-        have = doses[mine] if dose_scale is None else dose_scale.to_user(doses[mine])
-        unit = "" if dose_scale is None else f" {dose_scale.unit}"
+        have = scale.to_user(doses[mine])
+        unit = "" if scale == DoseScale.model_units() else f" {scale.unit}"
         raise ValueError(f"{perturbation!r} has no context at dose {dose!r}{unit}; its doses: "
-                         f"{_shown([float(f'{v:.6g}') for v in np.sort(have)])}")
+                         f"{_shown([float(f'{v:.6g}') for v in np.sort(have)])}{unit}")
     return _split(data, hit)
 
 

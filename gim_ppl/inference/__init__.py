@@ -9,9 +9,11 @@ from gim_ppl.inference.arviz import to_arviz
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
 from gim_ppl.inference.fit import (
     CHUNK_STEPS,
+    Agreement,
     DualAscent,
     FitResult,
     FitState,
+    Restarts,
     ScalarOrSchedule,
     Schedule,
     acyclicity_weight_at,
@@ -19,9 +21,30 @@ from gim_ppl.inference.fit import (
     cycle_gain,
     dual_ascent_step,
     fit,
+    restart_agreement,
+    select_restart,
 )
 from gim_ppl.inference.mcmc import run_mcmc
 
-__all__ = ["CHUNK_STEPS", "BatchIndex", "DualAscent", "FitResult", "FitState",
-           "ScalarOrSchedule", "Schedule", "acyclicity_weight_at", "cosine_ramp", "cycle_gain",
-           "dual_ascent_step", "fit", "run_mcmc", "shard_cells", "stratified_batch", "to_arviz"]
+__all__ = [
+    "CHUNK_STEPS",
+    "Agreement",
+    "BatchIndex",
+    "DualAscent",
+    "FitResult",
+    "FitState",
+    "Restarts",
+    "ScalarOrSchedule",
+    "Schedule",
+    "acyclicity_weight_at",
+    "cosine_ramp",
+    "cycle_gain",
+    "dual_ascent_step",
+    "fit",
+    "restart_agreement",
+    "run_mcmc",
+    "select_restart",
+    "shard_cells",
+    "stratified_batch",
+    "to_arviz",
+]

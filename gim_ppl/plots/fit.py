@@ -3,8 +3,9 @@
 - `plot_loss`: the loss curve of a fit.
 - `plot_dose_response`: fitted Hill curves per (perturbation, variable), a posterior band
   when `sites` carry draws, observed context means with error bars on top.
-- `plot_dose_response_grid`: one panel per perturbation, the Hill curves of its most
-  probable targets in the user's dose unit (`DoseScale`), held-out doses marked.
+- `plot_dose_response_grid`: one panel per likely (perturbation, target) pair
+  (`dose_response_pairs`): the fitted curve in the user's dose unit, observed means ± s.e.,
+  the fitted dose range, extrapolation shaded.
 """
 
 from __future__ import annotations
@@ -226,6 +227,40 @@ def plot_dose_response(
     return fig, axes
 
 
+def dose_response_pairs(model: GIM, sites: Mapping, data: PerturbationData, *,
+                        heldout: Sequence[str] = (), top: int = 3,
+                        min_probability: float = 0.5) -> list[tuple[int, int]]:
+    """The (perturbation id, variable) pairs `plot_dose_response_grid` draws, in panel order.
+
+    Rule: a variable is shown for a perturbation when its prior target probability π(z) or,
+    given cells, its posterior `P(I = 1 | cells)` (mean over the perturbation's contexts not
+    in `heldout`) reaches `min_probability`; at most `top` per perturbation, the most
+    probable first (by the larger of the two). A Hill curve says what the perturbation does
+    to a variable *if* it is a target, so the others are not drawn.
+    """
+    if not 0.0 <= min_probability <= 1.0:
+        raise ValueError(f"min_probability must be in [0, 1], got {min_probability}")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    pert_ids, first = pick_perturbations(data, None)
+    prob = posterior_mean(model, sites, model.target_probabilities(
+        sites, data.contexts_only().subset(first)))
+    best = prob.copy()
+    fitted = ~np.isin(np.asarray(data.context_names), list(heldout))
+    if data.x is not None and fitted.any():
+        seen = data.subset(fitted)
+        post = posterior_mean(model, sites, model.posterior_targets(sites, seen))
+        pert = np.asarray(seen.perturbation)
+        for i, g in enumerate(pert_ids):
+            if (pert == g).any():
+                best[i] = np.maximum(best[i], post[pert == g].mean(0))
+    pairs = []
+    for i, g in enumerate(pert_ids):
+        order = np.argsort(-best[i], kind="stable")
+        pairs += [(int(g), int(j)) for j in order[:top] if best[i, j] >= min_probability]
+    return pairs
+
+
 def plot_dose_response_grid(
     model: GIM,
     sites: Mapping,
@@ -234,64 +269,152 @@ def plot_dose_response_grid(
     *,
     heldout: Sequence[str] = (),
     top: int = 3,
+    min_probability: float = 0.5,
+    expression_unit: str | None = None,
     n_doses: int = 200,
     ncols: int = 4,
     ax=None,
 ) -> tuple[Figure, np.ndarray]:
-    """One panel per perturbation: the Hill curves of its `top` most probable targets.
+    """One panel per likely (perturbation, target): the fitted Hill curve in the user's dose
+    unit, the observed effect at each tested dose, and where the curve is extrapolated.
 
-    Curves are `gim_ppl.datasets.dose_response` in the user's dose unit on a log dose axis
-    (a decade beyond the doses of `data` on either side); each is labelled with the
-    variable and its prior target probability π(z). Vertical lines mark the doses of the
-    perturbation's contexts, dashed for contexts named in `heldout`, dotted otherwise.
-    With draws in `sites`, π and the Hill parameters are posterior means (EC50 averaged in
-    user units, as in `gim_ppl.summary.hill_table`).
+    Which pairs: `dose_response_pairs` (π(z) or P(I = 1 | cells) ≥ `min_probability`, at
+    most `top` per perturbation). Each panel shows, on a log dose axis (a decade beyond the
+    tested doses on either side):
+
+    - the curve `gim_ppl.datasets.dose_response` (solid over the doses the fit saw, dashed
+      beyond them), with the doses outside the fitted range shaded;
+    - with cells, the observed mean effect ± 1 standard error at each of the
+      perturbation's doses: the mean of `x_j − f_j(parents)` over the context's cells for
+      shift interventions (what the curve predicts; `x_j` for replace interventions),
+      filled for fitted doses, open for doses named in `heldout`;
+    - a line at 0 (no effect: the control level).
+
+    Titles give the prior π(z) and the posterior P(I = 1 | cells of the fitted doses); axes
+    name the variable and the units. With draws in `sites`, π and the Hill parameters are
+    posterior means (EC50 averaged in user units, as in `gim_ppl.summary.hill_table`).
 
     Args:
         model, sites: the fitted model (a point or draws).
-        data: the contexts (cells are not needed); panels follow its perturbations present.
-        dose_scale: the `DoseScale` of `from_anndata` (default: model doses, reference 1).
-        heldout: context names drawn dashed (e.g. `test.context_names`).
-        top: curves per panel (the variables with the highest π).
+        data: the contexts, with cells for the observed points (centred as the cells the
+            model was fit to, e.g. `shift_cells(data, -offset)`).
+        dose_scale: the user's dose unit; default the data's (`DoseScale.of(data)`).
+        heldout: names of contexts not fitted (e.g. `test.context_names`).
+        top, min_probability: which pairs are drawn (`dose_response_pairs`).
+        expression_unit: the unit of the cells (e.g. "log1p expr."), for the y labels.
         n_doses: points per curve.
-        ax: one Axes per perturbation, or None (a grid with `ncols` columns).
+        ax: one Axes per pair (`len(dose_response_pairs(...))`), or None (a grid with
+            `ncols` columns).
     Returns:
-        `(fig, axes (n_perturbations,))`. Curves carry the gid "fit", dose lines "dose" or
-        "heldout_dose".
+        `(fig, axes (n_pairs,))`; with no pair to draw, one panel that says so. Artists
+        carry gids: "fit" and "fit_extrapolated" (curve pieces), "extrapolation" (shading),
+        "observed" and "observed_heldout" (points).
     """
-    scale = DoseScale("model units", 1.0) if dose_scale is None else dose_scale
+    scale = DoseScale.of(data) if dose_scale is None else dose_scale
+    heldout = set(heldout)
+    pairs = dose_response_pairs(model, sites, data, heldout=heldout, top=top,
+                                min_probability=min_probability)
+    doses = scale.to_user(np.asarray(data.dose))
+    positive = doses[doses > 0]
+    if positive.size == 0:
+        raise ValueError("data has no positive doses to draw")
+    if not pairs:
+        fig, axes = axes_grid(ax, 1, 1, (4.0, 2.4))
+        axes[0].text(0.5, 0.5, f"no perturbation has a variable with target probability "
+                     f"≥ {min_probability:g}", ha="center", va="center", fontsize=9,
+                     transform=axes[0].transAxes, wrap=True)
+        axes[0].set_axis_off()
+        return fig, axes
+
     pert_ids, first = pick_perturbations(data, None)
+    row_of = {int(g): i for i, g in enumerate(pert_ids)}
     firsts = data.contexts_only().subset(first)
     prob = posterior_mean(model, sites, model.target_probabilities(sites, firsts))
     hill = model.hill_parameters(sites, firsts)
     ec50 = posterior_mean(model, sites, scale.to_user(hill["ec50"]))
     emax = posterior_mean(model, sites, hill["emax"])
     coefficient = posterior_mean(model, sites, hill["hill"])
-    doses = scale.to_user(np.asarray(data.dose))
-    positive = doses[doses > 0]
-    if positive.size == 0:
-        raise ValueError("data has no positive doses to draw")
     grid = np.geomspace(positive.min() / 10, positive.max() * 10, int(n_doses))
-    heldout = set(heldout)
-    genes = data.var_names
+    names = np.asarray(data.context_names)
+    fitted_ctx = ~np.isin(names, list(heldout))
     pert = np.asarray(data.perturbation)
+    effects = post = None
+    if data.x is not None:
+        params, _ = _draw_params(model, sites)
+        effects = _residual_means(model, params, data)
+        if fitted_ctx.any():
+            seen = data.subset(fitted_ctx)
+            post_ctx = posterior_mean(model, sites, model.posterior_targets(sites, seen))
+            seen_pert = np.asarray(seen.perturbation)
+            post = {int(g): post_ctx[seen_pert == g].mean(0) for g in pert_ids
+                    if (seen_pert == g).any()}
+    shift = model.intervention_effect == "shift"
+    unit = f" ({expression_unit})" if expression_unit else ""
 
-    fig, axes = axes_grid(ax, len(pert_ids), ncols, (3.2, 2.4))
-    for i, (a, g) in enumerate(zip(axes, pert_ids, strict=True)):
-        for j in np.argsort(-prob[i])[:top]:
-            curve = dose_response(scale, grid, emax[i, j], ec50[i, j], coefficient[i, j])
-            a.plot(grid, curve, gid="fit", label=f"{genes[j]} (π={prob[i, j]:.2f})")
-        for k in np.flatnonzero(pert == g):
-            held = data.context_names[k] in heldout
-            a.axvline(doses[k], color="grey", lw=0.8, ls="--" if held else ":",
-                      gid="heldout_dose" if held else "dose")
-        a.axhline(0.0, color="black", lw=0.5)
+    fig, axes = axes_grid(ax, len(pairs), ncols, (3.3, 2.7))
+    for a, (g, j) in zip(axes, pairs, strict=True):
+        i, gene = row_of[g], data.var_names[j]
+        mine = np.flatnonzero((pert == g) & (doses > 0))
+        fit_doses = doses[mine[fitted_ctx[mine]]]
+        lo, hi = (fit_doses.min(), fit_doses.max()) if fit_doses.size else (np.inf, -np.inf)
+        curve = dose_response(scale, grid, emax[i, j], ec50[i, j], coefficient[i, j])
+        inside = (grid >= lo) & (grid <= hi)
+        color = FIT_COLOR
+        if inside.any():
+            a.plot(np.where(inside, grid, np.nan), curve, color=color, lw=2.0, gid="fit")
+        outside = ~inside  # one point wider on each side, so the two pieces meet
+        outside[1:] |= ~inside[:-1]
+        outside[:-1] |= ~inside[1:]
+        a.plot(np.where(outside, grid, np.nan), curve, color=color, lw=1.5, ls="--",
+               gid="fit_extrapolated")
+        if fit_doses.size:
+            a.axvspan(grid[0], lo, color="0.88", lw=0, zorder=0, gid="extrapolation")
+            a.axvspan(hi, grid[-1], color="0.88", lw=0, zorder=0, gid="extrapolation")
+        else:
+            a.axvspan(grid[0], grid[-1], color="0.88", lw=0, zorder=0, gid="extrapolation")
+        a.axhline(0.0, color="black", lw=0.6, zorder=1)
+        if effects is not None:
+            for held, rows in ((False, mine[fitted_ctx[mine]]), (True, mine[~fitted_ctx[mine]])):
+                if rows.size == 0:
+                    continue
+                bars = a.errorbar(doses[rows], effects[rows, j, 0], yerr=effects[rows, j, 1],
+                                  fmt="o", ms=5, capsize=2, color=OBSERVED_COLOR,
+                                  mfc="white" if held else OBSERVED_COLOR, zorder=3)
+                bars.lines[0].set_gid("observed_heldout" if held else "observed")
         a.set_xscale("log")
-        a.set_title(data.perturbation_names[g], fontsize=9)
+        a.set_xlim(grid[0], grid[-1])
+        posterior = "" if post is None or g not in post else (
+            f", P(I=1 | cells) = {post[g][j]:.2f}")
+        a.set_title(f"{data.perturbation_names[g]} → {gene}\nπ = {prob[i, j]:.2f}{posterior}",
+                    fontsize=8.5)
         a.set_xlabel(f"dose ({scale.unit})", fontsize=8)
-        a.set_ylabel("shift (log expr.)", fontsize=8)
-        a.legend(fontsize=6)
+        a.set_ylabel((f"shift of {gene}" if shift else f"mean {gene}") + unit, fontsize=8)
+        a.tick_params(labelsize=7)
     if ax is None:
-        fig.suptitle("Hill dose-response of each perturbation's top targets "
-                     "(dashed: held-out dose)")
+        fig.legend(handles=_grid_legend(effects is not None, shift), loc="outside lower center",
+                   ncols=3, fontsize=7.5, frameon=False)
+        fig.suptitle(f"Hill dose-response of each likely target (π or P(I=1 | cells) ≥ "
+                     f"{min_probability:g}, at most {top} per perturbation)", fontsize=10)
     return fig, axes
+
+
+def _grid_legend(with_points: bool, shift: bool) -> list:
+    """Legend handles explaining every mark of `plot_dose_response_grid`."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Line2D([], [], color=FIT_COLOR, lw=2.0, label="fitted Hill curve, fitted doses"),
+        Line2D([], [], color=FIT_COLOR, lw=1.5, ls="--", label="curve extrapolated"),
+        Patch(color="0.88", label="outside the fitted doses"),
+        Line2D([], [], color="black", lw=0.6, label="no effect (control level)"),
+    ]
+    if with_points:
+        what = "x − f(parents)" if shift else "x"
+        handles += [
+            Line2D([], [], color=OBSERVED_COLOR, marker="o", ls="",
+                   label=f"observed mean {what} ± s.e., fitted dose"),
+            Line2D([], [], color=OBSERVED_COLOR, marker="o", mfc="white", ls="",
+                   label="observed, held-out dose"),
+        ]
+    return handles

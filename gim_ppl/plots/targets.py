@@ -1,5 +1,6 @@
 """Figure of the intervention targets: `plot_targets`, target probabilities (perturbations ×
-variables), the prior π(z) beside the posterior P(I = 1 | cells), true targets outlined."""
+variables), the prior π(z) beside the posterior P(I = 1 | cells), true targets outlined,
+perturbations in the given order or ordered by similarity (`similarity_order`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,30 @@ from gim_ppl.model import GIM
 from gim_ppl.plots.layout import TRUTH_COLOR, axes_grid, pick_perturbations, posterior_mean
 
 
-def _per_perturbation(values, data: PerturbationData, ids) -> np.ndarray:
-    """Mean of `values (n_contexts, …)` over the contexts of each perturbation in `ids`."""
-    values = np.asarray(values)
-    pert = np.asarray(data.perturbation)
-    return np.stack([values[pert == g].mean(0) for g in ids])
+def _per_perturbation_name(values, cells: PerturbationData, names) -> np.ndarray:
+    """`(len(names), …)`: the mean of `values (n_contexts, …)` (contexts of `cells`) over the
+    contexts of each named perturbation; NaN for a name without contexts in `cells`."""
+    values = np.asarray(values, dtype=float)
+    pert = np.asarray(cells.perturbation)
+    out = np.full((len(names), *values.shape[1:]), np.nan)
+    for i, name in enumerate(names):
+        if name in cells.perturbation_names:
+            mine = pert == cells.perturbation_names.index(name)
+            if mine.any():
+                out[i] = values[mine].mean(0)
+    return out
+
+
+def similarity_order(rows) -> np.ndarray:
+    """`(n_rows,)` an order of the rows of `rows (n_rows, n_columns)` that puts similar rows
+    next to each other: the leaves of an average-linkage clustering (Euclidean distance) with
+    optimal leaf ordering; NaN entries count as 0."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    rows = np.nan_to_num(np.asarray(rows, dtype=float))
+    if rows.shape[0] < 3:
+        return np.arange(rows.shape[0])
+    return leaves_list(linkage(rows, method="average", optimal_ordering=True))
 
 
 def plot_targets(
@@ -29,36 +49,52 @@ def plot_targets(
     true_targets=None,
     perturbations=None,
     posterior: bool | None = None,
+    train: PerturbationData | None = None,
+    order: str = "given",
+    variable_label: str = "variable",
+    perturbation_label: str = "perturbation",
     ax=None,
 ) -> tuple[Figure, np.ndarray]:
     """Heatmaps of target probabilities, perturbations × variables, in [0, 1].
 
     Left: the prior π(z) the intervention model assigns from the features (what is used
-    for an unseen perturbation). Right (when `data` has cells): the posterior
+    for an unseen perturbation). Right (when there are cells): the posterior
     `P(I = 1 | cells)`, averaged over the perturbation's contexts (doses); with
-    `shared_targets` all doses share one posterior. True targets, when given, are outlined.
+    `shared_targets` all doses share one posterior. Perturbations without cells (e.g. held
+    out entirely) are blank (grey) there. True targets, when given, are outlined.
 
     Args:
         model, sites: the fitted model (a point or draws; draws are averaged).
         data: the contexts; rows are the perturbations present in it.
         true_targets: bool `(n_contexts, n_vars)` aligned with `data` (e.g.
-            `bench.truth.targets["train"]`) or `(n_perturbations_shown, n_vars)`.
+            `bench.truth.targets["train"]`) or `(n_perturbations_shown, n_vars)` in the
+            order of `perturbations` (before any reordering).
         perturbations: names or indices of the perturbations to show (default: all present).
-        posterior: draw the posterior panel (default: when `data` has cells).
+        posterior: draw the posterior panel (default: when `data` or `train` has cells).
+        train: the cells the posterior is computed from (e.g. the training cells; default
+            the cells of `data`), matched to the rows by perturbation name.
+        order: "given" (the order of `perturbations`, or of the ids) or "similarity"
+            (`similarity_order` of the rows of both panels side by side).
+        variable_label, perturbation_label: axis labels (e.g. "gene", "drug").
         ax: one Axes per panel (1 or 2), or None.
     Returns:
         `(fig, axes)` with `axes (n_panels,)`; a shared colour bar is added to the figure.
     """
+    if order not in ("given", "similarity"):
+        raise ValueError(f"order must be 'given' or 'similarity', got {order!r}")
     pert_ids, first = pick_perturbations(data, perturbations)
-    posterior = data.x is not None if posterior is None else bool(posterior)
-    if posterior and data.x is None:
+    cells = data if train is None else train
+    posterior = cells.x is not None if posterior is None else bool(posterior)
+    if posterior and cells.x is None:
         raise ValueError("the posterior panel needs cells: data.x is None")
-    prior = posterior_mean(model, sites, model.target_probabilities(sites, data.subset(first)))
-    panels = [("prior π(z) from features", prior)]
+    prior = posterior_mean(model, sites, model.target_probabilities(
+        sites, data.contexts_only().subset(first)))
+    panels = [("prior π(z)\nfrom features", prior)]
     if posterior:
-        post = posterior_mean(model, sites, model.posterior_targets(sites, data))
-        post = _per_perturbation(post, data, pert_ids)
-        title = "posterior P(I=1 | cells)" + ("" if model.shared_targets else ", mean over doses")
+        post_ctx = posterior_mean(model, sites, model.posterior_targets(sites, cells))
+        post = _per_perturbation_name(post_ctx, cells, [data.perturbation_names[g]
+                                                        for g in pert_ids])
+        title = "posterior P(I=1 | cells)" + ("" if model.shared_targets else "\nmean over doses")
         panels.append((title, post))
     truth = None
     if true_targets is not None:
@@ -69,32 +105,47 @@ def plot_targets(
             raise ValueError(
                 f"true_targets must have shape ({data.n_contexts}, {data.n_vars}) (contexts) or "
                 f"({len(pert_ids)}, {data.n_vars}) (perturbations shown), got {truth.shape}")
+    rows = np.arange(len(pert_ids))
+    if order == "similarity":
+        rows = similarity_order(np.concatenate([v for _, v in panels], axis=1))
+        panels = [(title, values[rows]) for title, values in panels]
+        truth = None if truth is None else truth[rows]
+    labels = [data.perturbation_names[pert_ids[r]] for r in rows]
 
     n_pert, d = len(pert_ids), data.n_vars
     rotation = 90 if d * max(len(n) for n in data.var_names) > 24 else 0
-    size = (1.2 + 0.32 * d, 1.3 + 0.24 * n_pert)
-    fig, axes = axes_grid(ax, len(panels), len(panels), size, sharey=True)
+    stacked = d > 16  # many variables: panels one above the other, not side by side
+    size = (1.6 + (0.25 if stacked else 0.32) * d, 1.3 + 0.24 * n_pert
+            + (0.06 * max(len(n) for n in data.var_names) if rotation else 0.0))
+    fig, axes = axes_grid(ax, len(panels), 1 if stacked else len(panels), size,
+                          **({} if stacked else {"sharey": True}))
     image = None
     for i, (a, (title, values)) in enumerate(zip(axes, panels, strict=True)):
-        image = a.imshow(values, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto",
-                         interpolation="nearest")
+        a.set_facecolor("0.85")  # NaN (no cells) shows the background
+        image = a.imshow(np.ma.masked_invalid(values), vmin=0.0, vmax=1.0, cmap="Blues",
+                         aspect="auto", interpolation="nearest")
         a.set_title(title, fontsize=9)
         a.set_xticks(range(d), [data.var_names[j] for j in range(d)],
                      rotation=rotation, fontsize=8)
-        a.set_yticks(range(n_pert), [data.perturbation_names[g] for g in pert_ids], fontsize=8)
-        a.tick_params(axis="y", labelleft=(i == 0))
-        a.set_xlabel("variable")
-        if i == 0:
-            a.set_ylabel("perturbation")
+        a.set_yticks(range(n_pert), labels, fontsize=8)
+        a.tick_params(axis="y", labelleft=(i == 0 or stacked))
+        a.set_xlabel(variable_label)
+        if i == 0 or stacked:
+            a.set_ylabel(perturbation_label)
         if truth is not None:
             for r, j in zip(*np.nonzero(truth), strict=True):
                 a.add_patch(Rectangle((j - 0.5, r - 0.5), 1.0, 1.0, fill=False, lw=1.6,
                                       edgecolor=TRUTH_COLOR, gid="true_target"))
     fig.colorbar(image, ax=list(axes), label="target probability", shrink=0.9)
+    handles = []
     if truth is not None:
-        handle = Patch(fill=False, edgecolor=TRUTH_COLOR, label="true target")
+        handles.append(Patch(fill=False, edgecolor=TRUTH_COLOR, label="true target"))
+    if posterior and np.isnan(panels[-1][1]).any():
+        handles.append(Patch(color="0.85", label=f"no cells of this {perturbation_label}"))
+    if handles:
         if ax is None:
-            fig.legend(handles=[handle], loc="outside lower center", fontsize=8, frameon=False)
+            fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False,
+                       ncols=len(handles))
         else:
-            axes[-1].legend(handles=[handle], loc="upper right", fontsize=7)
+            axes[-1].legend(handles=handles, loc="upper right", fontsize=7)
     return fig, axes
