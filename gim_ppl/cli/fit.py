@@ -56,7 +56,7 @@ from gim_ppl.summary import DEGENERATE_RULE, hill_table, target_table
 
 _FIT_KEYS = ("perturbation_key", "dose_key", "control", "dose_unit", "cell_type_key",
              "smiles_key")
-SIGNIFICANT = "%.4g"  # numbers in the CSV tables: 4 significant digits
+SIGNIFICANT_DIGITS = 4  # numbers in the CSV tables
 
 
 class UsageError(Exception):
@@ -514,14 +514,12 @@ def _write_outputs(out: Path, args, screen: _Screen, fitted: _Fitted) -> dict | 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     weights = model.edge_weights(sites)
     src, dst = np.nonzero(model.graph(sites, threshold=args.graph_threshold))
-    pd.DataFrame({"source": [data.var_names[i] for i in src],
-                  "target": [data.var_names[j] for j in dst],
-                  "weight": weights[src, dst]}).to_csv(out / "graph.csv", index=False,
-                                                       float_format=SIGNIFICANT)
-    target_table(model, sites, data, train=fitted.centred).to_csv(
-        out / "targets.csv", index=False, float_format=SIGNIFICANT)
-    _hill_csv(model, sites, screen, fitted).to_csv(out / "hill.csv", index=False,
-                                                   float_format=SIGNIFICANT)
+    edges = pd.DataFrame({"source": [data.var_names[i] for i in src],
+                          "target": [data.var_names[j] for j in dst],
+                          "weight": np.asarray(weights)[src, dst]})
+    _write_csv(edges, out / "graph.csv")
+    _write_csv(target_table(model, sites, data, train=fitted.centred), out / "targets.csv")
+    _write_csv(_hill_csv(model, sites, screen, fitted), out / "hill.csv")
 
     # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
     test = screen.test
@@ -538,6 +536,19 @@ def _write_outputs(out: Path, args, screen: _Screen, fitted: _Fitted) -> dict | 
     _write_figures(out / "figures", args, screen, fitted)
     (out / "run.json").write_text(json.dumps(_run_record(args, screen, fitted), indent=2))
     return scores
+
+
+def _write_csv(table, path: Path) -> None:
+    """A table as CSV with its numbers rounded to `SIGNIFICANT_DIGITS` significant digits
+    (10000 stays 10000.0, not 1e+04)."""
+    def rounded(v):
+        return float(f"{v:.{SIGNIFICANT_DIGITS}g}") if np.isfinite(v) else v
+
+    table = table.copy()
+    for column in table.columns:
+        if table[column].dtype.kind == "f":
+            table[column] = table[column].map(rounded)
+    table.to_csv(path, index=False)
 
 
 def _hill_csv(model, sites, screen: _Screen, fitted: _Fitted):

@@ -468,6 +468,8 @@ def _guides(model: GIM, guide, restarts: int) -> list:
     """One guide per restart (each restart needs its own initialisation)."""
     if guide is None:
         return [AutoDelta(model) for _ in range(restarts)]
+    if isinstance(guide, type):  # a guide class, e.g. AutoNormal
+        return [guide(model) for _ in range(restarts)]
     if isinstance(guide, AutoGuide) or restarts == 1:
         if restarts > 1:
             raise ValueError("with restarts > 1, pass guide as a class or factory "
