@@ -254,6 +254,18 @@ def test_bad_numbers_are_rejected_before_anything_runs(h5ad, tmp_path, capsys, f
     assert _nothing_left(tmp_path)
 
 
+def test_a_missing_extra_is_named_before_the_fit(h5ad, tmp_path, capsys, monkeypatch):
+    import sys
+
+    path, _, _ = h5ad
+    monkeypatch.setitem(sys.modules, "ott", None)  # ott-jax not installed
+    assert main(["fit", "--h5ad", str(path), "--preset", "sciplex3", "--out",
+                 str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, r'ott is needed for this feature: pip install "gim_ppl\[bench\]" '
+                            r"\(it scores the held-out contexts; with --holdout none")
+    assert _nothing_left(tmp_path)
+
+
 # --- item 2: the output folder -------------------------------------------------------------
 
 

@@ -330,6 +330,7 @@ def run(args) -> int:
     try:
         settings = _fit_settings(args)
         _drug_doses(args.holdout_dose)  # its format, before anything runs
+        _require_extras(args)
         out = OutputFolder.prepare(args.out, args.overwrite)
         screen = _load_screen(args, settings)
     except _USER_ERRORS as err:
@@ -354,6 +355,19 @@ def run(args) -> int:
     print(f"wrote graph.csv, targets.csv, hill.csv, predictions.h5ad"
           f"{', metrics.json' if scores else ''}, run.json and figures/ to {args.out}")
     return 0
+
+
+def _require_extras(args) -> None:
+    """Import what the command will need, so a missing extra stops it before the fit:
+    anndata, pandas, matplotlib, and ott-jax when contexts are held out (the scores)."""
+    for module in ("anndata", "pandas", "scanpy", "matplotlib"):
+        require(module)
+    if args.holdout != "none" or args.holdout_drugs or args.holdout_dose:
+        try:
+            require("ott")
+        except ImportError as err:
+            raise UsageError(f"{err} (it scores the held-out contexts; with --holdout none "
+                             "nothing is held out or scored)") from err
 
 
 def _fail(err: Exception, args) -> int:

@@ -72,10 +72,7 @@ class AnnDataInfo:
         """The notes worth telling a user, naming Python arguments (`cli=False`) or the
         flags of `gim-ppl fit` (`cli=True`)."""
         def arg(name, value):
-            if not cli:
-                return f"{name}={value!r}"
-            flag = "--" + name.replace("_", "-")
-            return f"{flag} {dict(auto='auto', yes='yes', no='no').get(value, value)}"
+            return f"--{name.replace('_', '-')} {value}" if cli else f"{name}={value!r}"
 
         out = []
         if self.pooled_cell_types:

@@ -1,0 +1,198 @@
+"""Stability benchmark (`gim-ppl bench --stability`): does a fit give the same answer from
+any PRNG key, and is the plain `svi.run` path as good as `fit`?
+
+Every (method, seed, key) is one job: a fit of the default GIM on `synthetic_hill(seed)`
+with that key, scored by `evaluate_gim` (training-target AUROC from the posterior, unseen-
+perturbation AUROC from π(z), full- and partial-OOD mean errors) beside the trivial raw
+mean-shift detector (|context mean − control mean| / control sd, the reference a GIM must
+beat). Methods: `fit` (defaults), `fit_restarts` (`restarts=R`, held-out selection) and
+`plain` (AutoDelta + `SVI.run`, Adam 1e-3, no annealing). Jobs run in a process pool, one
+CPU thread each, so a machine with many cores runs them side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("fit", "fit_restarts", "plain")
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilityConfig:
+    """What `run_stability` fits: methods × seeds × keys, `steps` each."""
+
+    methods: tuple = ("fit", "plain")
+    seeds: tuple = tuple(range(10))
+    keys: tuple = (0, 1, 2)
+    steps: int = 30_000
+    restarts: int = 4
+    workers: int = 1
+
+
+def mean_shift_scores(data) -> np.ndarray:
+    """`(n_contexts, n_vars)` |mean of a context − mean of the controls| / sd of the controls:
+    the trivial target detector (0 for observational contexts)."""
+    control = data.control_cells()
+    scores = np.abs(data.context_means() - control.mean(0)) / np.maximum(control.std(0), 1e-12)
+    return np.where(np.asarray(data.observational)[:, None], 0.0, scores)
+
+
+def stability_job(method: str, seed: int, key: int, steps: int, restarts: int = 4) -> dict:
+    """Fit one (method, seed, key) and score it (see the module docstring)."""
+    import jax
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoDelta
+    from numpyro.optim import optax_to_numpyro
+
+    from gim_ppl.datasets import synthetic_hill
+    from gim_ppl.evaluation import metrics
+    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.inference import fit
+    from gim_ppl.model import GIM
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    bench = synthetic_hill(seed)
+    model = GIM(bench.train.n_vars, bench.train.n_features)
+    start = time.perf_counter()
+    agreement = None
+    if method == "plain":
+        guide = AutoDelta(model)
+        svi = SVI(model, guide, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+        result = svi.run(jax.random.key(key), steps, bench.train, progress_bar=False)
+        sites = {k: v for k, v in guide.median(result.params).items() if k in model.site_shapes}
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # agreement warnings are recorded below
+            res = fit(model, bench.train, steps=steps, key=jax.random.key(key), progress=False,
+                      restarts=restarts if method == "fit_restarts" else 1)
+        sites = res.sites
+        if res.restarts is not None:
+            agreement = res.restarts.agreement._asdict()
+    seconds = time.perf_counter() - start
+    scores = evaluate_gim(model, sites, bench, key=jax.random.key(1))
+    pert = ~np.asarray(bench.train.observational)
+    truth = bench.truth.targets["train"][pert]
+    post = np.asarray(model.posterior_targets(sites, bench.train))[pert]
+    return {
+        "method": method, "seed": seed, "key": key, "steps": steps, "seconds": seconds,
+        **{k: float(v) for k, v in scores.items()},
+        "target_auroc_train_mean_shift": metrics.auroc(
+            truth, mean_shift_scores(bench.train)[pert]),
+        "targets_per_context": float((post > 0.5).sum(1).mean()),
+        "true_targets_per_context": float(truth.sum(1).mean()),
+        "shd": metrics.shd(bench.truth.adjacency, model.graph(sites)),
+        "agreement": agreement,
+    }
+
+
+def _job(args):
+    return stability_job(*args)
+
+
+def run_stability(config: StabilityConfig, *, log=print) -> list[dict]:
+    """Every job of `config`, in a process pool of `config.workers` (one thread each)."""
+    jobs = [(m, s, k, config.steps, config.restarts) for m in config.methods
+            for s in config.seeds for k in config.keys]
+    if config.workers <= 1:
+        rows = []
+        for job in jobs:
+            rows.append(_job(job))
+            log(_line(rows[-1]))
+        return rows
+    # one XLA thread per process: the pool, not XLA, uses the cores
+    os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                               "intra_op_parallelism_threads=1")
+    with ProcessPoolExecutor(config.workers) as pool:
+        rows = []
+        for row in pool.map(_job, jobs):
+            rows.append(row)
+            log(_line(row))
+    return rows
+
+
+def _line(row: dict) -> str:
+    return (f"{row['method']} seed {row['seed']} key {row['key']}: train AUROC "
+            f"{row['target_auroc_train_posterior']:.3f} (mean shift "
+            f"{row['target_auroc_train_mean_shift']:.3f}), full-OOD error "
+            f"{row['mean_error_full_ood']:.3f} (control {row['mean_error_full_ood_control']:.3f})"
+            f", {row['seconds']:.0f} s")
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    """Per method: mean, worst case and spread across keys of the goal metrics."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        auroc = np.array([r["target_auroc_train_posterior"] for r in mine])
+        by_seed = {}
+        for r in mine:
+            by_seed.setdefault(r["seed"], []).append(r["target_auroc_train_posterior"])
+        out[method] = {
+            "n": len(mine),
+            "train_auroc_mean": float(auroc.mean()),
+            "train_auroc_min": float(auroc.min()),
+            "train_auroc_max_sd_across_keys": float(max(np.std(v) for v in by_seed.values())),
+            "above_mean_shift": int(sum(r["target_auroc_train_posterior"]
+                                        > r["target_auroc_train_mean_shift"] for r in mine)),
+            "mean_shift_auroc_mean": float(np.mean([r["target_auroc_train_mean_shift"]
+                                                    for r in mine])),
+            "unseen_auroc_mean": float(np.mean([r["target_auroc_full_ood"] for r in mine])),
+            "full_ood_below_control": int(sum(r["mean_error_full_ood"]
+                                              < r["mean_error_full_ood_control"]
+                                              for r in mine)),
+            "full_ood_error_over_control_mean": float(np.mean(
+                [r["mean_error_full_ood"] / r["mean_error_full_ood_control"] for r in mine])),
+            "targets_per_context_mean": float(np.mean([r["targets_per_context"]
+                                                       for r in mine])),
+            "true_targets_per_context_mean": float(np.mean([r["true_targets_per_context"]
+                                                            for r in mine])),
+            "seconds_mean": float(np.mean([r["seconds"] for r in mine])),
+        }
+    return out
+
+
+def stability_markdown(summary: dict) -> str:
+    """One row per method."""
+    lines = ["| method | fits | train target AUROC mean | worst | max sd across keys | "
+             "> mean-shift detector | mean-shift AUROC | unseen AUROC | full-OOD error < "
+             "control | full-OOD error / control | targets per context (truth) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for method, s in summary.items():
+        lines.append(
+            f"| {method} | {s['n']} | {s['train_auroc_mean']:.3f} | {s['train_auroc_min']:.3f}"
+            f" | {s['train_auroc_max_sd_across_keys']:.3f} | {s['above_mean_shift']}/{s['n']} |"
+            f" {s['mean_shift_auroc_mean']:.3f} | {s['unseen_auroc_mean']:.3f} | "
+            f"{s['full_ood_below_control']}/{s['n']} | "
+            f"{s['full_ood_error_over_control_mean']:.3f} | "
+            f"{s['targets_per_context_mean']:.2f} ({s['true_targets_per_context_mean']:.2f}) |")
+    return "\n".join(lines)
+
+
+def write_stability(rows: Sequence[dict], out_dir, *, machine: str,
+                    config: StabilityConfig) -> tuple[Path, Path]:
+    """`stability.json` (every job, the summary, the config, the machine) and `stability.md`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows)
+    payload = {"machine": machine, "config": dataclasses.asdict(config), "summary": summary,
+               "rows": list(rows)}
+    json_path, md_path = out / "stability.json", out / "stability.md"
+    json_path.write_text(json.dumps(payload, indent=2))
+    md_path.write_text(f"# gim_ppl stability\n\nMachine: {machine}. Config: {config}.\n\n"
+                       f"{stability_markdown(summary)}\n")
+    return json_path, md_path
+
+
+__all__ = ["METHODS", "StabilityConfig", "mean_shift_scores", "run_stability",
+           "stability_job", "stability_markdown", "summarise", "write_stability"]
