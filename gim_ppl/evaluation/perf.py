@@ -112,6 +112,29 @@ def step_memory_bytes(model: GIM, data: PerturbationData) -> int | None:
                + stats.temp_size_in_bytes)
 
 
+def restart_timing(restarts: int, *, steps: int = 4000, warm_steps: int = 1000,
+                   seed: int = 0) -> dict:
+    """Seconds per step of `fit(..., restarts=R)` on the default benchmark, without compile
+    and set-up: the time of a `steps` fit minus that of a `warm_steps` fit, over the
+    difference in steps. Full batch, exact marginal, nothing held out (`validation=0`)."""
+    from gim_ppl.datasets import synthetic_hill
+    from gim_ppl.inference import fit
+
+    bench = synthetic_hill(seed)
+    model = GIM(bench.train.n_vars, bench.train.n_features)
+    kw = dict(key=jax.random.key(0), progress=False, restarts=restarts)
+    if restarts > 1:
+        kw["validation"] = 0
+    seconds = {}
+    for n in (warm_steps, steps):
+        start = time.perf_counter()
+        fit(model, bench.train, steps=n, **kw)
+        seconds[n] = time.perf_counter() - start
+    return {"restarts": restarts, "seconds_per_step":
+            (seconds[steps] - seconds[warm_steps]) / (steps - warm_steps),
+            "seconds": seconds}
+
+
 def random_cells(n_cells: int, n_vars: int, *, n_contexts: int = 100, n_features: int = 10,
                  seed: int = 0) -> PerturbationData:
     """Synthetic cells of a given size for scaling runs (values are irrelevant to timing):
