@@ -33,12 +33,46 @@ def _perf(args) -> int:
     return 0
 
 
+def _stability(args) -> int:
+    from gim_ppl.evaluation.stability import (
+        METHODS,
+        StabilityConfig,
+        run_stability,
+        stability_markdown,
+        summarise,
+        write_stability,
+    )
+
+    methods = tuple(args.methods.split(",")) if args.methods else ("fit", "plain")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"gim-ppl bench: error: unknown --methods {unknown} for --stability; choose "
+              f"from {METHODS}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in dict(
+        methods=methods, seeds=tuple(args.seeds) if args.seeds else None,
+        keys=tuple(args.keys) if args.keys else None, steps=args.steps,
+        restarts=args.restarts, workers=args.workers).items() if v is not None}
+    config = StabilityConfig(**overrides)
+    machine = machine_description()
+    print(f"machine: {machine}")
+    print(f"config: {config}")
+    rows = run_stability(config)
+    json_path, md_path = write_stability(rows, args.out, machine=machine, config=config)
+    print(stability_markdown(summarise(rows)))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 def run(args) -> int:
-    """`gim-ppl bench`: the benchmark protocol, or with `--perf` the performance benchmark."""
+    """`gim-ppl bench`: the benchmark protocol, or with `--perf` the performance benchmark,
+    or with `--stability` the stability benchmark."""
     from gim_ppl.evaluation.benchmark import METHODS, BenchConfig, run_benchmark, write_results
 
     if args.perf:
         return _perf(args)
+    if args.stability:
+        return _stability(args)
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -84,12 +118,26 @@ def add_parser(sub) -> None:
     bench.add_argument("--perf", action="store_true",
                        help="performance benchmark instead: NumPyro step vs pure-JAX floor, "
                             "scaling in cells and variables, full-fit time (perf.json/.md)")
+    bench.add_argument("--stability", action="store_true",
+                       help="stability benchmark instead: --methods (fit, fit_restarts, plain; "
+                            "default fit,plain) × --seeds (default 0-9) × --keys (default "
+                            "0 1 2), the default GIM at --steps (default 30000); "
+                            "stability.json/.md")
+    bench.add_argument("--keys", type=NON_NEGATIVE_INT, nargs="+", metavar="KEY",
+                       help="with --stability: PRNG keys per seed (default: 0 1 2)")
+    bench.add_argument("--restarts", type=POSITIVE_INT, metavar="R",
+                       help="with --stability: restarts of the fit_restarts method "
+                            "(default: 4)")
+    bench.add_argument("--workers", type=POSITIVE_INT, metavar="N",
+                       help="with --stability: fits run side by side, one CPU thread each "
+                            "(default: 1)")
     bench.add_argument("--large", type=_cells_by_vars, nargs="+", default=(),
                        metavar="CELLSxVARS",
                        help="with --perf: extra linear-exact step sizes, e.g. 1000000x1000 "
                             "(meant for a GPU; default: none)")
     bench.add_argument("--seeds", type=NON_NEGATIVE_INT, nargs="+", metavar="SEED",
-                       help="benchmark seeds (default: 0 1 2 3 4; --quick: 0)")
+                       help="benchmark seeds (default: 0 1 2 3 4; --quick: 0; "
+                            "--stability: 0-9)")
     bench.add_argument("--n-vars", type=POSITIVE_INT, metavar="N",
                        help="number of variables (default: the protocol's, 10)")
     bench.add_argument("--mechanism", choices=("linear", "mlp"),
