@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import gim_ppl
-from gim_ppl.inference.fit import DualAscent, FitState, cosine_ramp, cycle_gain, dual_ascent_step
+from gim_ppl.inference import DualAscent, FitState, cosine_ramp, cycle_gain, dual_ascent_step
 from tests._problems import small_data
 
 fit_module = importlib.import_module("gim_ppl.inference.fit")

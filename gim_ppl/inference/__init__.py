@@ -1,30 +1,25 @@
 """Inference on a `GIM`: MAP `fit` (SVI), minibatches and sharding, NUTS, ArviZ export.
 
-One concept per module, as in `numpyro.infer`: `fit` (the loop, schedules as values, dual
-ascent on λ), `batching`, `mcmc`, `arviz`. Nothing here is needed to fit a GIM with plain
-`numpyro.infer.SVI`.
+One concept per module, as in `numpyro.infer`: `fit` (the loop and dual ascent on λ),
+`schedules`, `restarts` (selection on held-out perturbations), `batching`, `mcmc`,
+`arviz`. Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
 """
 
 from gim_ppl.inference.arviz import to_arviz
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
 from gim_ppl.inference.fit import (
     CHUNK_STEPS,
-    Agreement,
     DualAscent,
     FitResult,
     FitState,
-    Restarts,
-    ScalarOrSchedule,
-    Schedule,
     acyclicity_weight_at,
-    cosine_ramp,
     cycle_gain,
     dual_ascent_step,
     fit,
-    restart_agreement,
-    select_restart,
 )
 from gim_ppl.inference.mcmc import run_mcmc
+from gim_ppl.inference.restarts import Agreement, Restarts, restart_agreement, select_restart
+from gim_ppl.inference.schedules import ScalarOrSchedule, Schedule, cosine_ramp
 
 __all__ = [
     "CHUNK_STEPS",

@@ -9,10 +9,8 @@ NamedTuple carried through the loop. Nothing here is needed to fit a GIM with `S
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -21,13 +19,25 @@ import numpy as np
 import optax
 from jax import lax
 from numpyro.infer import SVI, Trace_ELBO
-from numpyro.infer.autoguide import AutoDelta, AutoGuide
 from numpyro.infer.svi import SVIRunResult, SVIState
 from numpyro.optim import optax_to_numpyro
 
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
+from gim_ppl.inference.restarts import (
+    Restarts,
+    keep_live_restarts,
+    restart_guides,
+    select_restart,
+    split_validation,
+)
+from gim_ppl.inference.schedules import (
+    ScalarOrSchedule,
+    check_scalar_or_schedule,
+    cosine_ramp,
+    per_step_values,
+)
 from gim_ppl.model import GIM
 
 #: Steps per jitted `lax.scan` chunk. Between chunks `fit` updates the progress bar, checks
@@ -35,51 +45,6 @@ from gim_ppl.model import GIM
 #: algorithm (it sets when λ may rise), not only of its speed.
 CHUNK_STEPS = 1000
 
-Schedule = Callable[[jnp.ndarray], jnp.ndarray]
-ScalarOrSchedule = float | Schedule
-
-
-class Restarts(NamedTuple):
-    """Every restart of a `fit(..., restarts=R)` and how one was chosen.
-
-    Attributes:
-        sites: the fitted sites of every restart, each with a leading `(R,)` restart axis
-            (pass to the model's read-offs as draws, or index one restart).
-        losses: `(R, n_steps_run)` training loss of every restart.
-        scores: `(R,)` held-out log-likelihood per held-out cell of every restart (higher is
-            better; `-inf` for a restart that diverged), or the negative final training loss
-            per cell when nothing was held out.
-        selected: index of the restart `FitResult.sites` holds.
-        criterion: what `scores` measure ("held-out perturbations" or "training loss").
-        validation: the held-out part of the data (None without a hold-out).
-        agreement: `Agreement` of the restarts with the selected one.
-    """
-
-    sites: dict
-    losses: np.ndarray
-    scores: np.ndarray
-    selected: int
-    criterion: str
-    validation: PerturbationData | None
-    agreement: Agreement
-
-
-class Agreement(NamedTuple):
-    """How much the restarts of a fit agree with the selected one.
-
-    Attributes:
-        same_skeleton: share of restarts whose graph (`model.graph`) has the selected
-            restart's skeleton (edges regardless of direction).
-        same_graph: share with the same directed graph.
-        target_spread: mean absolute difference between a restart's posterior target
-            probabilities and the selected restart's, over restarts, contexts and variables.
-        message: empty, or what disagrees (also issued as a warning by `fit`).
-    """
-
-    same_skeleton: float
-    same_graph: float
-    target_spread: float
-    message: str
 
 
 class FitResult(NamedTuple):
@@ -141,37 +106,6 @@ class FitState(NamedTuple):
 
     svi_state: SVIState
     acyclicity_scale: jnp.ndarray
-
-
-def cosine_ramp(final: float, ramp_steps: float) -> Schedule:
-    """A schedule rising as half a cosine from 0 at step 0 to `final` at step `ramp_steps`,
-    then flat: `final · ½ (1 − cos(π · clip(t / ramp_steps, 0, 1)))`.
-
-    Augmented-Lagrangian-style annealing: with `fit`'s defaults β_I ramps over all steps and
-    λ over the first half, so edges first fit freely and the weaker direction of each
-    2-cycle is then pruned.
-
-    Args:
-        final: the value from step `ramp_steps` on.
-        ramp_steps: length of the ramp in steps (values below 1 count as 1).
-
-    Returns:
-        A callable `step -> value`, `step` an int array of any shape (optax schedule
-        convention); float32 values unless x64 is enabled.
-
-    Example:
-        >>> schedule = cosine_ramp(2.0, 100)
-        >>> float(schedule(0)), float(schedule(50)), float(schedule(500))
-        (0.0, 1.0, 2.0)
-    """
-    denominator = max(float(ramp_steps), 1.0)
-    final = float(final)
-
-    def schedule(step):
-        t = jnp.clip(jnp.asarray(step) / denominator, 0.0, 1.0)
-        return final * 0.5 * (1.0 - jnp.cos(math.pi * t))
-
-    return schedule
 
 
 def acyclicity_weight_at(scheduled, acyclicity_scale, max_weight):
@@ -296,20 +230,20 @@ def fit(
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax GradientTransformation such as "
                         f"optax.adam(1e-3), got {type(optimizer).__name__}")
-    _check_scalar_or_schedule("target_sparsity", target_sparsity)
-    _check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
+    check_scalar_or_schedule("target_sparsity", target_sparsity)
+    check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
     dual = _dual_ascent(dual_ascent)
     restarts = int(restarts)
-    guides = _guides(model, guide, restarts)
-    data, held_out = _validation_split(data, validation, restarts)
+    guides = restart_guides(model, guide, restarts)
+    data, held_out = split_validation(data, validation, restarts)
 
     steps = int(steps)
     if target_sparsity is None:
         target_sparsity = cosine_ramp(model.target_sparsity, steps - 1)
     if acyclicity_weight is None:
         acyclicity_weight = cosine_ramp(model.acyclicity_weight, 0.5 * (steps - 1))
-    betas = _per_step("target_sparsity", target_sparsity, steps)
-    lams = _per_step("acyclicity_weight", acyclicity_weight, steps)
+    betas = per_step_values("target_sparsity", target_sparsity, steps)
+    lams = per_step_values("acyclicity_weight", acyclicity_weight, steps)
     max_weight = math.inf if dual is None else dual.max_weight
     svis = [SVI(model, g, optax_to_numpyro(optimizer), Trace_ELBO()) for g in guides]
     svi, guide = svis[0], guides[0]
@@ -376,7 +310,7 @@ def fit(
             if restarts == 1:
                 break
             alive &= finite
-            new_state = _keep(alive, new_state, state)
+            new_state = keep_live_restarts(alive, new_state, state)
             chunk_losses = np.where(alive, chunk_losses, np.nan)
         state, done = new_state, done + n
         losses.append(chunk_losses)
@@ -408,123 +342,6 @@ def fit(
                      message, seconds, report)
 
 
-def select_restart(model: GIM, sites: dict, losses, alive, validation, data) -> Restarts:
-    """Score restarts and pick one (see `fit`).
-
-    Args:
-        sites: fitted sites with a leading `(R,)` restart axis.
-        losses: `(R, n_steps)` training losses.
-        alive: `(R,)` bool, False for restarts that diverged.
-        validation: held-out `PerturbationData` with cells, or None (select by the final
-            training loss per cell).
-        data: the data the restarts were fitted on (for the agreement of their targets).
-    """
-    alive = np.asarray(alive, bool)
-    if validation is not None:
-        per_cell = model.log_likelihood(sites, validation) / validation.n_cells
-        criterion = "held-out perturbations"
-    else:
-        per_cell = -np.asarray(losses)[:, -1] / data.n_cells
-        criterion = "training loss"
-    scores = np.where(alive & np.isfinite(per_cell), per_cell, -np.inf)
-    selected = int(np.argmax(scores))
-    return Restarts(sites, np.asarray(losses), scores, selected, criterion, validation,
-                    restart_agreement(model, sites, data, selected, alive))
-
-
-def restart_agreement(model: GIM, sites: dict, data: PerturbationData, selected: int,
-                      alive=None, *, min_share: float = 0.5) -> Agreement:
-    """How far the restarts in `sites` (leading `(R,)` axis) agree with restart `selected`:
-    graphs read off each restart (`model.graph`) and posterior target probabilities on
-    `data`. The message names what disagrees when under `min_share` of the live restarts
-    share the selected graph's skeleton, or targets differ by more than 0.1 on average."""
-    n = next(iter(sites.values())).shape[0]
-    alive = np.ones(n, bool) if alive is None else np.asarray(alive, bool)
-    live = np.flatnonzero(alive)
-    with warnings.catch_warnings():  # cycles broken in a restart's read-off are not news here
-        warnings.simplefilter("ignore")
-        graphs = [model.graph({k: v[r] for k, v in sites.items()}) for r in live]
-    ref = graphs[int(np.flatnonzero(live == selected)[0])]
-    skeleton = [np.array_equal(g | g.T, ref | ref.T) for g in graphs]
-    same = [np.array_equal(g, ref) for g in graphs]
-    post = np.asarray(model.posterior_targets({k: v[live] for k, v in sites.items()}, data))
-    spread = float(np.abs(post - post[int(np.flatnonzero(live == selected)[0])]).mean())
-    problems = []
-    if np.mean(skeleton) < min_share:
-        problems.append(f"only {np.mean(skeleton):.0%} of the restarts share the selected "
-                        "graph's skeleton")
-    elif np.mean(same) < min_share:
-        problems.append(f"only {np.mean(same):.0%} of the restarts orient the selected graph's "
-                        "edges the same way")
-    if spread > 0.1:
-        problems.append(f"posterior target probabilities differ by {spread:.2f} on average "
-                        "between restarts")
-    message = ("restarts disagree: " + "; ".join(problems) + " — read the graph and targets "
-               "as uncertain (FitResult.restarts has every restart)") if problems else ""
-    return Agreement(float(np.mean(skeleton)), float(np.mean(same)), spread, message)
-
-
-def _guides(model: GIM, guide, restarts: int) -> list:
-    """One guide per restart (each restart needs its own initialisation)."""
-    if guide is None:
-        return [AutoDelta(model) for _ in range(restarts)]
-    if isinstance(guide, type):  # a guide class, e.g. AutoNormal
-        return [guide(model) for _ in range(restarts)]
-    if isinstance(guide, AutoGuide) or restarts == 1:
-        if restarts > 1:
-            raise ValueError("with restarts > 1, pass guide as a class or factory "
-                             "(e.g. guide=AutoNormal), not an instance: each restart needs "
-                             "its own initialisation")
-        return [guide]
-    if not callable(guide):
-        raise TypeError(f"guide must be a NumPyro guide, class or factory, got {type(guide)}")
-    return [guide(model) for _ in range(restarts)]
-
-
-def _validation_split(data: PerturbationData, validation, restarts: int):
-    """`(training data, held-out data or None)` for restart selection."""
-    if restarts == 1:
-        if validation not in (None, 0, 0.0):
-            raise ValueError("validation selects among restarts: give restarts > 1")
-        return data, None
-    if isinstance(validation, PerturbationData):
-        if not validation.has_cells:
-            raise ValueError("validation must be a PerturbationData with cells")
-        return data, validation
-    fraction = 0.2 if validation is None else validation
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise TypeError(f"validation must be a fraction, a PerturbationData or None, got "
-                        f"{type(validation).__name__}")
-    if fraction == 0:
-        return data, None
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation must be a fraction in (0, 1) of the perturbations, got "
-                         f"{fraction}")
-    ids, _ = data.perturbation_contexts()
-    n_out = round(fraction * ids.size)
-    if ids.size < 2 or n_out < 1 or n_out >= ids.size:
-        raise ValueError(f"validation={fraction} holds out {n_out} of {ids.size} "
-                         "perturbations; need at least one held out and one left to fit "
-                         "(more perturbations, another fraction, or validation=0)")
-    # every k-th perturbation, deterministic and spread over the perturbation index
-    out = ids[np.round(np.linspace(0, ids.size - 1, n_out)).astype(int)]
-    held = np.isin(np.asarray(data.perturbation), out)
-    return data.subset(~held), data.subset(held | np.asarray(data.observational))
-
-
-def _keep(alive, new, old):
-    """`new` for live restarts, `old` for the others (leading restart axis)."""
-    mask = jnp.asarray(alive)
-
-    def pick(a, b):
-        if jnp.ndim(a) == 0:
-            return a
-        m = mask.reshape((-1,) + (1,) * (jnp.ndim(a) - 1))
-        return jnp.where(m, a, b)
-
-    return jax.tree_util.tree_map(pick, new, old)
-
-
 def _finite_per_restart(params, restarts: int) -> np.ndarray:
     if restarts == 1:
         return np.array([_finite(params)])
@@ -549,16 +366,6 @@ def _dual_ascent_all(state: FitState, lam, dual: DualAscent, guide, svi, restart
     return state._replace(acyclicity_scale=jnp.asarray(scales, state.acyclicity_scale.dtype))
 
 
-def _check_scalar_or_schedule(name: str, value) -> None:
-    if value is None or callable(value):
-        return
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a float, a schedule (step -> value) or None, "
-                        f"got {type(value).__name__}")
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-
-
 def _dual_ascent(value) -> DualAscent | None:
     if value is True:
         return DualAscent()
@@ -568,19 +375,6 @@ def _dual_ascent(value) -> DualAscent | None:
         return value
     raise TypeError(f"dual_ascent must be a DualAscent, True, False or None, "
                     f"got {type(value).__name__}")
-
-
-def _per_step(name: str, value: ScalarOrSchedule, steps: int) -> jnp.ndarray:
-    """`(steps,)` values of a float or a schedule at steps 0, …, steps − 1."""
-    if not callable(value):
-        return jnp.full((steps,), value)
-    values = jnp.asarray(jax.vmap(value)(jnp.arange(steps)))
-    if values.shape != (steps,):
-        raise ValueError(f"{name} schedule must return a scalar per step, got values of "
-                         f"shape {values.shape[1:]}")
-    if not jnp.issubdtype(values.dtype, jnp.floating):
-        values = values.astype(jnp.result_type(float))
-    return values
 
 
 def _finite(tree) -> bool:
@@ -595,6 +389,5 @@ def _progress_bar(total, enabled):
     return tqdm(total=total, desc="fit", unit="step", mininterval=0.5)
 
 
-__all__ = ["CHUNK_STEPS", "Agreement", "DualAscent", "FitResult", "FitState", "Restarts",
-           "ScalarOrSchedule", "acyclicity_weight_at", "cosine_ramp", "cycle_gain",
-           "dual_ascent_step", "fit", "restart_agreement", "select_restart"]
+__all__ = ["CHUNK_STEPS", "DualAscent", "FitResult", "FitState", "acyclicity_weight_at",
+           "cycle_gain", "dual_ascent_step", "fit"]
