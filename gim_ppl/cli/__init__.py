@@ -3,8 +3,9 @@
 fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write."""
 
 # This package: `main` (the parser and the dispatch) here; one module per command, each with
-# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`; and `machine`
-# (`machine_description`, shared by the commands).
+# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`; `fit` is helped
+# by `errors` (its one-line user errors) and `outputs` (its output folder and files); and
+# `machine` (`machine_description`, shared by the commands).
 
 from __future__ import annotations
 

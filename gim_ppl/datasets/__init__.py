@@ -4,6 +4,8 @@
 - `anndata`: `from_anndata`, a single-cell screen in AnnData → `PerturbationData` (carrying
   its `DoseScale`); `from_anndata_with_info` also returns `AnnDataInfo`, what was done to the
   expression values (normalised or not, and why) and how genes were chosen.
+- `expression`: the expression values of such a screen: normalisation detection
+  (`normalize="auto"|"yes"|"no"`), log1p normalisation, gene selection, `AnnDataInfo`.
 - `doses`: `DoseScale` (user dose unit ↔ model dose; `DoseScale.of(data)`) and
   `dose_response`.
 - `splits`: `holdout_*`, `sciplex3_splits`, `center_on_controls`, `shift_cells` (any
@@ -13,13 +15,9 @@
 Result tables of a fit (`target_table`, `hill_table`) live in `gim_ppl.summary`.
 """
 
-from gim_ppl.datasets.anndata import (
-    NORMALIZE_CHOICES,
-    AnnDataInfo,
-    from_anndata,
-    from_anndata_with_info,
-)
+from gim_ppl.datasets.anndata import from_anndata, from_anndata_with_info
 from gim_ppl.datasets.doses import DoseScale, dose_response
+from gim_ppl.datasets.expression import NORMALIZE_CHOICES, AnnDataInfo
 from gim_ppl.datasets.screen import (
     CONTROL_NAME,
     SCIPLEX3,

@@ -4,15 +4,16 @@
 expression of the chosen genes (normalised and log1p-transformed when the file holds counts)
 and one feature row per perturbation. `from_anndata_with_info` does the same and also returns
 `AnnDataInfo`: what it detected in the expression values, what it did about it, and how the
-genes were chosen. `control_mask` and `require_obs_key` are the obs-column checks it shares
-with `gim_ppl.datasets.screen.drug_smiles`.
+genes were chosen. This module holds the obs handling (cells of a cell type, control cells,
+doses, contexts) and the feature rows; the expression values (normalisation, gene selection,
+`AnnDataInfo`) are in `gim_ppl.datasets.expression`. `control_mask` and `require_obs_key` are
+the obs-column checks it shares with `gim_ppl.datasets.screen.drug_smiles`.
 
 anndata, scanpy and pandas are imported inside the functions (`pip install "gim_ppl[screen]"`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -22,91 +23,8 @@ import numpy as np
 
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale
+from gim_ppl.datasets.expression import AnnDataInfo, listed, normalize_choice, read_expression
 from gim_ppl.extras import require
-
-_MAX_SHOWN = 10
-
-# Log-normalised expression (log1p of counts per 10⁴, or per 10⁶) stays below ~14; counts
-# corrected for ambient RNA are non-integer but reach far higher.
-LOG_SCALE_MAX = 15.0
-
-NORMALIZE_CHOICES = ("auto", "yes", "no")
-
-
-@dataclasses.dataclass(frozen=True)
-class AnnDataInfo:
-    """What `from_anndata_with_info` did to the expression values, as facts.
-
-    source: where the values came from ("adata.X" or "adata.layers['counts']").
-    detected: what the values of the genes used look like: "raw counts", "non-integer
-        counts", "log-normalised values" or "values with negatives".
-    evidence: why, in words (e.g. "every value of the 12 genes used is a non-negative
-        integer").
-    normalize: what was asked: "auto", "yes" or "no".
-    normalized: whether each cell was scaled to `target_sum` counts and log1p-transformed.
-    target_sum: the counts per cell after normalising.
-    genes: how the genes were chosen, in words.
-    n_genes_in_file, n_genes_used: numbers of genes in the file and used.
-    n_top_genes: the number of most variable genes asked for, when genes were not named.
-    unused_nonfinite_genes: genes with NaN or infinite values among the selected cells that
-        are not used (they count as 0 in the library sizes when normalising).
-    cell_type_key, pooled_cell_types: the cell types pooled into one model when no cell
-        type was chosen and `obs[cell_type_key]` holds several (else empty).
-    """
-
-    source: str
-    detected: str
-    evidence: str
-    normalize: str
-    normalized: bool
-    target_sum: float
-    genes: str
-    n_genes_in_file: int
-    n_genes_used: int
-    n_top_genes: int | None = None
-    unused_nonfinite_genes: tuple = ()
-    cell_type_key: str = "cell_type"
-    pooled_cell_types: tuple = ()
-
-    def notes(self, cli: bool = False) -> list[str]:
-        """The notes worth telling a user, naming Python arguments (`cli=False`) or the
-        flags of `gim-ppl fit` (`cli=True`)."""
-        def arg(name, value):
-            return f"--{name.replace('_', '-')} {value}" if cli else f"{name}={value!r}"
-
-        out = []
-        if self.pooled_cell_types:
-            out.append(
-                f"obs[{self.cell_type_key!r}] holds {len(self.pooled_cell_types)} cell types "
-                f"{_listed(self.pooled_cell_types)}; they are pooled into one model. Pass "
-                f"{'--cell-type NAME' if cli else 'cell_type=...'} to fit one cell type.")
-        if self.normalize == "auto":
-            if self.normalized:
-                out.append(
-                    f"{self.source} holds {self.detected} ({self.evidence}): normalised each "
-                    f"cell to {self.target_sum:g} counts and applied log1p. To use the values "
-                    f"as they are, pass {arg('normalize', 'no')}.")
-            else:
-                out.append(
-                    f"{self.source} holds {self.detected} ({self.evidence}): used as they "
-                    f"are, not normalised. If they are counts, pass {arg('normalize', 'yes')}.")
-        if self.unused_nonfinite_genes:
-            out.append(
-                f"genes not used hold NaN or infinite values: "
-                f"{_listed(self.unused_nonfinite_genes)}"
-                + ("; they count as 0 in each cell's library size" if self.normalized else ""))
-        if self.n_top_genes is not None and self.n_genes_used < self.n_top_genes:
-            out.append(
-                f"{self.source} has {self.n_genes_used} usable genes, fewer than "
-                f"{arg('n_top_genes', self.n_top_genes)}: all {self.n_genes_used} are used.")
-        return out
-
-    def as_dict(self) -> dict:
-        """A JSON-ready dict of the fields."""
-        out = dataclasses.asdict(self)
-        out["unused_nonfinite_genes"] = list(self.unused_nonfinite_genes)
-        out["pooled_cell_types"] = list(self.pooled_cell_types)
-        return out
 
 
 class AnnDataResult(NamedTuple):
@@ -223,7 +141,7 @@ def from_anndata_with_info(
     pd = require("pandas")
     if not isinstance(adata, anndata.AnnData):
         raise TypeError(f"adata must be an anndata.AnnData, got {type(adata).__name__}")
-    normalize = _normalize_choice(normalize)
+    normalize = normalize_choice(normalize)
     obs = adata.obs
     if adata.n_obs == 0:
         raise ValueError("adata has no cells (n_obs = 0)")
@@ -239,20 +157,20 @@ def from_anndata_with_info(
             f"no control cells: control={control!r} marks none of the "
             f"{int(keep.sum())} selected cells; control must be a boolean obs column or "
             f"a value of obs[{perturbation_key!r}] "
-            f"(values: {_listed(np.unique(obs[perturbation_key].astype(str)))})"
+            f"(values: {listed(np.unique(obs[perturbation_key].astype(str)))})"
         )
     pert_raw = obs[perturbation_key].astype(object).to_numpy()[keep]
     missing = ~is_control & pd.isna(pert_raw)
     if missing.any():
         raise ValueError(f"obs[{perturbation_key!r}] is missing for perturbed cells "
-                         f"{_listed(obs.index[keep][missing])}")
+                         f"{listed(obs.index[keep][missing])}")
     pert_label = np.where(is_control, "", pert_raw.astype(str))
     dose_user = _numeric_doses(obs[dose_key], dose_key, keep, is_control)
 
     scale = DoseScale.for_unit(dose_unit, log=log_dose, reference=dose_reference)
-    x, var_names, facts = _expression(adata, keep, layer=layer, genes=genes,
-                                      gene_key=gene_key, n_top_genes=n_top_genes,
-                                      normalize=normalize, target_sum=target_sum)
+    x, var_names, facts = read_expression(adata, keep, layer=layer, genes=genes,
+                                          gene_key=gene_key, n_top_genes=n_top_genes,
+                                          normalize=normalize, target_sum=target_sum)
     info = AnnDataInfo(**facts, normalize=normalize, target_sum=float(target_sum),
                        cell_type_key=cell_type_key, pooled_cell_types=pooled)
 
@@ -273,17 +191,6 @@ def from_anndata_with_info(
     return AnnDataResult(data, info)
 
 
-def _normalize_choice(normalize) -> str:
-    """"auto" | "yes" | "no" from the accepted spellings (None and booleans included)."""
-    if normalize is None:
-        return "auto"
-    if isinstance(normalize, (bool, np.bool_)):
-        return "yes" if normalize else "no"
-    if normalize in NORMALIZE_CHOICES:
-        return str(normalize)
-    raise ValueError(f"normalize must be 'auto', 'yes' or 'no' (or None, True, False), got "
-                     f"{normalize!r}")
-
 
 def _selected_cells(obs, cell_type, cell_type_key: str) -> tuple[np.ndarray, tuple]:
     """`(keep (n_obs,) bool, pooled)`: the cells of `cell_type`, or all cells if it is None;
@@ -296,7 +203,7 @@ def _selected_cells(obs, cell_type, cell_type_key: str) -> tuple[np.ndarray, tup
         if not keep.any():
             raise ValueError(
                 f"cell_type={cell_type!r} matches no cell; obs[{cell_type_key!r}] holds "
-                f"{_listed(np.unique(labels))}"
+                f"{listed(np.unique(labels))}"
             )
     elif cell_type_key in obs.columns:
         present = np.unique(obs[cell_type_key].astype(str).to_numpy())
@@ -323,11 +230,6 @@ def _contexts(pert_label, dose_user, is_control, control_name: str, dose_unit: s
     return drugs, ctx, context_names, perturbation, dose
 
 
-def _listed(values) -> str:
-    values = [str(v) for v in values]
-    more = f", … ({len(values)} in all)" if len(values) > _MAX_SHOWN else ""
-    return "[" + ", ".join(repr(v) for v in values[:_MAX_SHOWN]) + more + "]"
-
 
 def require_obs_key(obs, key: str, argument: str) -> None:
     """Raise unless `key` names a column of `obs` (the error names `argument` and lists the
@@ -337,7 +239,7 @@ def require_obs_key(obs, key: str, argument: str) -> None:
                         f"{type(key).__name__}")
     if key not in obs.columns:
         raise KeyError(f"{argument}={key!r} is not an obs column; obs has "
-                       f"{_listed(obs.columns)}")
+                       f"{listed(obs.columns)}")
 
 
 def control_mask(obs, perturbation_key: str, control: str) -> np.ndarray:
@@ -356,7 +258,7 @@ def control_mask(obs, perturbation_key: str, control: str) -> np.ndarray:
             return values.astype(bool)
         raise TypeError(
             f"control={control!r} names an obs column, which must be boolean (True for "
-            f"control cells); it has dtype {col.dtype} (e.g. {_listed(col.unique()[:3])}). To "
+            f"control cells); it has dtype {col.dtype} (e.g. {listed(col.unique()[:3])}). To "
             f"mark controls by name, pass control=<a value of obs[{perturbation_key!r}]>"
         )
     labels = obs[perturbation_key].astype(str).to_numpy()
@@ -364,8 +266,8 @@ def control_mask(obs, perturbation_key: str, control: str) -> np.ndarray:
     if not mask.any():
         raise KeyError(
             f"control={control!r} is neither an obs column nor a value of "
-            f"obs[{perturbation_key!r}]; obs columns: {_listed(obs.columns)}; values of "
-            f"obs[{perturbation_key!r}]: {_listed(np.unique(labels))}"
+            f"obs[{perturbation_key!r}]; obs columns: {listed(obs.columns)}; values of "
+            f"obs[{perturbation_key!r}]: {listed(np.unique(labels))}"
         )
     return mask
 
@@ -383,200 +285,22 @@ def _numeric_doses(column, dose_key: str, keep: np.ndarray, is_control: np.ndarr
         bad = sorted({str(v) for v in raw[not_number]})
         raise TypeError(
             f"obs[{dose_key!r}] must hold numeric doses; {int(not_number.sum())} perturbed "
-            f"cells have values that are not numbers: {_listed(bad)} (strip units such as "
+            f"cells have values that are not numbers: {listed(bad)} (strip units such as "
             "'nM' and give the unit as dose_unit)"
         )
     missing = perturbed & np.isnan(values)
     if missing.any():
         raise ValueError(f"obs[{dose_key!r}] is missing (NaN) for {int(missing.sum())} "
-                         f"perturbed cells {_listed(column.index[keep][missing])}")
+                         f"perturbed cells {listed(column.index[keep][missing])}")
     bad = perturbed & ~np.isfinite(values)
     if bad.any():
         raise ValueError(f"obs[{dose_key!r}] is infinite for perturbed cells "
-                         f"{_listed(column.index[keep][bad])}")
+                         f"{listed(column.index[keep][bad])}")
     negative = perturbed & (values < 0)
     if negative.any():
         raise ValueError(f"obs[{dose_key!r}] must be >= 0; negative for perturbed cells "
-                         f"{_listed(column.index[keep][negative])}")
+                         f"{listed(column.index[keep][negative])}")
     return np.where(is_control, 0.0, values)
-
-
-def _describe_values(values: np.ndarray, what: str) -> tuple[str, str, bool]:
-    """`(detected, evidence, counts)` for the finite expression values of `what` (e.g. "the
-    12 genes used")."""
-    if values.size == 0 or not np.any(values):
-        return "no expression", f"every value of {what} is 0", False
-    low, high = float(values.min()), float(values.max())
-    if low < 0:
-        return ("values with negatives",
-                f"{what} have values down to {low:.3g}, so they are scaled or centred, not "
-                "counts", False)
-    if np.all(values == np.round(values)):
-        return ("raw counts", f"every value of {what} is a non-negative integer, up to "
-                f"{high:.4g}", True)
-    if high > LOG_SCALE_MAX:
-        return ("non-integer counts",
-                f"the values of {what} are non-negative and reach {high:.4g}, far above the "
-                f"{LOG_SCALE_MAX:g} that log-normalised values stay below, but are not whole "
-                "numbers, as after ambient-RNA correction", True)
-    return ("log-normalised values",
-            f"the values of {what} are non-negative, not whole numbers, and at most "
-            f"{high:.3g}", False)
-
-
-def _normalise_log1p(mat, target_sum: float):
-    """`log1p(target_sum · x / rowsum)` per cell, a new matrix; rows with no counts stay 0,
-    and non-finite values count as 0 in the row sums (and stay non-finite)."""
-    from scipy import sparse
-
-    if sparse.issparse(mat):
-        mat = sparse.csr_matrix(mat, dtype=np.float64, copy=True)
-        finite = np.where(np.isfinite(mat.data), mat.data, 0.0)
-        totals = np.asarray(sparse.csr_matrix((finite, mat.indices, mat.indptr),
-                                              shape=mat.shape).sum(axis=1)).ravel()
-        scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
-        mat = sparse.diags(scale) @ mat
-        mat.data = np.log1p(mat.data)
-        return sparse.csr_matrix(mat)
-    x = np.array(mat, dtype=np.float64, copy=True)
-    totals = np.where(np.isfinite(x), x, 0.0).sum(axis=1, keepdims=True)
-    x *= np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
-    return np.log1p(x)
-
-
-def _nonfinite_columns(mat) -> np.ndarray:
-    """`(n_genes,)` number of cells with a NaN or infinite value, per gene."""
-    from scipy import sparse
-
-    if sparse.issparse(mat):
-        coo = sparse.coo_matrix(mat)
-        bad = ~np.isfinite(coo.data)
-        return np.bincount(coo.col[bad], minlength=mat.shape[1])
-    return (~np.isfinite(np.asarray(mat, dtype=float))).sum(axis=0)
-
-
-def _column_values(mat, idx: np.ndarray) -> np.ndarray:
-    """The stored values of columns `idx` (sparse: the non-zeros), flattened."""
-    from scipy import sparse
-
-    sub = mat[:, idx]
-    return np.asarray(sub.data if sparse.issparse(sub) else sub, dtype=float).ravel()
-
-
-def _expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_genes, normalize,
-                target_sum) -> tuple[np.ndarray, tuple, dict]:
-    """Dense `(n_kept, n_genes)` expression of the kept cells, the gene names, and the facts
-    of `AnnDataInfo` about it (source, detected, evidence, normalized, genes,
-    n_genes_in_file, unused_nonfinite_genes)."""
-    from scipy import sparse
-
-    if layer is not None:
-        if layer not in adata.layers:
-            raise KeyError(f"layer={layer!r} is not in adata.layers; layers: "
-                           f"{_listed(adata.layers.keys())}")
-        mat = adata.layers[layer]
-        source = f"adata.layers[{layer!r}]"
-    else:
-        mat = adata.X
-        source = "adata.X"
-    if mat is None:
-        raise ValueError("adata.X is None: pass layer=... naming the expression layer")
-    if not sparse.issparse(mat):
-        mat = np.asarray(mat)
-    mat = mat[np.flatnonzero(keep)]  # a new matrix: the caller's AnnData is never touched
-    if gene_key is None:
-        names = np.asarray(adata.var_names.astype(str))
-    else:
-        if gene_key not in adata.var.columns:
-            raise KeyError(f"gene_key={gene_key!r} is not a var column; var has "
-                           f"{_listed(adata.var.columns)}")
-        names = adata.var[gene_key].astype(str).to_numpy()
-    n_file = int(mat.shape[1])
-    nonfinite = _nonfinite_columns(mat)
-
-    if genes is None:
-        n_top = int(n_top_genes)
-        if n_top < 1:
-            raise ValueError(f"n_top_genes must be at least 1, got {n_top_genes}")
-        candidates = np.flatnonzero(nonfinite == 0)
-        if candidates.size == 0:
-            raise ValueError(f"every gene of {source} holds NaN or infinite values in the "
-                             "selected cells; there is no gene to use")
-        idx = None  # chosen below, after normalising
-        used_for_detection = candidates
-    else:
-        idx = _named_genes(genes, names, gene_key)
-        bad = [(names[i], int(nonfinite[i])) for i in idx if nonfinite[i]]
-        if bad:
-            listed = ", ".join(f"{g!r} ({n} cell{'s' if n != 1 else ''})"
-                               for g, n in bad[:_MAX_SHOWN])
-            raise ValueError(f"{source} holds NaN or infinite values in the genes used: "
-                             f"{listed}; leave these genes out (genes=...) or fix the file")
-        used_for_detection = idx
-
-    n_det = used_for_detection.size
-    what = (f"the {n_det} gene{'s' if n_det != 1 else ''} "
-            + ("used" if genes is not None else "without NaN"))
-    detected, evidence, counts = _describe_values(_column_values(mat, used_for_detection), what)
-    normalized = {"auto": counts, "yes": True, "no": False}[normalize]
-    if normalized:
-        values = mat.data if sparse.issparse(mat) else mat
-        values = np.asarray(values, dtype=float)
-        if np.any(values[np.isfinite(values)] < 0):
-            raise ValueError(f"normalize='yes' needs non-negative counts, but {source} has "
-                             "negative values (already log-normalised or scaled?)")
-        mat = _normalise_log1p(mat, float(target_sum))
-
-    if idx is None:
-        if n_top >= candidates.size:
-            idx = candidates
-            how = f"all {candidates.size} genes without NaN (no more than n_top_genes={n_top})"
-        else:
-            anndata = require("anndata")
-            sc = require("scanpy")
-            tmp = anndata.AnnData(X=mat[:, candidates])
-            sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
-            idx = candidates[np.flatnonzero(tmp.var["highly_variable"].to_numpy())]
-            how = f"the {idx.size} most variable of {candidates.size} genes"
-    else:
-        how = f"{idx.size} genes named"
-    x = mat[:, idx]
-    x = x.toarray() if sparse.issparse(x) else np.asarray(x)
-    var_names = tuple(str(n) for n in names[idx])
-    if len(set(var_names)) != len(var_names):
-        raise ValueError(f"the selected genes have duplicate names: "
-                         f"{_listed(n for n, c in Counter(var_names).items() if c > 1)}")
-    used = set(idx.tolist())
-    unused_bad = tuple(str(names[i]) for i in np.flatnonzero(nonfinite) if i not in used)
-    facts = dict(source=source, detected=detected, evidence=evidence, normalized=normalized,
-                 genes=how, n_genes_in_file=n_file, n_genes_used=int(idx.size),
-                 n_top_genes=None if genes is not None else n_top,
-                 unused_nonfinite_genes=unused_bad)
-    return np.asarray(x, dtype=float), var_names, facts
-
-
-def _named_genes(genes, names: np.ndarray, gene_key) -> np.ndarray:
-    """Column indices of the named `genes` (in their order), checked."""
-    if isinstance(genes, str):
-        raise TypeError(f"genes must be a list of gene names, got the string {genes!r}")
-    wanted = [str(g) for g in genes]
-    if not wanted:
-        raise ValueError("genes is empty: name at least one gene (or pass genes=None)")
-    dups = sorted(g for g, c in Counter(wanted).items() if c > 1)
-    if dups:
-        raise ValueError(f"genes lists some genes twice: {_listed(dups)}")
-    where: dict[str, list[int]] = {}
-    for i, n in enumerate(names):
-        where.setdefault(n, []).append(i)
-    missing = [g for g in wanted if g not in where]
-    if missing:
-        source = "adata.var_names" if gene_key is None else f"adata.var[{gene_key!r}]"
-        raise KeyError(f"genes not found in {source}: {_listed(missing)}; it has "
-                       f"{len(names)} genes, e.g. {_listed(names[:5])}")
-    ambiguous = [g for g in wanted if len(where[g]) > 1]
-    if ambiguous:
-        raise ValueError(f"genes match several columns of adata: {_listed(ambiguous)}")
-    return np.array([where[g][0] for g in wanted], dtype=int)
 
 
 def _feature_rows(features, drugs: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -595,31 +319,28 @@ def _feature_rows(features, drugs: list[str]) -> tuple[np.ndarray, list[str]]:
     index = [str(i) for i in features.index]
     dups = sorted(i for i, c in Counter(index).items() if c > 1)
     if dups:
-        raise ValueError(f"features has duplicate index entries {_listed(dups)}; expected one "
+        raise ValueError(f"features has duplicate index entries {listed(dups)}; expected one "
                          "row per perturbation")
     missing = [d for d in drugs if d not in set(index)]
     if missing:
-        raise KeyError(f"features has no row for the perturbations {_listed(missing)}; its "
-                       f"index holds {_listed(index)}")
+        raise KeyError(f"features has no row for the perturbations {listed(missing)}; its "
+                       f"index holds {listed(index)}")
     if features.shape[1] == 0:
         raise ValueError("features has no columns")
     non_numeric = [str(c) for c in features.columns
                    if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
-        raise TypeError(f"features must be numeric; non-numeric columns: {_listed(non_numeric)}")
+        raise TypeError(f"features must be numeric; non-numeric columns: {listed(non_numeric)}")
     table = features.set_axis(index, axis=0)
     rows = table.loc[drugs].to_numpy(dtype=float) if drugs else np.zeros((0, features.shape[1]))
     bad = [d for d, r in zip(drugs, rows, strict=True) if not np.all(np.isfinite(r))]
     if bad:
         raise ValueError(f"features has missing or non-finite values for the perturbations "
-                         f"{_listed(bad)}")
+                         f"{listed(bad)}")
     return rows, [str(c) for c in features.columns]
 
 
 __all__ = [
-    "LOG_SCALE_MAX",
-    "NORMALIZE_CHOICES",
-    "AnnDataInfo",
     "AnnDataResult",
     "control_mask",
     "from_anndata",
