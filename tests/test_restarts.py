@@ -129,3 +129,19 @@ def test_agreement_names_what_disagrees():
     # a diverged restart is left out
     agree = restart_agreement(model, differ, data, selected=0, alive=[True, False, False])
     assert agree.same_skeleton == 1.0 and agree.message == ""
+
+
+def test_plain_svi_selection_snippet_of_the_docs_runs():
+    """docs/reliability.md's plain-NumPyro selection snippet, verbatim but for the steps."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    code = re.search(r"```python\n(import jax, numpy.*?)```", text, re.S).group(1)
+    assert "30_000" in code
+    namespace = {}
+    exec(code.replace("30_000", "30"), namespace)
+    report, sites = namespace["report"], namespace["sites"]
+    assert sites["weights"].shape == (4, 10, 10) and report.scores.shape == (4,)
+    assert report.selected == int(np.argmax(report.scores))
+    assert report.criterion == "held-out perturbations"

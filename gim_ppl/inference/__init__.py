@@ -18,7 +18,13 @@ from gim_ppl.inference.fit import (
     fit,
 )
 from gim_ppl.inference.mcmc import run_mcmc
-from gim_ppl.inference.restarts import Agreement, Restarts, restart_agreement, select_restart
+from gim_ppl.inference.restarts import (
+    Agreement,
+    Restarts,
+    restart_agreement,
+    select_restart,
+    split_validation,
+)
 from gim_ppl.inference.schedules import ScalarOrSchedule, Schedule, cosine_ramp
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "run_mcmc",
     "select_restart",
     "shard_cells",
+    "split_validation",
     "stratified_batch",
     "to_arviz",
 ]
