@@ -143,9 +143,15 @@ def dual_ascent_step(state: FitState, weights, acyclicity_weight: float,
         W exceeds `dual.max_cycle_gain` and λ is below `dual.max_weight`; otherwise `state`.
     """
     dual = DualAscent() if dual is None else dual
-    if acyclicity_weight >= dual.max_weight or cycle_gain(weights) <= dual.max_cycle_gain:
+    if not _raises(weights, acyclicity_weight, dual):
         return state
     return state._replace(acyclicity_scale=state.acyclicity_scale * dual.factor)
+
+
+def _raises(weights, acyclicity_weight: float, dual: DualAscent) -> bool:
+    """Whether dual ascent raises λ: W still has a cycle gain above the threshold and λ is
+    below its cap."""
+    return acyclicity_weight < dual.max_weight and cycle_gain(weights) > dual.max_cycle_gain
 
 
 def fit(
@@ -358,12 +364,11 @@ def _dual_ascent_all(state: FitState, lam, dual: DualAscent, guide, svi, restart
         lam_now = float(acyclicity_weight_at(lam, state.acyclicity_scale, dual.max_weight))
         return dual_ascent_step(state, guide.median(params)["weights"], lam_now, dual)
     weights = jax.vmap(lambda p: guide.median(p)["weights"])(params)
-    scales = np.asarray(state.acyclicity_scale).copy()
-    for r in range(restarts):
-        one = FitState(None, jnp.asarray(scales[r]))
-        lam_now = float(acyclicity_weight_at(lam, one.acyclicity_scale, dual.max_weight))
-        scales[r] = float(dual_ascent_step(one, weights[r], lam_now, dual).acyclicity_scale)
-    return state._replace(acyclicity_scale=jnp.asarray(scales, state.acyclicity_scale.dtype))
+    scales = np.asarray(state.acyclicity_scale)
+    lam_now = np.asarray(acyclicity_weight_at(lam, scales, dual.max_weight))
+    raised = [_raises(weights[r], float(lam_now[r]), dual) for r in range(restarts)]
+    return state._replace(acyclicity_scale=jnp.asarray(
+        np.where(raised, scales * dual.factor, scales), state.acyclicity_scale.dtype))
 
 
 def _dual_ascent(value) -> DualAscent | None:
