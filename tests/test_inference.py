@@ -211,3 +211,19 @@ def test_dual_ascent_raises_lambda_inside_fit(monkeypatch):
     np.testing.assert_array_equal(plain.losses, never.losses)
     np.testing.assert_array_equal(always.losses[:40], plain.losses[:40])
     assert always.losses[40] > plain.losses[40]
+
+
+def test_dual_ascent_raises_lambda_of_every_restart(monkeypatch):
+    # the same check as above, for two restarts run as one program
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    monkeypatch.setattr(fit_module, "CHUNK_STEPS", 20)
+    kw = dict(steps=80, key=jax.random.key(0), progress=False, optimizer=optax.adam(3e-2),
+              acyclicity_weight=1.0, restarts=2, validation=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = gim_ppl.fit(model, data, dual_ascent=False, **kw).restarts.losses
+        always = gim_ppl.fit(model, data, dual_ascent=DualAscent(max_cycle_gain=-1.0, start=0.5),
+                             **kw).restarts.losses
+    np.testing.assert_array_equal(always[:, :40], plain[:, :40])
+    assert np.all(always[:, 40] > plain[:, 40])
