@@ -1,8 +1,8 @@
 """gim_ppl: Generative Intervention Models as NumPyro models.
 
 Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit` (with `cosine_ramp`,
-`DualAscent`), `FitResult`, `run_mcmc`, `to_arviz`, and the submodules `datasets`,
-`metrics`, `baselines` and `plots`.
+`DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `to_arviz`, and the submodules
+`datasets`, `metrics`, `baselines` and `plots`.
 
 `import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
 submodules that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn),
@@ -13,7 +13,15 @@ import importlib
 
 from gim_ppl import datasets
 from gim_ppl.data import PerturbationData
-from gim_ppl.inference import DualAscent, FitResult, cosine_ramp, fit, run_mcmc, to_arviz
+from gim_ppl.inference import (
+    DualAscent,
+    FitResult,
+    cosine_ramp,
+    fit,
+    init_from_data,
+    run_mcmc,
+    to_arviz,
+)
 from gim_ppl.model import GIM
 from gim_ppl.priors import Priors
 
@@ -43,6 +51,7 @@ __all__ = [
     "cosine_ramp",
     "datasets",
     "fit",
+    "init_from_data",
     "metrics",
     "plots",
     "run_mcmc",

@@ -50,8 +50,8 @@ class InterventionMap(NamedTuple):
 
 LINEAR_MAP = InterventionMap("linear", _head_sites("feature"))
 MLP_MAP = InterventionMap("mlp", {
-    "map_hidden_weights": Site(("feature", "map_hidden"), "map_hidden_weight"),
-    "map_hidden_bias": Site(("map_hidden",), "map_hidden_weight"),
+    "map_hidden_weights": Site(("feature", "map_hidden"), "map_hidden_weight", random_init=True),
+    "map_hidden_bias": Site(("map_hidden",), "map_hidden_weight", random_init=True),
     **_head_sites("map_hidden"),
 })
 INTERVENTION_MAPS = {m.name: m for m in (LINEAR_MAP, MLP_MAP)}

@@ -52,8 +52,8 @@ LINEAR = Mechanism("linear", {}, linear_mean, True)
 MLP = Mechanism(
     "mlp",
     {
-        "mlp_w1": Site(("var", "parent", "hidden"), "mlp_weight"),
-        "mlp_b1": Site(("var", "hidden"), "mlp_weight"),
+        "mlp_w1": Site(("var", "parent", "hidden"), "mlp_weight", random_init=True),
+        "mlp_b1": Site(("var", "hidden"), "mlp_weight", random_init=True),
         "mlp_w2": Site(("var", "hidden"), "mlp_weight"),
     },
     mlp_mean,

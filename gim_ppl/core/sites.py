@@ -7,7 +7,11 @@ from typing import NamedTuple
 
 class Site(NamedTuple):
     """One sample site, declared once: its named axes (which give both its shape and its
-    ArviZ dims) and the `Priors` field that governs it.
+    ArviZ dims), the `Priors` field that governs it and whether it must start at random.
+
+    `random_init`: a hidden layer's input weights and biases, whose units must start apart
+    to learn different features (symmetry breaking); every other site can start at a
+    deterministic value (see `gim_ppl.inference.init_from_data`).
 
     Axis names: "var" and "parent" (n_vars), "feature" (n_features), "hidden" (mechanism MLP
     width), "map_hidden" (intervention-map MLP width).
@@ -15,6 +19,7 @@ class Site(NamedTuple):
 
     dims: tuple[str, ...]
     prior: str
+    random_init: bool = False
 
 
 def site_shape(site: Site, sizes: dict[str, int]) -> tuple[int, ...]:

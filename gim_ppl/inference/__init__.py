@@ -1,8 +1,9 @@
 """Inference on a `GIM`: MAP `fit` (SVI), minibatches and sharding, NUTS, ArviZ export.
 
 One concept per module, as in `numpyro.infer`: `fit` (the loop and dual ascent on λ),
-`schedules`, `restarts` (selection on held-out perturbations), `batching`, `mcmc`,
-`arviz`. Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
+`init` (starts from the data), `schedules`, `restarts` (selection on held-out
+perturbations), `batching`, `mcmc`, `arviz`. Nothing here is needed to fit a GIM with
+plain `numpyro.infer.SVI`.
 """
 
 from gim_ppl.inference.arviz import to_arviz
@@ -17,6 +18,7 @@ from gim_ppl.inference.fit import (
     dual_ascent_step,
     fit,
 )
+from gim_ppl.inference.init import data_start, init_from_data
 from gim_ppl.inference.mcmc import run_mcmc
 from gim_ppl.inference.restarts import (
     Agreement,
@@ -40,8 +42,10 @@ __all__ = [
     "acyclicity_weight_at",
     "cosine_ramp",
     "cycle_gain",
+    "data_start",
     "dual_ascent_step",
     "fit",
+    "init_from_data",
     "restart_agreement",
     "run_mcmc",
     "select_restart",

@@ -192,9 +192,10 @@ def fit(
         steps: optimiser steps.
         key: PRNG key (same key ⇒ same result).
         optimizer: an optax `GradientTransformation`; default `optax.adam(1e-3)`.
-        guide: default `AutoDelta(model)`; any NumPyro guide with `median` works. With
-            restarts, a guide class or factory `model -> guide` (e.g. `AutoNormal`), since
-            every restart needs its own initialisation.
+        guide: default `AutoDelta(model, init_loc_fn=init_from_data(data))`; any NumPyro
+            guide with `median` works. With restarts, a guide class (started from the data,
+            restarts after the first jittered) or factory `model -> guide` (e.g.
+            `AutoNormal`), since every restart needs its own initialisation.
         target_sparsity: β_I, a float (constant) or a schedule `step -> value`. None:
             `cosine_ramp(model.target_sparsity, steps - 1)`, 0 up to its final value over
             all steps.
@@ -240,8 +241,8 @@ def fit(
     check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
     dual = _dual_ascent(dual_ascent)
     restarts = int(restarts)
-    guides = restart_guides(model, guide, restarts)
     data, held_out = split_validation(data, validation, restarts)
+    guides = restart_guides(model, guide, restarts, data)
 
     steps = int(steps)
     if target_sparsity is None:

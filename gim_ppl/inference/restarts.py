@@ -13,6 +13,7 @@ import numpy as np
 from numpyro.infer.autoguide import AutoDelta, AutoGuide
 
 from gim_ppl.data import PerturbationData
+from gim_ppl.inference.init import init_from_data
 from gim_ppl.model import GIM
 
 
@@ -115,13 +116,23 @@ def restart_agreement(model: GIM, sites: dict, data: PerturbationData, selected:
     return Agreement(float(np.mean(skeleton)), float(np.mean(same)), spread, message)
 
 
-def restart_guides(model: GIM, guide, restarts: int) -> list:
+#: Jitter (unconstrained sd) of the starts of restarts 1, 2, … around the data's start
+#: (restart 0 starts exactly there); see `init_from_data`.
+RESTART_JITTER = 0.1
+
+
+def restart_guides(model: GIM, guide, restarts: int, data: PerturbationData) -> list:
     """One guide per restart of `fit` (each restart needs its own initialisation): `guide`
-    None (AutoDelta), a guide class or factory `model -> guide`, or, for one restart, a guide."""
+    None (AutoDelta), a guide class (e.g. AutoNormal) or factory `model -> guide`, or, for
+    one restart, a guide. Defaults and classes start from `init_from_data(data)`, restart
+    r > 0 with `jitter=RESTART_JITTER`; a factory or instance keeps its own start."""
+    def start(r):
+        return init_from_data(data, jitter=0.0 if r == 0 else RESTART_JITTER)
+
     if guide is None:
-        return [AutoDelta(model) for _ in range(restarts)]
+        return [AutoDelta(model, init_loc_fn=start(r)) for r in range(restarts)]
     if isinstance(guide, type):  # a guide class, e.g. AutoNormal
-        return [guide(model) for _ in range(restarts)]
+        return [guide(model, init_loc_fn=start(r)) for r in range(restarts)]
     if isinstance(guide, AutoGuide) or restarts == 1:
         if restarts > 1:
             raise ValueError("with restarts > 1, pass guide as a class or factory "
@@ -178,5 +189,5 @@ def keep_live_restarts(alive, new, old):
     return jax.tree_util.tree_map(pick, new, old)
 
 
-__all__ = ["Agreement", "Restarts", "keep_live_restarts", "restart_agreement", "restart_guides",
-           "select_restart", "split_validation"]
+__all__ = ["RESTART_JITTER", "Agreement", "Restarts", "keep_live_restarts",
+           "restart_agreement", "restart_guides", "select_restart", "split_validation"]
