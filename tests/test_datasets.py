@@ -59,3 +59,18 @@ def test_sample_matches_true_interventional_means():
 def test_mlp_mechanism_benchmark_is_finite():
     bench = synthetic_hill(0, mechanism="mlp", n_train_perturbations=4, n_test_perturbations=2)
     assert np.all(np.isfinite(bench.train.x)) and bench.truth.mlp["mlp_w1"].shape[:2] == (10, 10)
+
+
+def test_training_sets_of_different_sizes_are_nested_with_the_same_test_perturbations():
+    small, base, large = (synthetic_hill(5, n_train_perturbations=n)
+                          for n in (12, 40, 90))
+    for other in (small, large):
+        np.testing.assert_array_equal(other.full_ood.features, base.full_ood.features)
+        np.testing.assert_array_equal(other.truth.targets["full_ood"],
+                                      base.truth.targets["full_ood"])
+        np.testing.assert_array_equal(other.truth.adjacency, base.truth.adjacency)
+    # doses are tiled per perturbation (4 train doses; context 0 is the control)
+    zs = [np.asarray(b.train.features)[1::4] for b in (small, base, large)]
+    np.testing.assert_array_equal(zs[0], zs[1][:12])
+    np.testing.assert_array_equal(zs[1], zs[2][:40])
+    assert len(zs[2]) == 90 and len(np.unique(zs[2][:, 0])) == 90

@@ -197,3 +197,67 @@ def test_wasserstein_warns_when_sinkhorn_does_not_converge():
     x, y = clouds([rng.normal(size=(6, 2))]), clouds([rng.normal(size=(6, 2)) + 1.0])
     with pytest.warns(RuntimeWarning, match="did not converge"):
         metrics.wasserstein(x, y, epsilon=1e-3, max_iterations=20)
+
+
+# -- peers' R² and calibration ------------------------------------------------------------
+
+def test_r2_mean_change_matches_sklearn_on_changes_and_top_k():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(4)
+    control = rng.normal(size=5)
+    obs = [rng.normal(size=(30, 5)) + rng.normal(0, 2, 5) for _ in range(3)]
+    pred = [o + rng.normal(0, 0.5, (30, 5)) for o in obs]
+    got = metrics.r2_mean_change(clouds(pred), clouds(obs), control, per_context=True)
+    want = [r2_score(o.mean(0) - control, p.mean(0) - control)
+            for o, p in zip(obs, pred, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    top = metrics.r2_mean_change(clouds(pred), clouds(obs), control, top_k=3,
+                                 per_context=True)
+    for k, (o, p) in enumerate(zip(obs, pred, strict=True)):
+        j = np.argsort(-np.abs(o.mean(0) - control))[:3]
+        np.testing.assert_allclose(top[k], r2_score((o.mean(0) - control)[j],
+                                                    (p.mean(0) - control)[j]), rtol=1e-6)
+    assert metrics.r2_mean_change(clouds(obs), clouds(obs), control) == pytest.approx(1.0)
+    # predicting the control cells (no change) scores 1 − ΣΔ² / Σ(Δ − mean Δ)² ≤ 0
+    still = [np.tile(control, (4, 1)) for _ in obs]
+    change = np.stack([o.mean(0) - control for o in obs])
+    want = 1 - (change ** 2).sum(1) / ((change - change.mean(1, keepdims=True)) ** 2).sum(1)
+    np.testing.assert_allclose(metrics.r2_mean_change(clouds(still), clouds(obs), control,
+                                                      per_context=True), want,
+                               atol=1e-6)  # context means are float32
+
+
+def test_r2_mean_change_rejects_bad_input():
+    a = clouds([np.zeros((3, 4)), np.ones((3, 4))])
+    with pytest.raises(ValueError, match="control_mean"):
+        metrics.r2_mean_change(a, a, np.zeros(3))
+    with pytest.raises(ValueError, match="top_k"):
+        metrics.r2_mean_change(a, a, np.zeros(4), top_k=5)
+    with pytest.raises(ValueError, match="contexts"):
+        metrics.r2_mean_change(clouds([np.zeros((3, 4))]), a, np.zeros(4))
+
+
+def test_brier_score_hand_cases_and_input_checks():
+    assert metrics.brier_score([1, 0], [1.0, 0.0]) == 0.0
+    assert metrics.brier_score([1, 0, 1, 0], [0.5] * 4) == 0.25
+    assert metrics.brier_score([True, False], [0.8, 0.4]) == pytest.approx((0.04 + 0.16) / 2)
+    with pytest.raises(ValueError, match="probs"):
+        metrics.brier_score([1, 0], [1.2, 0.0])
+    with pytest.raises(ValueError, match="size"):
+        metrics.brier_score([1, 0], [0.5])
+
+
+def test_reliability_curve_of_calibrated_probabilities_is_the_diagonal():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=20_000)
+    y = rng.uniform(size=p.size) < p
+    curve = metrics.reliability_curve(y, p, n_bins=10)
+    assert curve["count"].sum() == p.size and len(curve["count"]) == 10
+    # each bin holds ~2 000 draws: binomial sd of the frequency ≤ 0.5/√2000 ≈ 0.011
+    sd = np.sqrt(curve["mean_prob"] * (1 - curve["mean_prob"]) / curve["count"])
+    assert np.all(np.abs(curve["frequency"] - curve["mean_prob"]) < 4 * sd + 1e-3)
+    # overconfident probabilities (pushed to 0/1) leave the diagonal
+    sharp = np.clip((p - 0.5) * 3 + 0.5, 0, 1)
+    off = metrics.reliability_curve(y, sharp, n_bins=10)
+    assert np.max(np.abs(off["frequency"] - off["mean_prob"])) > 0.15

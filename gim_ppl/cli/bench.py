@@ -64,6 +64,45 @@ def _stability(args) -> int:
     return 0
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers of training perturbations >= 2, e.g. "
+            f"20,40,80,160, got {text!r}")
+    return sizes
+
+
+def _learning_curve(args, config) -> int:
+    from gim_ppl.evaluation.learning_curve import run_learning_curve, write_learning_curve
+
+    machine = machine_description()
+    print(f"machine: {machine}")
+    print(f"config: {config}; sizes {list(args.learning_curve)}")
+    results = run_learning_curve(config, args.learning_curve)
+    json_path, md_path = write_learning_curve(results, args.out, machine=machine)
+    print(md_path.read_text())
+    written = [json_path, md_path]
+    try:
+        from gim_ppl.plots import plot_learning_curve
+    except ImportError as err:  # the figure needs the [plots] extra; the tables do not
+        print(f"no figure: {err}")
+    else:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+        for ax, metric in zip(axes, ("full_ood_wasserstein", "full_ood_error_over_control",
+                                     "target_auroc_full_ood"), strict=True):
+            plot_learning_curve(results["summary"], metric, ax=ax)
+        fig.savefig(Path(args.out) / "learning_curve.png", dpi=120)
+        written.append(Path(args.out) / "learning_curve.png")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def run(args) -> int:
     """`gim-ppl bench`: the benchmark protocol, or with `--perf` the performance benchmark,
     or with `--stability` the stability benchmark."""
@@ -83,6 +122,8 @@ def run(args) -> int:
         mechanism=args.mechanism, graph=args.graph, steps=args.steps,
         learning_rate=args.learning_rate, methods=methods).items() if v is not None}
     config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    if args.learning_curve:
+        return _learning_curve(args, config)
     machine = machine_description()
     print(f"machine: {machine}")
     print(f"config: {config}")
@@ -123,6 +164,10 @@ def add_parser(sub) -> None:
                             "default fit,plain) × --seeds (default 0-9) × --keys (default "
                             "0 1 2), the default GIM at --steps (default 30000); "
                             "stability.json/.md")
+    bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
+                       help="learning curve instead: the protocol (--methods, --seeds, "
+                            "--steps) at each number of training perturbations, e.g. "
+                            "20,40,80,160; learning_curve.json/.md/.png")
     bench.add_argument("--keys", type=NON_NEGATIVE_INT, nargs="+", metavar="KEY",
                        help="with --stability: PRNG keys per seed (default: 0 1 2)")
     bench.add_argument("--restarts", type=POSITIVE_INT, metavar="R",

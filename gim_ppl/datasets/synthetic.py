@@ -14,6 +14,8 @@ parameters are smooth functions of z:
 
 Splits: `train` (perturbations at `train_doses` + one observational context), `partial_ood`
 (the same perturbations at new doses), `full_ood` (new perturbations at the train doses).
+Training sets of different sizes (`n_train_perturbations`) are nested and share the truth
+and the test perturbations (`_perturbation_features`), so a learning curve is well defined.
 """
 
 from __future__ import annotations
@@ -101,6 +103,29 @@ def sample_true_cells(truth: GroundTruth, targets, h, contexts: PerturbationData
     return x, ctx
 
 
+#: Training perturbations of the paper's protocol. Feature draws are laid out around it so
+#: that other sizes give nested training sets with the same test perturbations.
+BASE_TRAIN_PERTURBATIONS = 40
+
+
+def _perturbation_features(rng, seed: int, n_train: int, n_test: int, p: int) -> np.ndarray:
+    """`(n_train + n_test, p)` features: training rows, then test rows.
+
+    The main stream always draws `BASE_TRAIN_PERTURBATIONS + n_test` rows (the protocol's
+    layout), so the intervention model drawn after them, and the test perturbations, do not
+    depend on `n_train`: a smaller training set is a prefix of the base rows, a larger one
+    adds rows from a separate stream. A learning curve thus compares nested training sets
+    against the same test perturbations and the same truth.
+    """
+    base = rng.normal(size=(BASE_TRAIN_PERTURBATIONS + n_test, p))
+    train = base[: min(n_train, BASE_TRAIN_PERTURBATIONS)]
+    if n_train > BASE_TRAIN_PERTURBATIONS:
+        extra = np.random.default_rng([seed, 1]).normal(
+            size=(n_train - BASE_TRAIN_PERTURBATIONS, p))
+        train = np.concatenate([train, extra])
+    return np.concatenate([train, base[BASE_TRAIN_PERTURBATIONS:]])
+
+
 def _threshold_targets(score, expected_targets: float, max_targets: int) -> np.ndarray:
     """Targets = variables whose score exceeds the `1 − expected/d` normal quantile; at least
     the top-scoring one, at most the `max_targets` highest. A deterministic function of z."""
@@ -181,7 +206,7 @@ def synthetic_hill(
         }
 
     n_pert = n_train_perturbations + n_test_perturbations
-    z = rng.normal(size=(n_pert, p))
+    z = _perturbation_features(rng, seed, n_train_perturbations, n_test_perturbations, p)
     score = z @ rng.normal(size=(p, d)) / np.sqrt(p)
     targets = _threshold_targets(score, expected_targets, max_targets)
     sign = rng.choice([-1.0, 1.0], d)

@@ -26,6 +26,9 @@ METHODS = ("oracle", "oracle_features", "observational", "unstructured", "causal
            "gim_exact", "gim_relaxed_mc")
 DISTANCES = ("wasserstein", "mmd", "energy_distance", "mean_error")
 SPLITS = ("partial_ood", "full_ood")
+#: R² of the mean change is also reported over the k most changed variables per context
+#: (chemCPA scores its top differentially expressed genes the same way).
+R2_TOP_K = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,7 @@ def _recovery_scores(model: GIM, sites, bench, train_data, unseen_probs) -> dict
         "target_ap_train": metrics.average_precision(truth_train, post),
         "target_auroc_full_ood": metrics.auroc(truth_ood, probs),
         "target_ap_full_ood": metrics.average_precision(truth_ood, probs),
+        "target_brier_full_ood": metrics.brier_score(truth_ood, probs),
         **_graph_scores(model, sites, bench),
     }
 
@@ -178,7 +182,8 @@ def _recovery(name: str, method, bench) -> dict:
     if name == "oracle_features":
         truth, probs = bench.truth.targets["full_ood"], method.target_probabilities(bench.full_ood)
         return {"target_auroc_full_ood": metrics.auroc(truth, probs),
-                "target_ap_full_ood": metrics.average_precision(truth, probs)}
+                "target_ap_full_ood": metrics.average_precision(truth, probs),
+                "target_brier_full_ood": metrics.brier_score(truth, probs)}
     if name == "causal_two_stage":
         probs, _ = method.interventions(bench.full_ood)
         return _recovery_scores(method.model, method.sites, bench,
@@ -202,8 +207,17 @@ def run_one(name: str, bench, config: BenchConfig, *, key, progress: bool = Fals
                               n_cells=config.n_pred_cells)
         for dist_name in DISTANCES:
             row[f"{split}_{dist_name}"] = getattr(metrics, dist_name)(pred, observed)
+        row.update(_r2_scores(split, pred, observed, bench.train))
     row.update(_recovery(name, method, bench))
     return row
+
+
+def _r2_scores(split: str, pred, observed, train) -> dict:
+    """R² of the predicted mean change from the training controls, all variables and top k."""
+    control = train.control_cells().mean(0)
+    k = min(R2_TOP_K, observed.n_vars)
+    return {f"{split}_r2": metrics.r2_mean_change(pred, observed, control),
+            f"{split}_r2_top{k}": metrics.r2_mean_change(pred, observed, control, top_k=k)}
 
 
 def summarise(rows: Sequence[dict]) -> dict:
@@ -244,9 +258,11 @@ COLUMNS = (
     ("partial_ood_wasserstein", "partial W2"), ("partial_ood_mmd", "partial MMD²"),
     ("partial_ood_mean_error", "partial mean err"), ("full_ood_wasserstein", "full W2"),
     ("full_ood_mmd", "full MMD²"), ("full_ood_mean_error", "full mean err"),
-    ("full_ood_energy_distance", "full energy"),
+    ("full_ood_energy_distance", "full E-distance"), ("full_ood_r2", "full R²"),
+    (f"full_ood_r2_top{R2_TOP_K}", f"full R² top {R2_TOP_K}"),
     ("target_auroc_train", "target AUROC train"), ("target_auroc_full_ood", "target AUROC unseen"),
-    ("target_ap_full_ood", "target AP unseen"), ("graph_shd", "SHD"),
+    ("target_ap_full_ood", "target AP unseen"), ("target_brier_full_ood", "target Brier unseen"),
+    ("graph_shd", "SHD"),
     ("graph_auprc", "graph AUPRC"), ("fit_seconds", "fit s"),
     ("seconds_per_step", "ms/step"),
 )

@@ -9,8 +9,15 @@ contexts (`per_context=True` returns the `(n_contexts,)` values):
   squared Euclidean cost, unscaled, and a fixed absolute ε (default 0.1, in squared data
   units). S_ε is 0 for identical clouds and tends to W2² as ε → 0.
 - `mmd`: unbiased MMD² with an RBF kernel, bandwidth by the median heuristic per context.
-- `energy_distance`: 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ between the two empirical distributions.
+- `energy_distance`: 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ between the two empirical distributions
+  (the "E-distance" of scPerturb/pertpy with Euclidean cell–cell distances; with squared
+  distances that formula reduces to 2‖mean X − mean Y‖², i.e. a mean error).
 - `mean_error`: Euclidean distance between the mean cells.
+- `r2_mean_change`: R² of the predicted against the observed change of the mean cell from
+  the control mean, over all variables or the top k most changed (chemCPA's R² on mean
+  expression, taken on changes so that baseline expression cannot inflate it).
+
+Calibration of target probabilities: `brier_score` and `reliability_curve`.
 
 Contexts with different numbers of cells are padded with zero-weight points, so all contexts
 are scored in one vmapped call.
@@ -89,6 +96,76 @@ def mean_error(predicted: PerturbationData, observed: PerturbationData, *,
                          f"{observed.n_contexts}")
     err = np.linalg.norm(predicted.context_means() - observed.context_means(), axis=1)
     return err if per_context else float(err.mean())
+
+
+def r2_mean_change(predicted: PerturbationData, observed: PerturbationData, control_mean, *,
+                   top_k: int | None = None, per_context: bool = False):
+    """R² of the predicted change of each context's mean cell from `control_mean`.
+
+    Per context, with Δ = observed mean − control mean and Δ̂ = predicted mean − control mean
+    over the variables scored (all, or the `top_k` with the largest |Δ|):
+    `R² = 1 − Σ_j (Δ̂_j − Δ_j)² / Σ_j (Δ_j − mean(Δ))²` (`sklearn.metrics.r2_score` of Δ̂
+    against Δ). 1 is perfect; predicting no change scores ≤ 0 unless Δ's mean is off zero.
+
+    Args:
+        control_mean: `(n_vars,)` mean control cell.
+        top_k: score the k most changed variables of each context (2 ≤ k ≤ n_vars).
+    Returns:
+        The average over contexts, or the `(n_contexts,)` values.
+    """
+    if predicted.n_contexts != observed.n_contexts:
+        raise ValueError(f"predicted has {predicted.n_contexts} contexts, observed "
+                         f"{observed.n_contexts}")
+    control = np.asarray(control_mean, float)
+    if control.shape != (observed.n_vars,):
+        raise ValueError(f"control_mean must have shape ({observed.n_vars},), got "
+                         f"{control.shape}")
+    if top_k is not None and not 2 <= int(top_k) <= observed.n_vars:
+        raise ValueError(f"top_k must be in [2, {observed.n_vars}], got {top_k}")
+    change = observed.context_means() - control
+    pred = predicted.context_means() - control
+    if top_k is not None:
+        idx = np.argsort(-np.abs(change), axis=1)[:, : int(top_k)]
+        change = np.take_along_axis(change, idx, 1)
+        pred = np.take_along_axis(pred, idx, 1)
+    total = ((change - change.mean(1, keepdims=True)) ** 2).sum(1)
+    resid = ((pred - change) ** 2).sum(1)
+    r2 = 1.0 - resid / np.maximum(total, np.finfo(float).tiny)
+    return r2 if per_context else float(r2.mean())
+
+
+def brier_score(labels, probs) -> float:
+    """Mean squared difference between probabilities and 0/1 outcomes (lower is better;
+    0.25 for π = ½ everywhere)."""
+    y = np.asarray(labels).ravel()
+    p = np.asarray(probs, dtype=float).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"labels and probs differ in size: {y.size} vs {p.size}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be boolean (0/1)")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise ValueError("probs must be finite and in [0, 1]")
+    return float(np.mean((p - y) ** 2))
+
+
+def reliability_curve(labels, probs, *, n_bins: int = 10) -> dict:
+    """Calibration table: per equal-width bin of `probs`, the mean probability, the share of
+    true labels and the count (empty bins dropped). Calibrated: share ≈ mean probability.
+
+    Returns:
+        `{"mean_prob", "frequency", "count"}`, arrays of one entry per non-empty bin.
+    """
+    brier_score(labels, probs)  # the same input checks
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    y = np.asarray(labels).ravel().astype(float)
+    p = np.asarray(probs, dtype=float).ravel()
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    keep = count > 0
+    mean_prob = np.bincount(bins, p, n_bins)[keep] / count[keep]
+    frequency = np.bincount(bins, y, n_bins)[keep] / count[keep]
+    return {"mean_prob": mean_prob, "frequency": frequency, "count": count[keep]}
 
 
 def _padded_clouds(data: PerturbationData):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import time
 import warnings
@@ -99,6 +100,10 @@ def stability_job(method: str, seed: int, key: int, steps: int, restarts: int = 
             truth, mean_shift_scores(bench.train)[pert]),
         "target_auroc_full_ood_oracle_features": metrics.auroc(
             bench.truth.targets["full_ood"], oracle.target_probabilities(bench.full_ood)),
+        "target_brier_full_ood": metrics.brier_score(
+            bench.truth.targets["full_ood"], model.target_probabilities(sites, bench.full_ood)),
+        "target_brier_full_ood_oracle_features": metrics.brier_score(
+            bench.truth.targets["full_ood"], oracle.target_probabilities(bench.full_ood)),
         "mean_error_full_ood_oracle_features": metrics.mean_error(oracle_pred, bench.full_ood),
         "targets_per_context": float((post > 0.5).sum(1).mean()),
         "true_targets_per_context": float(truth.sum(1).mean()),
@@ -124,7 +129,9 @@ def run_stability(config: StabilityConfig, *, log=print) -> list[dict]:
     # one XLA thread per process: the pool, not XLA, uses the cores
     os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
                                "intra_op_parallelism_threads=1")
-    with ProcessPoolExecutor(config.workers) as pool:
+    # spawn, not fork: the parent has started JAX's threads, and a forked child can deadlock
+    with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")
+                             ) as pool:
         rows = []
         for row in pool.map(_job, jobs):
             rows.append(row)

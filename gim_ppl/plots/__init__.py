@@ -14,13 +14,15 @@ from `PerturbationData`.
   posterior P(I = 1 | cells), true targets outlined.
 - `plot_graph`: the learned DAG, edge width by |weight|, optionally against a true graph
   (missing / extra / reversed edges coloured).
+- `plot_learning_curve`: a benchmark metric against the number of training perturbations.
 - `plot_marginals`, `plot_pair`, `plot_predicted_vs_observed`: predicted against observed
   cells of one context (per-variable densities and a 2-D scatter).
 
-Modules: `layout` (colours, axes, name lookup, shared read-offs), `fit` (loss and
+Modules: `layout` (colours, axes, name lookup, shared read-offs), `benchmark`, `fit` (loss and
 dose-response), `targets`, `graph`, `cells` (predicted vs observed cells).
 """
 
+from gim_ppl.plots.benchmark import plot_learning_curve
 from gim_ppl.plots.cells import plot_marginals, plot_pair, plot_predicted_vs_observed
 from gim_ppl.plots.fit import plot_dose_response, plot_dose_response_grid, plot_loss
 from gim_ppl.plots.graph import EDGE_COLORS, edge_classes, plot_graph
@@ -36,6 +38,7 @@ __all__ = [
     "plot_dose_response",
     "plot_dose_response_grid",
     "plot_graph",
+    "plot_learning_curve",
     "plot_loss",
     "plot_marginals",
     "plot_pair",
