@@ -47,11 +47,11 @@ def data_start(data: PerturbationData) -> dict[str, np.ndarray]:
     dose = np.asarray(data.dose)[~obs]
     positive = dose[dose > 0]
     log_ec50 = float(np.median(np.log(positive))) if positive.size else 0.0
-    d = data.n_vars
+    dtype = x.dtype  # float64 data (jax_enable_x64) gives float64 starts
     return {
-        "bias": x.mean(0).astype(np.float32),
-        "noise_scale": np.maximum(x.std(0), MIN_NOISE_SCALE).astype(np.float32),
-        "log_ec50_bias": np.full(d, log_ec50, np.float32),
+        "bias": x.mean(0).astype(dtype),
+        "noise_scale": np.maximum(x.std(0), MIN_NOISE_SCALE).astype(dtype),
+        "log_ec50_bias": np.full(data.n_vars, log_ec50, dtype),
     }
 
 
