@@ -24,6 +24,7 @@ from numpyro.infer import Predictive
 from gim_ppl.core.graph import acyclicity_penalty_fn, default_power_iterations, threshold_graph
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.interventions import (
+    OFFSET_SITES,
     InterventionOutputs,
     as_intervention_map,
     intervention_outputs,
@@ -71,6 +72,11 @@ class GIM:
         n_mc: Monte Carlo draws M of the relaxed estimator.
         shared_targets: one target vector per perturbation (all its doses) instead of one per
             context; the exact marginal stays exact.
+        pooled: names of the perturbations that get their own offsets on every head (partial
+            pooling, e.g. `train.perturbation_names`): a context of a pooled perturbation
+            has head(z) + offset, any other (a new perturbation) head(z) alone. Contexts
+            are matched by `data.perturbation_names`, so held-out splits and new data sets
+            are safe. Offset priors: `Priors.{head}_offset`. None: no offsets.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class GIM:
         temperature: float = 0.25,
         n_mc: int = 128,
         shared_targets: bool = False,
+        pooled=None,
     ):
         if int(n_vars) < 1 or int(n_features) < 1:
             raise ValueError(f"n_vars and n_features must be >= 1, got {n_vars}, {n_features}")
@@ -124,10 +131,17 @@ class GIM:
         self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
                                     self.n_mc)
         # One table: each site's axes (→ shape and ArviZ dims) and prior field.
-        self.sites: dict[str, Site] = {**SCM_SITES, **mech.sites, **imap.sites}
+        self.pooled = None if pooled is None else tuple(str(n) for n in pooled)
+        if self.pooled is not None and (not self.pooled
+                                        or len(set(self.pooled)) != len(self.pooled)):
+            raise ValueError("pooled must be a non-empty sequence of distinct perturbation "
+                             f"names, got {pooled!r}")
+        self.sites: dict[str, Site] = {**SCM_SITES, **mech.sites, **imap.sites,
+                                       **(OFFSET_SITES if self.pooled else {})}
         self.axis_sizes = {"var": self.n_vars, "parent": self.n_vars,
                            "feature": self.n_features, "hidden": self.hidden,
-                           "map_hidden": self.hidden}
+                           "map_hidden": self.hidden,
+                           "pooled": len(self.pooled) if self.pooled else 0}
         self.site_shapes: dict[str, tuple] = {
             s: site_shape(spec, self.axis_sizes) for s, spec in self.sites.items()}
         self.site_priors = {s: site_distribution(self.priors.for_site(s), shape)
@@ -168,7 +182,7 @@ class GIM:
             "acyclicity",
             -lam * n_scale * self.acyclicity_penalty(params["weights"]),
         )
-        heads = intervention_outputs(params, data.features)
+        heads = self._heads(params, data)
         shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
         if data.x is None:
             return self._generate(params, heads.target_logits, shift, data, hard_targets)
@@ -200,6 +214,21 @@ class GIM:
         x = sample_cells(self.cell_model, params, noise, targets[data.context],
                          shift[data.context])
         return numpyro.deterministic("x", x)
+
+    def _heads(self, params: dict, data: PerturbationData) -> InterventionOutputs:
+        """The four heads of every context of `data`, with the offsets of pooled ones."""
+        return intervention_outputs(params, data.features, self._pooled_rows(data))
+
+    def _pooled_rows(self, data: PerturbationData):
+        """`(n_contexts,)` offset row of each context (−1: not pooled), or None. Names are
+        static, so the lookup table is built at trace time; the indices may be traced."""
+        if not self.pooled:
+            return None
+        index = {name: i for i, name in enumerate(self.pooled)}
+        table = jnp.asarray([index.get(n, -1) for n in data.perturbation_names] or [-1],
+                            dtype=jnp.int32)
+        pert = jnp.asarray(data.perturbation)
+        return jnp.where(pert >= 0, table[jnp.clip(pert, 0, table.shape[0] - 1)], -1)
 
     def _groups(self, data: PerturbationData):
         if not self.shared_targets:
@@ -264,7 +293,7 @@ class GIM:
         """`InterventionOutputs(target_logits, emax, log_ec50, log_hill)` of each context,
         each `(n_contexts, n_vars)` (`(n_draws, …)` with draws)."""
         self._check_data(contexts)
-        out = self._map_sites(lambda p, d: intervention_outputs(p, d.features), sites, contexts)
+        out = self._map_sites(self._heads, sites, contexts)
         return InterventionOutputs(*(np.asarray(v) for v in out))
 
     def target_probabilities(self, sites, contexts: PerturbationData) -> np.ndarray:
@@ -273,7 +302,7 @@ class GIM:
         self._check_data(contexts)
 
         def fn(params, data):
-            logits = intervention_outputs(params, data.features).target_logits
+            logits = self._heads(params, data).target_logits
             return jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(logits))
 
         return np.asarray(self._map_sites(fn, sites, contexts))
@@ -287,7 +316,7 @@ class GIM:
             raise ValueError("posterior_targets needs cells: data.x is None")
 
         def fn(params, data):
-            heads = intervention_outputs(params, data.features)
+            heads = self._heads(params, data)
             shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
             return cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
                                           shift, groups=self._groups(data))
@@ -305,7 +334,7 @@ class GIM:
         exact = self.cell_model._replace(marginal="exact")
 
         def fn(params, data):
-            heads = intervention_outputs(params, data.features)
+            heads = self._heads(params, data)
             shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
             return log_likelihood(exact, params, data, heads.target_logits, shift,
                                   groups=self._groups(data))
@@ -321,7 +350,7 @@ class GIM:
         self._check_data(contexts)
 
         def fn(params, data):
-            heads = intervention_outputs(params, data.features)
+            heads = self._heads(params, data)
             return {
                 "emax": jnp.where(data.observational[:, None], 0.0, heads.emax),
                 "ec50": jnp.exp(heads.log_ec50),
@@ -382,8 +411,7 @@ class GIM:
             gen = _expand_contexts(contexts, rep, np.arange(rep.size))
         else:
             gen = _expand_contexts(contexts, np.arange(k), np.repeat(np.arange(k), per_draw))
-            logits = jax.vmap(lambda p: intervention_outputs(p, gen.features).target_logits)(
-                params)
+            logits = jax.vmap(lambda p: self._heads(p, gen).target_logits)(params)
             params["targets"] = (logits > 0).astype(logits.dtype)
         predictive = Predictive(self, posterior_samples=params, return_sites=["x"])
         x = predictive(key, gen, hard_targets=True)["x"]  # (used, k * per_draw, d)

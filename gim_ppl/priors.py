@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from gim_ppl.core.interventions import INTERVENTION_MAPS
+from gim_ppl.core.interventions import INTERVENTION_MAPS, OFFSET_SITES
 from gim_ppl.core.mechanisms import MECHANISMS
 from gim_ppl.core.sites import Site
 
@@ -28,6 +28,7 @@ ALL_SITES: dict[str, Site] = {
     **SCM_SITES,
     **{s: spec for mech in MECHANISMS.values() for s, spec in mech.sites.items()},
     **{s: spec for imap in INTERVENTION_MAPS.values() for s, spec in imap.sites.items()},
+    **OFFSET_SITES,
 }
 
 
@@ -53,6 +54,12 @@ class Priors:
     log_hill_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
     log_hill_bias: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
     map_hidden_weight: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    # Per-perturbation offsets (GIM(..., pooled=names)): how far a training perturbation's
+    # logit π, emax, log EC50 and log Hill may stray from what its features predict.
+    target_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    emax_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
+    log_ec50_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.25))
+    log_hill_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.25))
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -206,3 +206,58 @@ def test_other_autoguides_fit_the_same_model(guide_cls):
     probs = model.target_probabilities(draws, data)  # read-offs keep the draw axis
     assert probs.shape == (20, data.n_contexts, 3)
     assert np.all((probs >= 0) & (probs <= 1))
+
+
+# -- partial pooling: per-perturbation offsets --------------------------------------------
+
+def _pooled_setup():
+    bench = gim_ppl.datasets.synthetic_hill(1, n_train_perturbations=5, n_test_perturbations=2,
+                                            n_cells=4, n_observational=8)
+    names = bench.train.perturbation_names
+    model = gim_ppl.GIM(10, 10, pooled=names[:5])
+    rng = np.random.default_rng(0)
+    sites = {s: jnp.asarray(rng.normal(0, 0.3, shape)) for s, shape in model.site_shapes.items()}
+    sites["noise_scale"] = jnp.ones(10)
+    return bench, model, sites
+
+
+def test_offsets_apply_to_pooled_perturbations_by_name_only():
+    bench, model, sites = _pooled_setup()
+    plain = gim_ppl.GIM(10, 10)
+    base = {s: v for s, v in sites.items() if "offset" not in s}
+    for data in (bench.train, bench.full_ood):
+        with_offsets = model.intervention_outputs(sites, data)
+        without = plain.intervention_outputs(base, data)
+        pert = np.asarray(data.perturbation)
+        for h, head in enumerate(("target", "emax", "log_ec50", "log_hill")):
+            offset = np.asarray(sites[f"{head}_offset"])
+            want = np.asarray(without[h]) + np.where((pert >= 0)[:, None] & (pert < 5)[:, None],
+                                                     offset[np.clip(pert, 0, 4)], 0.0)
+            np.testing.assert_allclose(with_offsets[h], want, rtol=1e-5, atol=1e-6)
+    # new perturbations (full OOD) get the feature map alone
+    np.testing.assert_allclose(model.hill_parameters(sites, bench.full_ood)["ec50"],
+                               plain.hill_parameters(base, bench.full_ood)["ec50"], rtol=1e-6)
+    # a data set that lists the same perturbations in another order gets the same offsets
+    order = list(reversed(range(len(bench.train.perturbation_names))))
+    renamed = bench.train.replace(
+        perturbation_names=tuple(bench.train.perturbation_names[i] for i in order),
+        perturbation=jnp.asarray([order.index(p) if p >= 0 else -1
+                                  for p in np.asarray(bench.train.perturbation)]))
+    np.testing.assert_allclose(model.target_probabilities(sites, renamed),
+                               model.target_probabilities(sites, bench.train), rtol=1e-6)
+
+
+def test_pooled_model_fits_and_reads_with_offsets():
+    bench, model, _ = _pooled_setup()
+    res = gim_ppl.fit(model, bench.train, steps=50, key=jax.random.key(0), progress=False)
+    assert res.sites["emax_offset"].shape == (5, 10)
+    idata = gim_ppl.to_arviz(model, res.sites, bench.train)
+    assert idata.posterior["emax_offset"].dims == ("chain", "draw", "pooled", "var")
+    assert list(idata.posterior["pooled"].values) == list(model.pooled)
+    assert "emax_offset" not in gim_ppl.GIM(10, 10).site_shapes
+
+
+@pytest.mark.parametrize("pooled", [(), ("a", "a")])
+def test_pooled_names_are_checked(pooled):
+    with pytest.raises(ValueError, match="pooled"):
+        gim_ppl.GIM(3, 2, pooled=pooled)

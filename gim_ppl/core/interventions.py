@@ -5,6 +5,11 @@ For features `z (n_contexts, n_features)` a map returns four `(n_contexts, n_var
   (independent of dose);
 - `emax`: signed maximal effect; `log_ec50`; `log_hill` (Hill coefficient = exp(log_hill)).
 
+Partial pooling (optional): per-perturbation offsets `{head}_offset (pooled, var)` added to
+the heads of the contexts of known ("pooled") perturbations — each training perturbation's
+parameters are head(z) + its own offset, a new perturbation gets head(z) alone, and the
+offsets' prior scale says how far a perturbation may stray from its features' prediction.
+
 Two maps (`InterventionMap` values) share one parameterisation of four linear heads
 `{head}_weights`, `{head}_bias`:
 - `LINEAR_MAP` ("linear"): heads read the features directly (`weights (n_features, n_vars)`);
@@ -48,6 +53,9 @@ class InterventionMap(NamedTuple):
     sites: dict[str, Site]
 
 
+#: Per-perturbation offsets of every head (partial pooling), axis "pooled".
+OFFSET_SITES = {f"{head}_offset": Site(("pooled", "var"), f"{head}_offset") for head in HEADS}
+
 LINEAR_MAP = InterventionMap("linear", _head_sites("feature"))
 MLP_MAP = InterventionMap("mlp", {
     "map_hidden_weights": Site(("feature", "map_hidden"), "map_hidden_weight", random_init=True),
@@ -67,15 +75,26 @@ def as_intervention_map(intervention_map: str | InterventionMap) -> Intervention
     return INTERVENTION_MAPS[intervention_map]
 
 
-def intervention_outputs(params: dict, features) -> InterventionOutputs:
-    """Map `features (n_contexts, n_features)` to the four per-context heads."""
+def intervention_outputs(params: dict, features, pooled=None) -> InterventionOutputs:
+    """Map `features (n_contexts, n_features)` to the four per-context heads.
+
+    Args:
+        pooled: optional `(n_contexts,)` int row of each context in the `{head}_offset`
+            sites (−1: a perturbation without an offset, e.g. a new one); ignored when
+            `params` has no offsets.
+    """
     h = features
     if "map_hidden_weights" in params:
         h = jnp.tanh(features @ params["map_hidden_weights"] + params["map_hidden_bias"])
-    return InterventionOutputs(
-        *(h @ params[f"{head}_weights"] + params[f"{head}_bias"] for head in HEADS)
-    )
+    heads = [h @ params[f"{head}_weights"] + params[f"{head}_bias"] for head in HEADS]
+    if pooled is not None and "target_offset" in params:
+        known = (pooled >= 0)[:, None]
+        row = jnp.maximum(pooled, 0)
+        heads = [v + jnp.where(known, params[f"{head}_offset"][row], 0.0)
+                 for v, head in zip(heads, HEADS, strict=True)]
+    return InterventionOutputs(*heads)
 
 
-__all__ = ["HEADS", "INTERVENTION_MAPS", "LINEAR_MAP", "MLP_MAP", "InterventionMap",
+__all__ = ["HEADS", "INTERVENTION_MAPS", "LINEAR_MAP", "MLP_MAP", "OFFSET_SITES",
+           "InterventionMap",
            "InterventionOutputs", "as_intervention_map", "intervention_outputs"]

@@ -41,6 +41,7 @@ def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "c
         "feature": list(data.feature_names),
         "hidden": list(range(model.hidden)),
         "map_hidden": list(range(model.hidden)),
+        "pooled": list(model.pooled or ()),
     }
     derived_on = data
     if per == "context":
