@@ -73,7 +73,8 @@ class GIM:
         shared_targets: one target vector per perturbation (all its doses) instead of one per
             context; the exact marginal stays exact.
         pooled: names of the perturbations that get their own offsets on every head (partial
-            pooling, e.g. `train.perturbation_names`): a context of a pooled perturbation
+            pooling; the training perturbations, e.g. `[train.perturbation_names[i] for i
+            in train.perturbation_contexts()[0]]`): a context of a pooled perturbation
             has head(z) + offset, any other (a new perturbation) head(z) alone. Contexts
             are matched by `data.perturbation_names`, so held-out splits and new data sets
             are safe. Offset priors: `Priors.{head}_offset`. None: no offsets.

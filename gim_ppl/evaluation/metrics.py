@@ -36,13 +36,19 @@ from gim_ppl.data import PerturbationData
 from gim_ppl.extras import require
 
 
-def _labels_scores(labels, scores):
+def _flat_labels(labels, values, what: str):
+    """`(labels, values)` flattened, checked equal in size and `labels` 0/1."""
     y = np.asarray(labels).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in size: {y.size} vs {s.size}")
+    v = np.asarray(values, dtype=float).ravel()
+    if y.shape != v.shape:
+        raise ValueError(f"labels and {what} differ in size: {y.size} vs {v.size}")
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be boolean (0/1)")
+    return y, v
+
+
+def _labels_scores(labels, scores):
+    y, s = _flat_labels(labels, scores, "scores")
     if not np.isfinite(s).all():
         raise ValueError("scores contain non-finite values")
     y = y.astype(bool)
@@ -134,17 +140,17 @@ def r2_mean_change(predicted: PerturbationData, observed: PerturbationData, cont
     return r2 if per_context else float(r2.mean())
 
 
+def _labels_probs(labels, probs):
+    y, p = _flat_labels(labels, probs, "probs")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise ValueError("probs must be finite and in [0, 1]")
+    return y.astype(float), p
+
+
 def brier_score(labels, probs) -> float:
     """Mean squared difference between probabilities and 0/1 outcomes (lower is better;
     0.25 for π = ½ everywhere)."""
-    y = np.asarray(labels).ravel()
-    p = np.asarray(probs, dtype=float).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"labels and probs differ in size: {y.size} vs {p.size}")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be boolean (0/1)")
-    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
-        raise ValueError("probs must be finite and in [0, 1]")
+    y, p = _labels_probs(labels, probs)
     return float(np.mean((p - y) ** 2))
 
 
@@ -155,11 +161,9 @@ def reliability_curve(labels, probs, *, n_bins: int = 10) -> dict:
     Returns:
         `{"mean_prob", "frequency", "count"}`, arrays of one entry per non-empty bin.
     """
-    brier_score(labels, probs)  # the same input checks
+    y, p = _labels_probs(labels, probs)
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    y = np.asarray(labels).ravel().astype(float)
-    p = np.asarray(probs, dtype=float).ravel()
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
     count = np.bincount(bins, minlength=n_bins)
     keep = count > 0
