@@ -27,7 +27,9 @@ from gim_ppl.core.interventions import (
     OFFSET_SITES,
     InterventionOutputs,
     as_intervention_map,
+    check_anchors,
     intervention_outputs,
+    shrink,
 )
 from gim_ppl.core.likelihood import (
     INTERVENTION_EFFECTS,
@@ -59,8 +61,15 @@ class GIM:
         marginal: "exact" (per-variable logaddexp, zero variance) or "relaxed_mc" (the
             paper's relaxed-Bernoulli Monte Carlo estimator).
         priors: `Priors`.
-        intervention_map: "linear" or "mlp" map from features to targets and Hill parameters
-            (or a `core.interventions.InterventionMap`).
+        intervention_map: "linear", "mlp" or "gp" map from features to targets and Hill
+            parameters (or a `core.interventions.InterventionMap`). "gp" needs `map_anchors`.
+        shrinkage: None, "ard" or "horseshoe": a learned scale per feature on the weights
+            that read the features (linear and MLP maps; priors `Priors.ard_scale`,
+            `Priors.horseshoe_*`). For many features of which few matter.
+        map_anchors: the GP map's training perturbations: their features `(n_anchors,
+            n_features)`, or a `PerturbationData` whose perturbations' features are taken
+            (one row per perturbation present). A new perturbation gets the GP's conditional
+            mean given the fitted values at these anchors.
         intervention_effect: "shift" (x_j += u) or "replace" (x_j's mechanism replaced by a
             Gaussian with the Hill mean).
         hidden: hidden units of MLP mechanisms and of the MLP intervention map.
@@ -99,6 +108,8 @@ class GIM:
         n_mc: int = 128,
         shared_targets: bool = False,
         pooled=None,
+        shrinkage: str | None = None,
+        map_anchors=None,
     ):
         if int(n_vars) < 1 or int(n_features) < 1:
             raise ValueError(f"n_vars and n_features must be >= 1, got {n_vars}, {n_features}")
@@ -112,6 +123,22 @@ class GIM:
         if target_sparsity < 0 or acyclicity_weight < 0:
             raise ValueError("target_sparsity and acyclicity_weight must be >= 0")
         mech, imap = as_mechanism(mechanism), as_intervention_map(intervention_map)
+        if shrinkage is not None:
+            imap = shrink(imap, shrinkage)
+        self.shrinkage = shrinkage
+        self.map_anchors = None
+        if imap.name == "gp":
+            if map_anchors is None:
+                raise ValueError("intervention_map='gp' needs map_anchors: the features of "
+                                 "the training perturbations, or the training data")
+            if isinstance(map_anchors, PerturbationData):
+                _, first = map_anchors.perturbation_contexts()
+                map_anchors = np.asarray(map_anchors.features)[first]
+            self.map_anchors = jnp.asarray(check_anchors(map_anchors, int(n_features)),
+                                           dtype=jnp.result_type(float))
+        elif map_anchors is not None:
+            raise ValueError("map_anchors is used by intervention_map='gp' only, got "
+                             f"intervention_map={imap.name!r}")
         self.n_vars, self.n_features = int(n_vars), int(n_features)
         self.mechanism, self.marginal = mech.name, marginal
         self.priors = Priors() if priors is None else priors
@@ -142,7 +169,9 @@ class GIM:
         self.axis_sizes = {"var": self.n_vars, "parent": self.n_vars,
                            "feature": self.n_features, "hidden": self.hidden,
                            "map_hidden": self.hidden,
-                           "pooled": len(self.pooled) if self.pooled else 0}
+                           "pooled": len(self.pooled) if self.pooled else 0,
+                           "anchor": 0 if self.map_anchors is None
+                           else int(self.map_anchors.shape[0])}
         self.site_shapes: dict[str, tuple] = {
             s: site_shape(spec, self.axis_sizes) for s, spec in self.sites.items()}
         self.site_priors = {s: site_distribution(self.priors.for_site(s), shape)
@@ -218,7 +247,8 @@ class GIM:
 
     def _heads(self, params: dict, data: PerturbationData) -> InterventionOutputs:
         """The four heads of every context of `data`, with the offsets of pooled ones."""
-        return intervention_outputs(params, data.features, self._pooled_rows(data))
+        return intervention_outputs(params, data.features, self._pooled_rows(data),
+                                    self.map_anchors)
 
     def _pooled_rows(self, data: PerturbationData):
         """`(n_contexts,)` offset row of each context (−1: not pooled), or None. Names are

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from gim_ppl.core.interventions import INTERVENTION_MAPS, OFFSET_SITES
+from gim_ppl.core.interventions import ALL_MAPS, OFFSET_SITES
 from gim_ppl.core.mechanisms import MECHANISMS
 from gim_ppl.core.sites import Site
 
@@ -27,7 +27,7 @@ SCM_SITES = {
 ALL_SITES: dict[str, Site] = {
     **SCM_SITES,
     **{s: spec for mech in MECHANISMS.values() for s, spec in mech.sites.items()},
-    **{s: spec for imap in INTERVENTION_MAPS.values() for s, spec in imap.sites.items()},
+    **{s: spec for imap in ALL_MAPS.values() for s, spec in imap.sites.items()},
     **OFFSET_SITES,
 }
 
@@ -60,6 +60,29 @@ class Priors:
     emax_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.5))
     log_ec50_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.25))
     log_hill_offset: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 0.25))
+    # Shrinkage (GIM(..., shrinkage=...)): weight = raw · scale per feature. ARD's HalfNormal
+    # scale keeps a used feature's weights near the default N(0, 1); the horseshoe's global
+    # and local half-Cauchy scales, softened by the slab c² ~ InvGamma(2, 8) (c ≈ 2.8; Piironen
+    # & Vehtari 2017 with ν = 4, s = 2), let a few features through and switch off the rest.
+    shrinkage_raw: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    ard_scale: dist.Distribution = field(default_factory=lambda: dist.HalfNormal(1.0))
+    horseshoe_global: dist.Distribution = field(default_factory=lambda: dist.HalfCauchy(1.0))
+    horseshoe_local: dist.Distribution = field(default_factory=lambda: dist.HalfCauchy(1.0))
+    horseshoe_slab: dist.Distribution = field(
+        default_factory=lambda: dist.InverseGamma(2.0, 8.0))
+    # GP map (GIM(..., intervention_map="gp")): whitened values, lengthscales in units of
+    # the features (kernel distance divided by √p) and each head's output sd: logits within
+    # about ±4, effects of the order of a noise sd, EC50 and Hill within a factor of ~2.
+    gp_u: dist.Distribution = field(default_factory=lambda: dist.Normal(0.0, 1.0))
+    gp_lengthscale: dist.Distribution = field(default_factory=lambda: dist.LogNormal(0.0, 1.0))
+    target_gp_amplitude: dist.Distribution = field(
+        default_factory=lambda: dist.LogNormal(float(np.log(2.0)), 0.5))
+    emax_gp_amplitude: dist.Distribution = field(
+        default_factory=lambda: dist.LogNormal(0.0, 0.5))
+    log_ec50_gp_amplitude: dist.Distribution = field(
+        default_factory=lambda: dist.LogNormal(float(np.log(0.5)), 0.5))
+    log_hill_gp_amplitude: dist.Distribution = field(
+        default_factory=lambda: dist.LogNormal(float(np.log(0.25)), 0.5))
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

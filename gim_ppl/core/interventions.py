@@ -10,23 +10,47 @@ the heads of the contexts of known ("pooled") perturbations — each training pe
 parameters are head(z) + its own offset, a new perturbation gets head(z) alone, and the
 offsets' prior scale says how far a perturbation may stray from its features' prediction.
 
-Two maps (`InterventionMap` values) share one parameterisation of four linear heads
-`{head}_weights`, `{head}_bias`:
-- `LINEAR_MAP` ("linear"): heads read the features directly (`weights (n_features, n_vars)`);
+Three maps (`InterventionMap` values); every head has a bias `{head}_bias (var,)`:
+- `LINEAR_MAP` ("linear"): heads read the features directly (`{head}_weights
+  (n_features, n_vars)`);
 - `MLP_MAP` ("mlp"): heads read a shared hidden layer
   `tanh(z @ map_hidden_weights + map_hidden_bias)` (`map_hidden_weights (n_features, H)`,
-  head weights `(H, n_vars)`).
+  head weights `(H, n_vars)`);
+- `GP_MAP` ("gp"): each head is a Gaussian process over perturbations with an ARD squared-
+  exponential kernel (`{head}_gp_lengthscale (feature,)`, `{head}_gp_amplitude ()`), fixed at
+  the features of the training perturbations (the "anchors", `(n_anchors, n_features)`) by
+  whitened values `{head}_gp_u (anchor, var) ~ N(0, 1)`: f(Z) = L u with K(Z, Z) = L Lᵀ, and
+  at any features z the GP conditional mean f(z) = K(z, Z) L⁻ᵀ u (exact: O(P³) per step for
+  P anchors).
+
+Shrinkage (`shrink(map, "ard" | "horseshoe")`): the weights that read the features
+(`{head}_weights` of the linear map, `map_hidden_weights` of the MLP) become
+`raw (feature, ·) ~ N(0, 1)` times a learned scale per feature (non-centred, so MAP stays
+well posed): ARD, one `{key}_feature_scale (feature,)` per weight matrix; the regularised
+horseshoe (Piironen & Vehtari 2017), a global `{key}_global_scale ()` times local
+`{key}_local_scale (feature,)`, softened by a slab `{key}_slab ()` (c²):
+scale = τ·λ̃, λ̃² = c²λ² / (c² + τ²λ²). Under MAP, ARD's Gaussian raw weights and HalfNormal
+scales act as a group lasso over the features: a feature that does not help is switched off
+in all variables at once.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import cho_factor, solve_triangular
 
 from gim_ppl.core.sites import Site
 
 HEADS = ("target", "emax", "log_ec50", "log_hill")
+SHRINKAGES = ("ard", "horseshoe")
+#: Diagonal added to a GP's kernel at its anchors, relative to its variance: keeps the
+#: Cholesky stable in float32 for near-duplicate perturbations (a per-perturbation noise
+#: of 3 % of the GP's sd, far below the offsets of `pooled`).
+GP_NUGGET = 1e-3
 
 
 class InterventionOutputs(NamedTuple):
@@ -53,6 +77,47 @@ class InterventionMap(NamedTuple):
     sites: dict[str, Site]
 
 
+def _gp_sites() -> dict[str, Site]:
+    sites = {}
+    for head in HEADS:
+        sites[f"{head}_gp_u"] = Site(("anchor", "var"), "gp_u")
+        sites[f"{head}_gp_lengthscale"] = Site(("feature",), "gp_lengthscale")
+        sites[f"{head}_gp_amplitude"] = Site((), f"{head}_gp_amplitude")
+        sites[f"{head}_bias"] = Site(("var",), f"{head}_bias")
+    return sites
+
+
+def _shrunk_sites(sites: dict[str, Site], kind: str) -> dict[str, Site]:
+    """`sites` with every weight matrix that reads the features ("feature" first axis)
+    replaced by raw weights and the scales of `kind` (see the module docstring)."""
+    out = {}
+    for name, spec in sites.items():
+        if not (name.endswith("_weights") and spec.dims[:1] == ("feature",)):
+            out[name] = spec
+            continue
+        key = name.removesuffix("_weights")
+        out[f"{key}_weights_raw"] = Site(spec.dims, "shrinkage_raw", spec.random_init)
+        if kind == "ard":
+            out[f"{key}_feature_scale"] = Site(("feature",), "ard_scale")
+        else:
+            out[f"{key}_global_scale"] = Site((), "horseshoe_global")
+            out[f"{key}_local_scale"] = Site(("feature",), "horseshoe_local")
+            out[f"{key}_slab"] = Site((), "horseshoe_slab")
+    return out
+
+
+def shrink(intervention_map: InterventionMap, kind: str) -> InterventionMap:
+    """`intervention_map` with shrinkage `kind` ("ard" or "horseshoe") on the weights that
+    read the features; named e.g. "linear+ard"."""
+    if kind not in SHRINKAGES:
+        raise ValueError(f"shrinkage must be one of {SHRINKAGES} or None, got {kind!r}")
+    if intervention_map.name.startswith("gp"):
+        raise ValueError("shrinkage does not apply to the 'gp' intervention map: its ARD "
+                         "lengthscales already weigh each feature")
+    return InterventionMap(f"{intervention_map.name}+{kind}",
+                           _shrunk_sites(intervention_map.sites, kind))
+
+
 #: Per-perturbation offsets of every head (partial pooling), axis "pooled".
 OFFSET_SITES = {f"{head}_offset": Site(("pooled", "var"), f"{head}_offset") for head in HEADS}
 
@@ -62,7 +127,11 @@ MLP_MAP = InterventionMap("mlp", {
     "map_hidden_bias": Site(("map_hidden",), "map_hidden_weight", random_init=True),
     **_head_sites("map_hidden"),
 })
-INTERVENTION_MAPS = {m.name: m for m in (LINEAR_MAP, MLP_MAP)}
+GP_MAP = InterventionMap("gp", _gp_sites())
+INTERVENTION_MAPS = {m.name: m for m in (LINEAR_MAP, MLP_MAP, GP_MAP)}
+#: Every map a GIM can be built with, shrunk ones included (their sites form `ALL_SITES`).
+ALL_MAPS = {**INTERVENTION_MAPS,
+            **{f"{m.name}+{k}": shrink(m, k) for m in (LINEAR_MAP, MLP_MAP) for k in SHRINKAGES}}
 
 
 def as_intervention_map(intervention_map: str | InterventionMap) -> InterventionMap:
@@ -75,18 +144,90 @@ def as_intervention_map(intervention_map: str | InterventionMap) -> Intervention
     return INTERVENTION_MAPS[intervention_map]
 
 
-def intervention_outputs(params: dict, features, pooled=None) -> InterventionOutputs:
+def feature_weights(params: dict, key: str):
+    """The weight matrix `{key}_weights`, or raw weights times their shrinkage scales
+    `(n_features, ·)` when the map is shrunk."""
+    if f"{key}_weights" in params:
+        return params[f"{key}_weights"]
+    raw = params[f"{key}_weights_raw"]
+    if f"{key}_feature_scale" in params:
+        scale = params[f"{key}_feature_scale"]
+    else:
+        tau, lam, c2 = (params[f"{key}_global_scale"], params[f"{key}_local_scale"],
+                        params[f"{key}_slab"])
+        scale = tau * jnp.sqrt(c2 * lam**2 / (c2 + tau**2 * lam**2))
+    return raw * scale[:, None]
+
+
+def gp_kernel(a, b, lengthscale, amplitude):
+    """ARD squared-exponential kernel `(n_a, n_b)` between `a (n_a, p)` and `b (n_b, p)`:
+    amplitude² · exp(−‖(a − b)/ℓ‖² / (2p)). Dividing by p keeps a lengthscale of 1
+    meaning the same correlation whatever the number of standardised features."""
+    a, b = a / lengthscale, b / lengthscale
+    sq = (jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2 * a @ b.T)
+    return amplitude**2 * jnp.exp(-jnp.maximum(sq, 0.0) / (2 * a.shape[-1]))
+
+
+def gp_head(params: dict, head: str, features, anchors):
+    """GP conditional mean of `head` at `features (n, p)` given its whitened values at the
+    `anchors (P, p)`: K(z, Z) L⁻ᵀ u + bias, `(n, n_vars)`."""
+    ls, amp = params[f"{head}_gp_lengthscale"], params[f"{head}_gp_amplitude"]
+    kzz = gp_kernel(anchors, anchors, ls, amp)
+    kzz = kzz + GP_NUGGET * amp**2 * jnp.eye(anchors.shape[0], dtype=kzz.dtype)
+    chol, _ = cho_factor(kzz, lower=True)
+    alpha = solve_triangular(chol.T, params[f"{head}_gp_u"], lower=False)  # (P, d)
+    return gp_kernel(features, anchors, ls, amp) @ alpha + params[f"{head}_bias"]
+
+
+def check_anchors(anchors, n_features: int) -> np.ndarray:
+    """Validate a GP map's anchors `(n_anchors ≥ 2, n_features)`; warn on constant columns."""
+    z = np.asarray(anchors, dtype=float)
+    if z.ndim != 2 or z.shape[1] != n_features:
+        raise ValueError(f"map_anchors must have shape (n_anchors, n_features={n_features}) "
+                         f"(the features of the training perturbations), got {z.shape}")
+    if z.shape[0] < 2:
+        raise ValueError("map_anchors needs at least two training perturbations for a "
+                         f"kernel map, got {z.shape[0]}")
+    if not np.isfinite(z).all():
+        rows = np.flatnonzero(~np.isfinite(z).all(1))
+        raise ValueError(f"map_anchors has non-finite values in rows {rows[:10].tolist()}")
+    warn_constant_features(z, "map_anchors")
+    return z
+
+
+def warn_constant_features(features, argument: str) -> list[int]:
+    """Warn (and return them) when columns of `features (n, p)` do not vary: a constant
+    feature carries no information, and a shrinkage or kernel prior cannot weigh it."""
+    z = np.asarray(features)
+    constant = np.flatnonzero(np.ptp(z, axis=0) == 0).tolist() if z.shape[0] else []
+    if constant:
+        warnings.warn(f"{argument}: feature columns {constant} are constant over the "
+                      "perturbations; they cannot inform the intervention map",
+                      stacklevel=3)
+    return constant
+
+
+def intervention_outputs(params: dict, features, pooled=None,
+                         anchors=None) -> InterventionOutputs:
     """Map `features (n_contexts, n_features)` to the four per-context heads.
 
     Args:
         pooled: optional `(n_contexts,)` int row of each context in the `{head}_offset`
             sites (−1: a perturbation without an offset, e.g. a new one); ignored when
             `params` has no offsets.
+        anchors: `(n_anchors, n_features)` features the GP map is fixed at (GP map only).
     """
-    h = features
-    if "map_hidden_weights" in params:
-        h = jnp.tanh(features @ params["map_hidden_weights"] + params["map_hidden_bias"])
-    heads = [h @ params[f"{head}_weights"] + params[f"{head}_bias"] for head in HEADS]
+    if "target_gp_u" in params:
+        if anchors is None:
+            raise ValueError("the 'gp' intervention map needs its anchors")
+        heads = [gp_head(params, head, features, anchors) for head in HEADS]
+    else:
+        h = features
+        if "map_hidden_bias" in params:
+            h = jnp.tanh(features @ feature_weights(params, "map_hidden")
+                         + params["map_hidden_bias"])
+        heads = [h @ feature_weights(params, head) + params[f"{head}_bias"]
+                 for head in HEADS]
     if pooled is not None and "target_offset" in params:
         known = (pooled >= 0)[:, None]
         row = jnp.maximum(pooled, 0)
@@ -95,6 +236,7 @@ def intervention_outputs(params: dict, features, pooled=None) -> InterventionOut
     return InterventionOutputs(*heads)
 
 
-__all__ = ["HEADS", "INTERVENTION_MAPS", "LINEAR_MAP", "MLP_MAP", "OFFSET_SITES",
-           "InterventionMap",
-           "InterventionOutputs", "as_intervention_map", "intervention_outputs"]
+__all__ = ["ALL_MAPS", "GP_MAP", "GP_NUGGET", "HEADS", "INTERVENTION_MAPS", "LINEAR_MAP",
+           "MLP_MAP", "OFFSET_SITES", "SHRINKAGES", "InterventionMap", "InterventionOutputs",
+           "as_intervention_map", "check_anchors", "feature_weights", "gp_head", "gp_kernel",
+           "intervention_outputs", "shrink", "warn_constant_features"]

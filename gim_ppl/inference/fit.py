@@ -22,6 +22,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.svi import SVIRunResult, SVIState
 from numpyro.optim import optax_to_numpyro
 
+from gim_ppl.core.interventions import warn_constant_features
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
@@ -239,6 +240,9 @@ def fit(
                         f"optax.adam(1e-3), got {type(optimizer).__name__}")
     check_scalar_or_schedule("target_sparsity", target_sparsity)
     check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
+    if model.shrinkage is not None:
+        _, first = data.perturbation_contexts()
+        warn_constant_features(np.asarray(data.features)[first], "data.features")
     dual = _dual_ascent(dual_ascent)
     restarts = int(restarts)
     data, held_out = split_validation(data, validation, restarts)

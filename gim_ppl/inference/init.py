@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_mean, init_to_median
@@ -77,6 +78,18 @@ def init_from_data(data: PerturbationData, *, jitter: float = 0.0):
     return partial(_init_site, start=data_start(data), jitter=float(jitter))
 
 
+def _prior_median(site):
+    """The prior median of a site, exactly where `icdf` is known (deterministic), else
+    NumPyro's key-dependent `init_to_median`."""
+    fn, shape = site["fn"], site["fn"].shape()
+    while hasattr(fn, "base_dist"):  # Independent / Expanded wrappers of a scalar prior
+        fn = fn.base_dist
+    try:
+        return jnp.broadcast_to(fn.icdf(0.5 * jnp.ones(fn.batch_shape)), shape)
+    except NotImplementedError:
+        return init_to_median(site)
+
+
 def _init_site(site=None, *, start: dict, jitter: float):
     """The value of one site (NumPyro's init strategy protocol; see `init_from_data`)."""
     if site is None:
@@ -89,6 +102,8 @@ def _init_site(site=None, *, start: dict, jitter: float):
     value = start.get(site["name"])
     if value is None:
         value = init_to_mean(site)
+        if not np.all(np.isfinite(value)):  # no finite mean (half-Cauchy scales)
+            value = _prior_median(site)
     elif np.shape(value) != tuple(site["fn"].shape()):
         raise ValueError(f"init_from_data: site {site['name']!r} has shape "
                          f"{tuple(site['fn'].shape())} but the data's start has "
