@@ -34,23 +34,34 @@ def _perturbations_by_name(contexts: PerturbationData) -> tuple[list[str], np.nd
 
 
 def target_table(model, sites, contexts: PerturbationData,
-                 train: PerturbationData | None = None) -> pd.DataFrame:
+                 train: PerturbationData | None = None, *,
+                 interval: float = 0.9) -> pd.DataFrame:
     """One row per (perturbation, variable): `target_probability` (π from features) and, with
     `train`, `posterior_probability` (P(I = 1 | cells), mean over the perturbation's training
     contexts; NaN for perturbations without training cells).
 
     Args:
-        model, sites: a fitted `GIM` and its sites (a point, or draws: then posterior means).
+        model, sites: a fitted `GIM` and its sites (a point, or draws: then posterior means,
+            and `target_probability_low`/`_high`, the equal-tailed `interval` of π over
+            the draws: how sure the map is about a new perturbation).
         contexts: the perturbations to list (in name order); cells are not needed.
         train: the cells the model was fit to (for the posterior column).
+        interval: mass of the interval, in (0, 1).
     Returns:
         DataFrame with columns `perturbation, gene, target_probability,
-        posterior_probability`, `n_perturbations · n_vars` rows.
+        posterior_probability` (+ the interval columns with draws), `n_perturbations ·
+        n_vars` rows.
     """
     pd = require("pandas")
+    if not 0 < interval < 1:
+        raise ValueError(f"interval must be in (0, 1), got {interval!r}")
     draws = model.check_sites(sites)
     names, rows = _perturbations_by_name(contexts)
     prior = np.asarray(model.target_probabilities(sites, contexts.contexts_only().subset(rows)))
+    bounds = {}
+    if draws:
+        low, high = np.quantile(prior, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
+        bounds = {"target_probability_low": low.ravel(), "target_probability_high": high.ravel()}
     prior = prior.mean(0) if draws else prior
     post = np.full_like(prior, np.nan)
     if train is not None:
@@ -67,6 +78,7 @@ def target_table(model, sites, contexts: PerturbationData,
         "perturbation": np.repeat(names, d),
         "gene": np.tile(contexts.var_names, len(names)),
         "target_probability": prior.ravel(),
+        **bounds,
         "posterior_probability": post.ravel(),
     })
 

@@ -154,3 +154,23 @@ def test_map_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the default map says nothing about it
         gim_ppl.fit(gim_ppl.GIM(3, 2), flat, steps=1, key=jax.random.key(0), progress=False)
+
+
+def test_posterior_draws_of_an_autonormal_fit_give_intervals_for_new_perturbations():
+    from numpyro.infer.autoguide import AutoNormal
+
+    data = small_data(p=2, n_pert=4)
+    model = gim_ppl.GIM(3, 2)
+    guide = AutoNormal(model, init_loc_fn=gim_ppl.init_from_data(data))
+    res = gim_ppl.fit(model, data, steps=200, key=jax.random.key(0), guide=guide,
+                      progress=False)
+    draws = res.posterior_draws(jax.random.key(1), 50)
+    assert set(draws) == set(model.site_shapes)
+    assert all(draws[k].shape == (50, *model.site_shapes[k]) for k in draws)
+    pi = model.target_probabilities(draws, data)
+    assert pi.shape == (50, data.n_contexts, 3) and np.ptp(pi[:, 1:], axis=0).min() > 0
+    with pytest.raises(ValueError, match="AutoDelta"):
+        gim_ppl.fit(model, data, steps=1, key=jax.random.key(0),
+                    progress=False).posterior_draws(jax.random.key(1), 5)
+    with pytest.raises(ValueError, match="n_draws"):
+        res.posterior_draws(jax.random.key(1), 0)

@@ -48,11 +48,33 @@ def test_tables_average_draws(problem):
     bench, model, sites = problem
     data = bench.train
     twice = {k: np.stack([np.asarray(v)] * 2) for k, v in sites.items()}
-    pd.testing.assert_frame_equal(target_table(model, twice, data, train=data),
-                                  target_table(model, sites, data, train=data), rtol=1e-6)
+    with_draws = target_table(model, twice, data, train=data)
+    np.testing.assert_allclose(with_draws["target_probability_low"],
+                               with_draws["target_probability_high"], rtol=1e-6)
+    pd.testing.assert_frame_equal(
+        with_draws.drop(columns=["target_probability_low", "target_probability_high"]),
+        target_table(model, sites, data, train=data), rtol=1e-6)
     scale = DoseScale("nM", 1000.0)
-    pd.testing.assert_frame_equal(hill_table(model, twice, data, scale),
-                                  hill_table(model, sites, data, scale), rtol=1e-6)
+    pd.testing.assert_frame_equal(
+        hill_table(model, twice, data, scale).drop(
+            columns=["target_probability_low", "target_probability_high"]),
+        hill_table(model, sites, data, scale), rtol=1e-6)
+
+
+def test_target_table_intervals_are_quantiles_over_draws(problem):
+    bench, model, _ = problem
+    draws = [random_sites(model, seed=s) for s in range(5)]
+    stacked = {k: np.stack([np.asarray(d[k]) for d in draws]) for k in draws[0]}
+    table = target_table(model, stacked, bench.full_ood, interval=0.5)
+    _, first = bench.full_ood.perturbation_contexts()
+    pi = np.stack([model.target_probabilities(d, bench.full_ood.subset(first)) for d in draws])
+    np.testing.assert_allclose(table["target_probability_low"],
+                               np.quantile(pi, 0.25, axis=0).ravel(), rtol=1e-5)
+    np.testing.assert_allclose(table["target_probability_high"],
+                               np.quantile(pi, 0.75, axis=0).ravel(), rtol=1e-5)
+    assert (table["target_probability_low"] <= table["target_probability"] + 1e-7).all()
+    with pytest.raises(ValueError, match="interval"):
+        target_table(model, stacked, bench.full_ood, interval=1.0)
 
 
 def test_hill_table_reports_ec50_in_user_units(problem):

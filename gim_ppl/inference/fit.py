@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax import lax
 from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.svi import SVIRunResult, SVIState
 from numpyro.optim import optax_to_numpyro
 
@@ -66,6 +67,28 @@ class FitResult(NamedTuple):
     message: str
     seconds: float
     restarts: Restarts | None = None
+
+    def posterior_draws(self, key, n_draws: int) -> dict:
+        """`n_draws` draws of every sample site from the fitted guide (of the selected
+        restart), each `(n_draws, *site_shape)`: what the read-offs (`target_probabilities`,
+        `predict`, `predicted_means`, ...) turn into intervals.
+
+        Raises:
+            ValueError: the guide is a point estimate (AutoDelta, the default): fit with
+                `guide=AutoNormal(model, init_loc_fn=init_from_data(data))` (or a
+                factory for restarts) or use `run_mcmc`.
+        """
+        if isinstance(self.guide, AutoDelta):
+            raise ValueError("posterior_draws: this fit used AutoDelta, a point estimate "
+                             "with no spread; fit with guide=AutoNormal(model, init_loc_fn="
+                             "init_from_data(data)) or use run_mcmc for draws")
+        if isinstance(n_draws, bool) or int(n_draws) != n_draws or n_draws < 1:
+            raise ValueError(f"n_draws must be an integer >= 1, got {n_draws!r}")
+        params = self.svi_result.params
+        if self.restarts is not None:
+            params = jax.tree_util.tree_map(lambda v: v[self.restarts.selected], params)
+        draws = self.guide.sample_posterior(key, params, sample_shape=(int(n_draws),))
+        return {k: v for k, v in draws.items() if k in self.sites}
 
 
 class DualAscent(NamedTuple):
