@@ -1,6 +1,7 @@
 """`gim-ppl bench`: run every method on the synthetic benchmark protocol, several seeds, and
-write results.json / results.md; with `--perf`, the performance benchmark (perf.json / .md).
-Both need the `[bench]` extra; the evaluation modules are imported when the command runs."""
+write results.json / results.md; with `--perf`, the performance benchmark (perf.json / .md);
+with `--sachs`, the Sachs benchmark (data/sachs.json / sachs.md; its peers need `[peers]`).
+All need the `[bench]` extra; the evaluation modules are imported when the command runs."""
 
 from __future__ import annotations
 
@@ -64,6 +65,34 @@ def _stability(args) -> int:
     return 0
 
 
+def _sachs(args) -> int:
+    from gim_ppl.evaluation.sachs import METHODS, SachsConfig, run_sachs, write_sachs
+
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"gim-ppl bench: error: unknown --methods {unknown} for --sachs; choose from "
+              f"{METHODS}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in dict(
+        methods=methods, keys=tuple(args.keys) if args.keys else None, steps=args.steps,
+        learning_rate=args.learning_rate, conditions=args.conditions).items()
+        if v is not None}
+    config = SachsConfig(**overrides)
+    machine = machine_description()
+    command = "gim-ppl " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else \
+        "gim-ppl bench --sachs"
+    print(f"machine: {machine}")
+    print(f"config: {config}")
+    results = run_sachs(config)
+    out = Path(args.out)
+    json_path, md_path = write_sachs(results, out / "data" / "sachs.json", out / "sachs.md",
+                                     machine=machine, command=command)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in text.split(","))
@@ -112,6 +141,8 @@ def run(args) -> int:
         return _perf(args)
     if args.stability:
         return _stability(args)
+    if args.sachs:
+        return _sachs(args)
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -164,12 +195,21 @@ def add_parser(sub) -> None:
                             "default fit,plain) × --seeds (default 0-9) × --keys (default "
                             "0 1 2), the default GIM at --steps (default 30000); "
                             "stability.json/.md")
+    bench.add_argument("--sachs", action="store_true",
+                       help="Sachs benchmark instead: the GIMs (--keys, default 0 1 2; --steps, "
+                            "default 10000) beside UT-IGSP, GIES (the [peers] extra) and the "
+                            "mean-shift detector on the Sachs et al. (2005) data; writes "
+                            "data/sachs.json and sachs.md under --out (e.g. --out docs)")
+    bench.add_argument("--conditions", choices=("inhibitors", "igsp", "all"),
+                       help="with --sachs: which conditions (gim_ppl.datasets.sachs; default "
+                            "inhibitors)")
     bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
                        help="learning curve instead: the protocol (--methods, --seeds, "
                             "--steps) at each number of training perturbations, e.g. "
                             "20,40,80,160; learning_curve.json/.md/.png")
     bench.add_argument("--keys", type=NON_NEGATIVE_INT, nargs="+", metavar="KEY",
-                       help="with --stability: PRNG keys per seed (default: 0 1 2)")
+                       help="with --stability: PRNG keys per seed; with --sachs: PRNG keys of "
+                            "the GIM fits (default: 0 1 2)")
     bench.add_argument("--restarts", type=POSITIVE_INT, metavar="R",
                        help="with --stability: restarts of the fit_restarts method "
                             "(default: 4)")
