@@ -136,3 +136,91 @@ def test_notes_match_the_data():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sachs(**kwargs)
+
+
+# --- the benchmark module (gim_ppl.evaluation.sachs) ---------------------------------------
+
+from gim_ppl.cli import main  # noqa: E402
+from gim_ppl.evaluation import sachs as bench  # noqa: E402
+
+
+def test_mean_shift_scores_are_standardised_mean_shifts():
+    s = sachs(standardize=False)
+    x, ctx = np.asarray(s.data.x, float), np.asarray(s.data.context)
+    ref = x[ctx == 0]
+    expected = np.abs(x[ctx == 4].mean(0) - ref.mean(0)) / ref.std(0)
+    np.testing.assert_allclose(bench.mean_shift_scores(s)[3], expected, rtol=1e-5)
+    # standardising first changes nothing
+    np.testing.assert_allclose(bench.mean_shift_scores(sachs()), bench.mean_shift_scores(s),
+                               rtol=1e-4)
+
+
+def test_scores_against_the_literature_and_the_consensus():
+    s = sachs()
+    perfect = s.target_labels().astype(float)
+    assert bench.target_scores(s, perfect) == {"target_auroc": 1.0, "target_ap": 1.0}
+    with pytest.raises(ValueError, match="reagents × proteins"):
+        bench.target_scores(s, perfect[:3])
+    g = bench.graph_scores(s, s.consensus, s.consensus.astype(float))
+    assert g == {"graph_shd": 0.0, "graph_auprc": 1.0}
+    reversed_graph = bench.graph_scores(s, s.consensus.T, s.consensus.T.astype(float))
+    assert reversed_graph["graph_shd"] == 18.0
+
+
+def test_per_reagent_ranks_report_ties():
+    s = sachs()
+    scores = np.zeros(s.target_labels().shape)
+    scores[0] = 1.0  # the AKT inhibitor's target ties with every protein
+    scores[3, s.var_names.index("pmek")] = 2.0  # U0126: pmek on top
+    rows = {r["reagent"]: r for r in bench.per_reagent(s, scores)}
+    assert rows["AKT inhibitor"]["rank"] == [1, 11]
+    assert rows["U0126"]["rank"] == [1, 1] and rows["U0126"]["top3"][0][0] == "pmek"
+    assert "(tied)" in bench.per_reagent_table(list(rows.values()))
+
+
+def test_summary_keeps_failed_methods_with_their_reason():
+    rows = [{"method": "gim_exact", "key": k, "target_auroc": 0.5 + 0.1 * k, "target_ap": 0.2,
+             "graph_shd": 10.0, "graph_auprc": 0.4, "seconds": 1.0} for k in (0, 1)]
+    rows.append({"method": "ut_igsp", "error": "ImportError: no module"})
+    summary = bench.summarise(rows)
+    assert summary["gim_exact"]["target_auroc"]["mean"] == pytest.approx(0.55)
+    assert summary["gim_exact"]["target_auroc"]["n"] == 2
+    table = bench.markdown_table(summary)
+    assert "not run: ImportError: no module" in table and "0.550 ± 0.050" in table
+    assert "NOT met" not in bench.goal_check(summary)  # nothing to compare with
+
+
+def test_config_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="unknown names"):
+        bench.SachsConfig(methods=("gim_exact", "pc"))
+
+
+def test_cli_writes_json_and_keeps_prose_around_the_tables(tmp_path, monkeypatch):
+    def missing(module):
+        raise ImportError(f"{module} is needed for this feature: pip install "
+                          '"gim_ppl[peers]"')
+
+    monkeypatch.setattr(bench, "require", missing)  # as without the [peers] extra
+    (tmp_path / "sachs.md").write_text(f"# Title\n\nprose before\n\n{bench.BEGIN}\nold\n"
+                                       f"{bench.END}\n\nprose after\n")
+    rc = main(["bench", "--sachs", "--methods", "mean_shift,ut_igsp,gies", "--out",
+               str(tmp_path)])
+    assert rc == 0
+    import json
+
+    results = json.loads((tmp_path / "data" / "sachs.json").read_text())
+    assert results["command"].startswith("gim-ppl bench --sachs --methods")
+    by_method = {r["method"]: r for r in results["rows"]}
+    assert by_method["mean_shift"]["target_auroc"] > 0.5
+    assert "gim_ppl[peers]" in by_method["ut_igsp"]["error"]
+    md = (tmp_path / "sachs.md").read_text()
+    assert "prose before" in md and "prose after" in md and "old" not in md
+    assert "| mean_shift |" in md and "not run: ImportError" in md
+
+
+def test_utigsp_runs_when_installed():
+    pytest.importorskip("graphical_model_learning")
+    out = bench.run_utigsp(sachs(), alphas=(1e-3, 1e-8))
+    assert out["target_freq"].shape == (5, 11) and out["edge_freq"].shape == (11, 11)
+    assert ((out["target_freq"] >= 0) & (out["target_freq"] <= 1)).all()
+    assert out["graph"].dtype == bool and len(out["targets"]) == 5

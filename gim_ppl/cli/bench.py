@@ -80,8 +80,11 @@ def _sachs(args) -> int:
         if v is not None}
     config = SachsConfig(**overrides)
     machine = machine_description()
-    command = "gim-ppl " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else \
-        "gim-ppl bench --sachs"
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in dict(
+        conditions=args.conditions, steps=args.steps, learning_rate=args.learning_rate,
+        methods=args.methods).items() if v is not None]
+    flags += [f"--keys {' '.join(map(str, args.keys))}"] if args.keys else []
+    command = " ".join(["gim-ppl bench --sachs", *flags, f"--out {args.out}"])
     print(f"machine: {machine}")
     print(f"config: {config}")
     results = run_sachs(config)
