@@ -1,9 +1,11 @@
 import hashlib
+import json
 from importlib import resources
 
 import numpy as np
 import pytest
 
+from gim_ppl.cli import main
 from gim_ppl.core.graph import find_cycle, is_dag
 from gim_ppl.datasets import sachs
 from gim_ppl.datasets.sachs import (
@@ -14,6 +16,7 @@ from gim_ppl.datasets.sachs import (
     consensus_graph,
     load_raw,
 )
+from gim_ppl.evaluation import sachs as bench
 
 
 def test_vendored_files_match_their_checksums():
@@ -122,6 +125,9 @@ def test_notes_match_the_data():
                                                                 p("p44/42")] < -1.5
     assert 0.2 < shift[names.index("akt_inhibitor"), p("pakts473")] < 0.4
     assert abs(shift[names.index("ly294002"), p("PIP3")]) < 0.3
+    assert 0.1 < shift[names.index("pma"), p("PKC")] < 0.3
+    assert abs(shift[names.index("b2camp"), p("PKA")]) < 0.1
+    assert shift[names.index("b2camp"), p("pmek")] < -4
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -139,9 +145,6 @@ def test_bad_arguments_raise(kwargs, match):
 
 
 # --- the benchmark module (gim_ppl.evaluation.sachs) ---------------------------------------
-
-from gim_ppl.cli import main  # noqa: E402
-from gim_ppl.evaluation import sachs as bench  # noqa: E402
 
 
 def test_mean_shift_scores_are_standardised_mean_shifts():
@@ -206,8 +209,6 @@ def test_cli_writes_json_and_keeps_prose_around_the_tables(tmp_path, monkeypatch
     rc = main(["bench", "--sachs", "--methods", "mean_shift,ut_igsp,gies", "--out",
                str(tmp_path)])
     assert rc == 0
-    import json
-
     results = json.loads((tmp_path / "data" / "sachs.json").read_text())
     assert results["command"].startswith("gim-ppl bench --sachs --methods")
     by_method = {r["method"]: r for r in results["rows"]}

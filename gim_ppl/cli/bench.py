@@ -15,6 +15,24 @@ from gim_ppl.cli.arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 from gim_ppl.cli.machine import machine_description
 
 
+def _chosen_methods(text: str | None, allowed: tuple, default: tuple,
+                    mode: str) -> tuple | None:
+    """`--methods` as a tuple (`default` when not given); None, after printing the error,
+    when it names a method `mode` does not have."""
+    methods = tuple(text.split(",")) if text else default
+    unknown = [m for m in methods if m not in allowed]
+    if unknown:
+        print(f"gim-ppl bench: error: unknown --methods {unknown} for {mode}; choose from "
+              f"{allowed}", file=sys.stderr)
+        return None
+    return methods
+
+
+def _given(**options) -> dict:
+    """The options the user set (not None): overrides of a config's defaults."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _perf(args) -> int:
     from gim_ppl.evaluation.perf import PerfConfig, perf_markdown, run_perf
 
@@ -44,16 +62,13 @@ def _stability(args) -> int:
         write_stability,
     )
 
-    methods = tuple(args.methods.split(",")) if args.methods else ("fit", "plain")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"gim-ppl bench: error: unknown --methods {unknown} for --stability; choose "
-              f"from {METHODS}", file=sys.stderr)
+    methods = _chosen_methods(args.methods, METHODS, ("fit", "plain"), "--stability")
+    if methods is None:
         return 2
-    overrides = {k: v for k, v in dict(
+    overrides = _given(
         methods=methods, seeds=tuple(args.seeds) if args.seeds else None,
         keys=tuple(args.keys) if args.keys else None, steps=args.steps,
-        restarts=args.restarts, workers=args.workers).items() if v is not None}
+        restarts=args.restarts, workers=args.workers)
     config = StabilityConfig(**overrides)
     machine = machine_description()
     print(f"machine: {machine}")
@@ -68,17 +83,12 @@ def _stability(args) -> int:
 def _sachs(args) -> int:
     from gim_ppl.evaluation.sachs import METHODS, SachsConfig, run_sachs, write_sachs
 
-    methods = tuple(args.methods.split(",")) if args.methods else METHODS
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"gim-ppl bench: error: unknown --methods {unknown} for --sachs; choose from "
-              f"{METHODS}", file=sys.stderr)
+    methods = _chosen_methods(args.methods, METHODS, METHODS, "--sachs")
+    if methods is None:
         return 2
-    overrides = {k: v for k, v in dict(
+    config = SachsConfig(**_given(
         methods=methods, keys=tuple(args.keys) if args.keys else None, steps=args.steps,
-        learning_rate=args.learning_rate, conditions=args.conditions).items()
-        if v is not None}
-    config = SachsConfig(**overrides)
+        learning_rate=args.learning_rate, conditions=args.conditions))
     machine = machine_description()
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in dict(
         conditions=args.conditions, steps=args.steps, learning_rate=args.learning_rate,
