@@ -2,7 +2,8 @@
 
 `import gim_ppl` needs only jax, numpyro, optax and numpy. Features beyond fitting live in
 extras: `[bench]` (ott-jax, scikit-learn: metrics, baselines, benchmarks), `[plots]`
-(matplotlib, networkx), `[screen]` (anndata, scanpy, rdkit, pandas: drug screens).
+(matplotlib, networkx), `[screen]` (anndata, scanpy, rdkit, pandas: drug screens),
+`[peers]` (causaldag's UT-IGSP, GIES: the peers of the Sachs benchmark).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ EXTRA_OF = {
     "rdkit": "screen",
     "pandas": "screen",
     "h5py": "screen",
+    "graphical_model_learning": "peers",
+    "conditional_independence": "peers",
+    "causaldag": "peers",
+    "gies": "peers",
 }
 
 

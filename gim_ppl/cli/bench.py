@@ -1,6 +1,7 @@
 """`gim-ppl bench`: run every method on the synthetic benchmark protocol, several seeds, and
-write results.json / results.md; with `--perf`, the performance benchmark (perf.json / .md).
-Both need the `[bench]` extra; the evaluation modules are imported when the command runs."""
+write results.json / results.md; with `--perf`, the performance benchmark (perf.json / .md);
+with `--sachs`, the Sachs benchmark (data/sachs.json / sachs.md; its peers need `[peers]`).
+All need the `[bench]` extra; the evaluation modules are imported when the command runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,24 @@ from pathlib import Path
 
 from gim_ppl.cli.arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 from gim_ppl.cli.machine import machine_description
+
+
+def _chosen_methods(text: str | None, allowed: tuple, default: tuple,
+                    mode: str) -> tuple | None:
+    """`--methods` as a tuple (`default` when not given); None, after printing the error,
+    when it names a method `mode` does not have."""
+    methods = tuple(text.split(",")) if text else default
+    unknown = [m for m in methods if m not in allowed]
+    if unknown:
+        print(f"gim-ppl bench: error: unknown --methods {unknown} for {mode}; choose from "
+              f"{allowed}", file=sys.stderr)
+        return None
+    return methods
+
+
+def _given(**options) -> dict:
+    """The options the user set (not None): overrides of a config's defaults."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _perf(args) -> int:
@@ -43,16 +62,13 @@ def _stability(args) -> int:
         write_stability,
     )
 
-    methods = tuple(args.methods.split(",")) if args.methods else ("fit", "plain")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"gim-ppl bench: error: unknown --methods {unknown} for --stability; choose "
-              f"from {METHODS}", file=sys.stderr)
+    methods = _chosen_methods(args.methods, METHODS, ("fit", "plain"), "--stability")
+    if methods is None:
         return 2
-    overrides = {k: v for k, v in dict(
+    overrides = _given(
         methods=methods, seeds=tuple(args.seeds) if args.seeds else None,
         keys=tuple(args.keys) if args.keys else None, steps=args.steps,
-        restarts=args.restarts, workers=args.workers).items() if v is not None}
+        restarts=args.restarts, workers=args.workers)
     config = StabilityConfig(**overrides)
     machine = machine_description()
     print(f"machine: {machine}")
@@ -60,6 +76,32 @@ def _stability(args) -> int:
     rows = run_stability(config)
     json_path, md_path = write_stability(rows, args.out, machine=machine, config=config)
     print(stability_markdown(summarise(rows)))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _sachs(args) -> int:
+    from gim_ppl.evaluation.sachs import METHODS, SachsConfig, run_sachs, write_sachs
+
+    methods = _chosen_methods(args.methods, METHODS, METHODS, "--sachs")
+    if methods is None:
+        return 2
+    config = SachsConfig(**_given(
+        methods=methods, keys=tuple(args.keys) if args.keys else None, steps=args.steps,
+        learning_rate=args.learning_rate, conditions=args.conditions))
+    machine = machine_description()
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in dict(
+        conditions=args.conditions, steps=args.steps, learning_rate=args.learning_rate,
+        methods=args.methods).items() if v is not None]
+    flags += [f"--keys {' '.join(map(str, args.keys))}"] if args.keys else []
+    command = " ".join(["gim-ppl bench --sachs", *flags, f"--out {args.out}"])
+    print(f"machine: {machine}")
+    print(f"config: {config}")
+    results = run_sachs(config)
+    out = Path(args.out)
+    json_path, md_path = write_sachs(results, out / "data" / "sachs.json", out / "sachs.md",
+                                     machine=machine, command=command)
+    print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
     return 0
 
@@ -112,6 +154,8 @@ def run(args) -> int:
         return _perf(args)
     if args.stability:
         return _stability(args)
+    if args.sachs:
+        return _sachs(args)
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -164,12 +208,21 @@ def add_parser(sub) -> None:
                             "default fit,plain) × --seeds (default 0-9) × --keys (default "
                             "0 1 2), the default GIM at --steps (default 30000); "
                             "stability.json/.md")
+    bench.add_argument("--sachs", action="store_true",
+                       help="Sachs benchmark instead: the GIMs (--keys, default 0 1 2; --steps, "
+                            "default 10000) beside UT-IGSP, GIES (the [peers] extra) and the "
+                            "mean-shift detector on the Sachs et al. (2005) data; writes "
+                            "data/sachs.json and sachs.md under --out (e.g. --out docs)")
+    bench.add_argument("--conditions", choices=("inhibitors", "igsp", "all"),
+                       help="with --sachs: which conditions (gim_ppl.datasets.sachs; default "
+                            "inhibitors)")
     bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
                        help="learning curve instead: the protocol (--methods, --seeds, "
                             "--steps) at each number of training perturbations, e.g. "
                             "20,40,80,160; learning_curve.json/.md/.png")
     bench.add_argument("--keys", type=NON_NEGATIVE_INT, nargs="+", metavar="KEY",
-                       help="with --stability: PRNG keys per seed (default: 0 1 2)")
+                       help="with --stability: PRNG keys per seed; with --sachs: PRNG keys of "
+                            "the GIM fits (default: 0 1 2)")
     bench.add_argument("--restarts", type=POSITIVE_INT, metavar="R",
                        help="with --stability: restarts of the fit_restarts method "
                             "(default: 4)")

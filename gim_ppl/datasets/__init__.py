@@ -11,6 +11,8 @@
 - `splits`: `holdout_*`, `sciplex3_splits`, `center_on_controls`, `shift_cells` (any
   `PerturbationData`).
 - `screen`: the sci-Plex3 schema, RDKit drug features and `toy_screen`.
+- `sachs`: the Sachs et al. (2005) flow-cytometry data (vendored, checksummed) as
+  `SachsData`: cells per condition, literature targets of each reagent, consensus graph.
 
 Result tables of a fit (`target_table`, `hill_table`) live in `gim_ppl.summary`.
 """
@@ -18,6 +20,7 @@ Result tables of a fit (`target_table`, `hill_table`) live in `gim_ppl.summary`.
 from gim_ppl.datasets.anndata import from_anndata, from_anndata_with_info
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.datasets.expression import NORMALIZE_CHOICES, AnnDataInfo
+from gim_ppl.datasets.sachs import CONDITION_SETS, SachsData, sachs
 from gim_ppl.datasets.screen import (
     CONTROL_NAME,
     SCIPLEX3,
@@ -38,12 +41,14 @@ from gim_ppl.datasets.splits import (
 from gim_ppl.datasets.synthetic import GroundTruth, SyntheticBenchmark, random_dag, synthetic_hill
 
 __all__ = [
+    "CONDITION_SETS",
     "CONTROL_NAME",
     "NORMALIZE_CHOICES",
     "SCIPLEX3",
     "AnnDataInfo",
     "DoseScale",
     "GroundTruth",
+    "SachsData",
     "ScreenSchema",
     "ScreenTruth",
     "SyntheticBenchmark",
@@ -57,6 +62,7 @@ __all__ = [
     "holdout_highest_doses",
     "holdout_perturbations",
     "random_dag",
+    "sachs",
     "sciplex3_splits",
     "shift_cells",
     "synthetic_hill",
