@@ -32,7 +32,8 @@ def test_random_cells_shapes():
 def test_perf_quick_cli_writes_tables(tmp_path, monkeypatch):
     small = perf.PerfConfig(step_vars=(5,), cells=(500,), vars_=(5,), vars_cells=500,
                             mlp_max_vars=5, n_steps=4, repeats=1, full_fit_steps=20,
-                            full_fit_marginals=("exact",), large=((600, 6),))
+                            full_fit_marginals=("exact",), large=((600, 6),),
+                            map_perturbations=(4,))
     monkeypatch.setattr(perf.PerfConfig, "quick", classmethod(lambda cls: small))
     assert cli.main(["bench", "--perf", "--quick", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "perf.json").read_text())
@@ -44,6 +45,9 @@ def test_perf_quick_cli_writes_tables(tmp_path, monkeypatch):
     # the extra large point runs for the linear mechanism only
     assert [(r["mechanism"], r["n_cells"], r["n_vars"]) for r in res["scaling"]
             if r["axis"] == "large"] == [("linear", 600, 6)]
+    assert [r["map"] for r in res["maps"]] == [m for m, _ in perf.MAP_VARIANTS]
+    assert res["maps"][0]["ratio_to_linear"] == 1.0
+    assert all(r["seconds_per_step"] > 0 for r in res["maps"])
     fit_row = res["full_fit"][0]
     assert 0.0 <= fit_row["target_auroc_full_ood"] <= 1.0
     assert np.isfinite(fit_row["mean_error_full_ood"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -181,12 +182,45 @@ class PerfConfig:
     full_fit_steps: int = 30_000
     full_fit_marginals: tuple = ("exact", "relaxed_mc")
     large: tuple = ()  # extra (n_cells, n_vars) points, linear exact (e.g. 10⁶ × 1000 on a GPU)
+    # intervention maps side by side: numbers of training perturbations (= GP anchors)
+    map_perturbations: tuple = (40, 320)
 
     @classmethod
     def quick(cls) -> PerfConfig:
         return cls(step_vars=(10,), cells=(1_000, 10_000), vars_=(10, 30), vars_cells=2_000,
                    mlp_max_vars=30, n_steps=20, repeats=2, full_fit_steps=500,
-                   full_fit_marginals=("exact",))
+                   full_fit_marginals=("exact",), map_perturbations=(40,))
+
+
+#: Intervention maps timed side by side (the first is the reference of the ratios).
+MAP_VARIANTS = (("linear", {}), ("linear+ard", {"shrinkage": "ard"}),
+                ("linear+horseshoe", {"shrinkage": "horseshoe"}),
+                ("gp", {"intervention_map": "gp", "map_anchors": None}))
+
+
+def map_step_timing(n_perturbations: Sequence[int], *, n_steps: int = 100, repeats: int = 5,
+                    log=print) -> list[dict]:
+    """Seconds per SVI step of each of `MAP_VARIANTS` on `synthetic_hill(0,
+    n_train_perturbations=P)` (d = 10; the GP's anchors are its P training perturbations),
+    side by side, with the ratio to the linear map."""
+    from gim_ppl.datasets import synthetic_hill
+
+    rows = []
+    for n_pert in n_perturbations:
+        bench = synthetic_hill(0, n_train_perturbations=int(n_pert))
+        base = None
+        for name, options in MAP_VARIANTS:
+            if "map_anchors" in options:
+                options = {**options, "map_anchors": bench.train}
+            model = GIM(10, bench.train.n_features, **options)
+            t = numpyro_step_timing(model, bench.train, n_steps=n_steps, repeats=repeats)
+            base = t["seconds_per_step"] if base is None else base
+            rows.append({"map": name, "n_perturbations": int(n_pert),
+                         "n_cells": int(bench.train.x.shape[0]), **t,
+                         "ratio_to_linear": t["seconds_per_step"] / base})
+            log(f"map {name} P={n_pert}: {1e3 * t['seconds_per_step']:.2f} ms/step "
+                f"({t['seconds_per_step'] / base:.2f}× linear)")
+    return rows
 
 
 def run_perf(config: PerfConfig, *, log=print) -> dict:
@@ -196,7 +230,7 @@ def run_perf(config: PerfConfig, *, log=print) -> dict:
     from gim_ppl.inference import fit
 
     out: dict = {"config": dataclasses.asdict(config), "steps": [], "scaling": [],
-                 "full_fit": []}
+                 "maps": [], "full_fit": []}
     for d in config.step_vars:
         bench = synthetic_hill(0, n_vars=d)
         for marginal in ("exact", "relaxed_mc"):
@@ -227,6 +261,9 @@ def run_perf(config: PerfConfig, *, log=print) -> dict:
                                    "n_vars": d, **t, "memory_bytes": mem})
             log(f"scaling {mechanism} n={n} d={d}: {1e3 * t['seconds_per_step']:.2f} ms/step, "
                 f"{(mem or 0) / 2**20:.1f} MiB")
+
+    out["maps"] = map_step_timing(config.map_perturbations, n_steps=config.n_steps,
+                                  repeats=config.repeats, log=log)
 
     bench = synthetic_hill(0)
     for marginal in config.full_fit_marginals:
@@ -260,6 +297,13 @@ def perf_markdown(results: dict) -> str:
         mem = "—" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f}"
         lines.append(f"| {r['mechanism']} | {r['n_cells']:,} | {r['n_vars']} | "
                      f"{1e3 * r['seconds_per_step']:.2f} | {mem} |")
+    if results.get("maps"):
+        lines += ["", "## Intervention maps (d = 10, exact marginal, one SVI step)", "",
+                  "| map | training perturbations | cells | ms/step | × linear |",
+                  "|---|---|---|---|---|"]
+        for r in results["maps"]:
+            lines.append(f"| {r['map']} | {r['n_perturbations']} | {r['n_cells']:,} | "
+                         f"{1e3 * r['seconds_per_step']:.2f} | {r['ratio_to_linear']:.2f} |")
     lines += ["", "## Full fit of the default benchmark (d = 10)", "",
               "| marginal | steps | wall s | target AUROC train | target AUROC unseen | "
               "mean err partial OOD | mean err full OOD |", "|---|---|---|---|---|---|---|"]
