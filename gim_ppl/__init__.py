@@ -1,7 +1,7 @@
 """gim_ppl: Generative Intervention Models as NumPyro models.
 
 Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit` (with `cosine_ramp`,
-`DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `to_arviz`, and the submodules
+`DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`, and the submodules
 `datasets`, `metrics`, `baselines` and `plots`.
 
 `import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
@@ -17,6 +17,7 @@ from gim_ppl.inference import (
     DualAscent,
     FitResult,
     cosine_ramp,
+    diagnose,
     fit,
     init_from_data,
     run_mcmc,
@@ -50,6 +51,7 @@ __all__ = [
     "baselines",
     "cosine_ramp",
     "datasets",
+    "diagnose",
     "fit",
     "init_from_data",
     "metrics",

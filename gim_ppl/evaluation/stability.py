@@ -144,9 +144,12 @@ def run_stability(config: StabilityConfig, *, log=print) -> list[dict]:
             rows.append(_job(job))
             log(_line(rows[-1]))
         return rows
-    # one XLA thread per process: the pool, not XLA, uses the cores
+    # one XLA thread per process: the pool, not XLA, uses the cores. OpenBLAS (behind the
+    # LAPACK calls: Cholesky, solves) spins its own threads while waiting; with several
+    # processes per core that made a GP-map step ~100× slower (docs/performance.md).
     os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
                                "intra_op_parallelism_threads=1")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
     # spawn, not fork: the parent has started JAX's threads, and a forked child can deadlock
     with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")
                              ) as pool:

@@ -2,12 +2,13 @@
 
 One concept per module, as in `numpyro.infer`: `fit` (the loop and dual ascent on λ),
 `init` (starts from the data), `schedules`, `restarts` (selection on held-out
-perturbations), `batching`, `mcmc`, `arviz`. Nothing here is needed to fit a GIM with
-plain `numpyro.infer.SVI`.
+perturbations), `batching`, `mcmc`, `arviz`, `diagnostics` (`diagnose`: R-hat, ESS, divergences,
+E-BFMI). Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
 """
 
 from gim_ppl.inference.arviz import to_arviz
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
+from gim_ppl.inference.diagnostics import Diagnosis, Thresholds, diagnose
 from gim_ppl.inference.fit import (
     CHUNK_STEPS,
     DualAscent,
@@ -33,16 +34,19 @@ __all__ = [
     "CHUNK_STEPS",
     "Agreement",
     "BatchIndex",
+    "Diagnosis",
     "DualAscent",
     "FitResult",
     "FitState",
     "Restarts",
     "ScalarOrSchedule",
     "Schedule",
+    "Thresholds",
     "acyclicity_weight_at",
     "cosine_ramp",
     "cycle_gain",
     "data_start",
+    "diagnose",
     "dual_ascent_step",
     "fit",
     "init_from_data",

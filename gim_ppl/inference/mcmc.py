@@ -42,7 +42,8 @@ def run_mcmc(
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
     mcmc = MCMC(NUTS(model, **nuts_kwargs), num_warmup=num_warmup, num_samples=num_samples,
                 num_chains=num_chains, chain_method=chain_method, progress_bar=progress)
-    mcmc.run(key, data)
+    # energy: for E-BFMI in `diagnose`; diverging: divergent transitions
+    mcmc.run(key, data, extra_fields=("diverging", "energy"))
     return mcmc
 
 
