@@ -11,6 +11,7 @@ it samples `targets` per context, Hill shifts and cells, returned as the determi
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 
@@ -176,6 +177,16 @@ class GIM:
             s: site_shape(spec, self.axis_sizes) for s, spec in self.sites.items()}
         self.site_priors = {s: site_distribution(self.priors.for_site(s), shape)
                             for s, shape in self.site_shapes.items()}
+
+    def with_exact_gradients(self) -> GIM:
+        """This model with the exact gradient of its acyclicity penalty: a shallow copy with
+        the same log density, whose gradient HMC can trust (the default spectral gradient
+        holds the power-iteration vectors fixed; see `core.graph.spectral_penalty`).
+        `run_mcmc` uses it; the user's model is not changed."""
+        model = copy.copy(self)
+        model.acyclicity_penalty = acyclicity_penalty_fn(self.acyclicity, self.power_iterations,
+                                                         exact_gradient=True)
+        return model
 
     def __repr__(self) -> str:
         return (f"GIM(n_vars={self.n_vars}, n_features={self.n_features}, "

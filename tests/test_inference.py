@@ -141,13 +141,6 @@ def test_nuts_and_arviz_with_named_coords():
     assert by_pert.sizes["perturbation"] == 2
 
 
-def test_run_mcmc_warns_on_spectral_penalty():
-    data = small_data(d=2, p=1, n_pert=2, n_cells=4)
-    with pytest.warns(UserWarning, match="notears"):
-        gim_ppl.run_mcmc(gim_ppl.GIM(2, 1), data, key=jax.random.key(0), num_warmup=2,
-                         num_samples=2)
-
-
 def test_to_arviz_from_a_map_point():
     data = small_data()
     model = gim_ppl.GIM(3, 2)

@@ -26,36 +26,55 @@ def default_power_iterations(n_vars: int) -> int:
     return max(1, math.ceil((n_vars - 1) / 2))
 
 
-def spectral_penalty(weights, n_iter: int | None = None):
+def spectral_penalty(weights, n_iter: int | None = None, exact_gradient: bool = False):
     """NO-BEARS acyclicity penalty: spectral radius of `W ∘ W` by power iteration.
 
     O(n_vars²) per iteration. Zero on DAGs when `n_iter >= default_power_iterations(d)`
-    (the default), positive whenever a cycle exists. The gradient is the eigenvalue
-    derivative `u vᵀ / uᵀv ∘ 2W` (left/right vectors held fixed), exact at convergence.
+    (the default), positive whenever a cycle exists. The default gradient is the eigenvalue
+    derivative `u vᵀ / uᵀv ∘ 2W` (left/right vectors held fixed): exact at convergence, a
+    surrogate after a few iterations — enough for Adam, not for HMC, whose energy must match
+    its gradient. `exact_gradient=True` differentiates through the iterations instead: the
+    same value, and the true gradient of that value (`run_mcmc` uses it).
 
     Args:
         weights: `(n_vars, n_vars)`.
         n_iter: power iterations (default: enough to vanish on any DAG).
+        exact_gradient: differentiate through the power iterations.
     """
     d = weights.shape[-1]
     n_iter = default_power_iterations(d) if n_iter is None else int(n_iter)
     a = weights * weights
-    a_fixed = lax.stop_gradient(a)
+    if exact_gradient:
+        a_iter, normalize = a, _normalize_differentiable
+    else:
+        a_iter = lax.stop_gradient(a)
+
+        def normalize(x):
+            return x / jnp.maximum(jnp.linalg.norm(x), _TINY)
 
     def step(_, uv):
         u, v = uv
-        v = a_fixed @ v
-        u = a_fixed.T @ u
-        return u / jnp.maximum(jnp.linalg.norm(u), _TINY), v / jnp.maximum(
-            jnp.linalg.norm(v), _TINY
-        )
+        return normalize(a_iter.T @ u), normalize(a_iter @ v)
 
     ones = jnp.ones((d,), weights.dtype) / math.sqrt(d)
     u, v = lax.fori_loop(0, n_iter, step, (ones, ones))
-    u, v = lax.stop_gradient(u), lax.stop_gradient(v)
+    if not exact_gradient:
+        u, v = lax.stop_gradient(u), lax.stop_gradient(v)
     denom = u @ v
     safe = jnp.where(denom > _TINY, denom, 1.0)
     return jnp.where(denom > _TINY, (u @ a @ v) / safe, 0.0)
+
+
+#: Below this squared norm a power-iteration vector is treated as zero (float32-safe).
+_MIN_SQUARED_NORM = 1e-30
+
+
+def _normalize_differentiable(x):
+    """`x / ‖x‖`, and 0 (with zero gradient) where ‖x‖² < `_MIN_SQUARED_NORM`: no NaN
+    gradient at x = 0 (an empty graph)."""
+    sq = jnp.sum(x * x)
+    ok = sq > _MIN_SQUARED_NORM
+    return jnp.where(ok, x / jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
 
 
 def notears_penalty(weights):
@@ -67,11 +86,14 @@ def notears_penalty(weights):
 ACYCLICITY_PENALTIES = ("spectral", "notears")
 
 
-def acyclicity_penalty_fn(kind: str = "spectral", n_iter: int | None = None):
-    """The penalty `h(W)` a user names: "spectral" (NO-BEARS, `n_iter` power iterations) or
-    "notears"; a callable `(n_vars, n_vars) -> scalar`."""
+def acyclicity_penalty_fn(kind: str = "spectral", n_iter: int | None = None,
+                          exact_gradient: bool = False):
+    """The penalty `h(W)` a user names: "spectral" (NO-BEARS, `n_iter` power iterations;
+    `exact_gradient` see `spectral_penalty`) or "notears"; a callable
+    `(n_vars, n_vars) -> scalar`."""
     if kind == "spectral":
-        return functools.partial(spectral_penalty, n_iter=n_iter)
+        return functools.partial(spectral_penalty, n_iter=n_iter,
+                                 exact_gradient=exact_gradient)
     if kind == "notears":
         return notears_penalty
     raise ValueError(f"acyclicity must be one of {ACYCLICITY_PENALTIES}, got {kind!r}")
