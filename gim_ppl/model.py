@@ -178,14 +178,15 @@ class GIM:
         self.site_priors = {s: site_distribution(self.priors.for_site(s), shape)
                             for s, shape in self.site_shapes.items()}
 
-    def with_exact_gradients(self) -> GIM:
-        """This model with the exact gradient of its acyclicity penalty: a shallow copy with
-        the same log density, whose gradient HMC can trust (the default spectral gradient
-        holds the power-iteration vectors fixed; see `core.graph.spectral_penalty`).
-        `run_mcmc` uses it; the user's model is not changed."""
+    def with_acyclicity(self, kind: str, *, exact_gradient: bool = True) -> GIM:
+        """This model with acyclicity penalty `kind` ("spectral" or "notears"), a shallow
+        copy; the user's model is not changed. `exact_gradient`: the spectral penalty
+        differentiated through its power iterations (its default gradient holds the vectors
+        fixed; see `core.graph.spectral_penalty`), as HMC needs. `run_mcmc` uses it."""
         model = copy.copy(self)
-        model.acyclicity_penalty = acyclicity_penalty_fn(self.acyclicity, self.power_iterations,
-                                                         exact_gradient=True)
+        model.acyclicity = kind
+        model.acyclicity_penalty = acyclicity_penalty_fn(kind, self.power_iterations,
+                                                         exact_gradient=exact_gradient)
         return model
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gim_ppl
 from gim_ppl.core.graph import spectral_penalty
@@ -50,18 +51,24 @@ def test_exact_spectral_gradient_is_finite_on_empty_and_acyclic_graphs():
         assert float(value) == 0.0 and np.isfinite(np.asarray(grad)).all()
 
 
-def test_run_mcmc_on_the_default_model_uses_exact_gradients():
+def test_run_mcmc_on_the_default_model():
+    """The default model samples with the NOTEARS factor; `acyclicity="model"` keeps the
+    spectral one with exact gradients; the user's model is never changed."""
     data = small_data(d=2, p=1, n_pert=2, n_cells=8)
     model = gim_ppl.GIM(2, 1)  # acyclicity="spectral", the default
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "use notears" warning any more
-        mcmc = gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=100,
-                                num_samples=50, num_chains=2)
-    draws = mcmc.get_samples()
-    assert all(np.isfinite(np.asarray(v)).all() for v in draws.values())
-    assert int(mcmc.get_extra_fields()["diverging"].sum()) == 0
-    # the user's model keeps its own (Adam) gradient; the copy has the same density
-    copy = model.with_exact_gradients()
-    assert copy.acyclicity_penalty is not model.acyclicity_penalty
-    w = jnp.asarray([[0.0, 0.8], [0.9, 0.0]])  # a 2-cycle
-    assert float(copy.acyclicity_penalty(w)) == float(model.acyclicity_penalty(w))
+    penalty = model.acyclicity_penalty
+    for choice, kind in (("notears", "notears"), ("model", "spectral")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mcmc = gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=100,
+                                    num_samples=50, num_chains=2, acyclicity=choice)
+        assert mcmc.sampler.model.acyclicity == kind
+        draws = mcmc.get_samples()
+        assert all(np.isfinite(np.asarray(v)).all() for v in draws.values())
+    assert model.acyclicity == "spectral" and model.acyclicity_penalty is penalty
+    w = jnp.asarray([[0.0, 0.8], [0.9, 0.0]])  # a 2-cycle: same value, exact gradient
+    exact = model.with_acyclicity("spectral")
+    assert float(exact.acyclicity_penalty(w)) == float(model.acyclicity_penalty(w))
+    with pytest.raises(ValueError, match="acyclicity"):
+        gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=1, num_samples=1,
+                         acyclicity="spectral")

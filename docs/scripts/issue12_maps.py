@@ -34,7 +34,8 @@ if noise:
         pert = np.asarray(data.perturbation)
         extra = np.where((pert >= 0)[:, None], rows[np.maximum(pert, 0)], 0.0)
         return data.replace(features=jnp.concatenate(
-            [data.features, jnp.asarray(extra, data.features.dtype)], 1))
+            [data.features, jnp.asarray(extra, data.features.dtype)], 1),
+            feature_names=data.feature_names + tuple(f"noise_{i}" for i in range(noise)))
 
     bench = bench.__class__(train=widen(bench.train), partial_ood=widen(bench.partial_ood),
                             full_ood=widen(bench.full_ood), truth=bench.truth)

@@ -23,10 +23,20 @@ def run_mcmc(
     num_samples: int,
     num_chains: int = 1,
     progress: bool = False,
+    acyclicity: str = "notears",
     **nuts_kwargs,
 ) -> MCMC:
-    """NUTS on the same model (targets marginalised ⇒ exact, deterministic log density),
-    with exact gradients of the acyclicity penalty (`GIM.with_exact_gradients`).
+    """NUTS on the model (targets marginalised ⇒ exact, deterministic log density).
+
+    Args:
+        acyclicity: the acyclicity factor NUTS samples with. "notears" (default): the
+            NOTEARS penalty `tr(exp(W∘W)) − d`, smooth and flat near W = 0, so chains move
+            between edge orientations; on a d = 5 benchmark it mixed far better than the
+            spectral penalty (docs/reliability.md: max R-hat 1.06 vs 1.85, min bulk ESS
+            per second 0.37 vs 0.01), whose 2-cycle value |w_ij w_ji| has a kink at zero.
+            Both vanish exactly on DAGs; the rest of the model is unchanged. "model": the
+            model's own penalty, the spectral one with exact gradients
+            (`GIM.with_acyclicity`). O(d³) per step for "notears".
 
     Chains start near the data (`init_from_data(data, jitter=MCMC_JITTER)`: each chain its
     own jitter, so R-hat can see chains that disagree) unless `init_strategy` is given.
@@ -34,11 +44,11 @@ def run_mcmc(
     """
     if data.x is None:
         raise ValueError("run_mcmc needs a PerturbationData with cells (data.x is None)")
-    # HMC needs the true gradient of the density it evaluates; the spectral penalty's default
-    # gradient is a fixed-vector surrogate (seen with it: step size collapsing to ~1e-3,
-    # r_hat ~ 2 on a 4-variable problem), so NUTS runs on the same density with exact
-    # gradients.
-    model = model.with_exact_gradients()
+    if acyclicity not in ("notears", "model"):
+        raise ValueError(f"acyclicity must be 'notears' or 'model', got {acyclicity!r}")
+    # HMC needs the true gradient of the density it evaluates (the spectral penalty's
+    # default gradient is a fixed-vector surrogate) and a geometry it can cross
+    model = model.with_acyclicity(model.acyclicity if acyclicity == "model" else "notears")
     # A prior draw (NumPyro's default) gives the Hill heads random signs, each a separate
     # mode (docs/reliability.md); the data start does not.
     nuts_kwargs.setdefault("init_strategy", init_from_data(data, jitter=MCMC_JITTER))
