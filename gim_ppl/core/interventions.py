@@ -212,14 +212,10 @@ def gp_head(params: dict, head: str, features, anchors):
 
 
 def gp_heads(params: dict, features, anchors) -> list:
-    """The four heads of the GP map, one `vmap` over heads: one batched factorisation
-    instead of four (inside `lax.scan` each factorisation call has a fixed cost that
-    dominates at tens of anchors)."""
-    stacked = [jnp.stack([params[f"{head}_{name}"] for head in HEADS])
-               for name in ("gp_lengthscale", "gp_amplitude", "gp_u", "bias")]
-    out = jax.vmap(gp_conditional_mean, in_axes=(0, 0, 0, 0, None, None))(
-        *stacked, features, anchors)
-    return list(out)
+    """The four heads of the GP map, one factorisation each. (A `vmap` over heads batches
+    the factorisations, and batched Cholesky on CPU was ~20× slower than four single ones
+    at P = 320: docs/performance.md.)"""
+    return [gp_head(params, head, features, anchors) for head in HEADS]
 
 
 def check_anchors(anchors, n_features: int) -> np.ndarray:
