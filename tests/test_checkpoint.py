@@ -41,14 +41,14 @@ def _assert_same_run(a, b):
 
 def _interrupt_after(monkeypatch, stop_at: int):
     """Make `fit` stop (as if killed) right after writing its checkpoint at `stop_at`."""
-    write = fit_module._write
+    write = ckpt.write_checkpoint
 
-    def write_then_stop(*args):
-        write(*args)
-        if args[3] == stop_at:  # steps done
+    def write_then_stop(path, state, **kw):
+        write(path, state, **kw)
+        if kw["header"]["steps_done"] == stop_at:
             raise Interrupted
 
-    monkeypatch.setattr(fit_module, "_write", write_then_stop)
+    monkeypatch.setattr(ckpt, "write_checkpoint", write_then_stop)
 
 
 def test_interrupted_fit_resumes_bit_for_bit(monkeypatch, tmp_path):
@@ -91,9 +91,9 @@ def test_finished_run_extends_to_more_steps(monkeypatch, tmp_path):
 def test_checkpoint_every_is_rounded_up_to_whole_chunks(monkeypatch, tmp_path):
     monkeypatch.setattr(fit_module, "CHUNK_STEPS", CHUNK)
     written = []
-    write = fit_module._write
-    monkeypatch.setattr(fit_module, "_write",
-                        lambda *a: (written.append(a[3]), write(*a)))
+    write = ckpt.write_checkpoint
+    monkeypatch.setattr(ckpt, "write_checkpoint", lambda path, state, **kw: (
+        written.append(kw["header"]["steps_done"]), write(path, state, **kw)))
     gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=100, key=jax.random.key(0),
                 progress=False, checkpoint=tmp_path / "c", checkpoint_every=30)
     assert written == [40, 80, 100]
@@ -133,7 +133,8 @@ def test_checkpoint_of_other_settings_or_data_is_refused(written_checkpoint, cha
 
 
 def test_checkpoint_of_another_package_version_is_refused(written_checkpoint, monkeypatch):
-    monkeypatch.setattr(gim_ppl, "__version__", "0.0.0-other")
+    assert ckpt.package_version() == gim_ppl.__version__
+    monkeypatch.setattr(ckpt, "package_version", lambda: "0.0.0-other")
     with pytest.raises(ValueError, match="other version"):
         gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=10, key=jax.random.key(0),
                     progress=False, resume=written_checkpoint)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import numbers
 import os
@@ -47,6 +48,15 @@ class Checkpoint(NamedTuple):
     losses: np.ndarray
     target_sparsity: np.ndarray
     acyclicity_weight: np.ndarray
+
+
+def package_version() -> str:
+    """The installed gim_ppl version (what `gim_ppl.__version__` says, read from the
+    package metadata: this module cannot import the top-level package)."""
+    try:
+        return importlib.metadata.version("gim_ppl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def data_fingerprint(data: PerturbationData | None) -> str | None:
@@ -238,5 +248,6 @@ def _short(value) -> str:
 
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "check_settings", "data_fingerprint", "describe",
-           "key_fingerprint", "leaf_spec", "model_description", "read_checkpoint",
+           "key_fingerprint", "leaf_spec", "model_description", "package_version",
+           "read_checkpoint",
            "restore_state", "write_checkpoint"]

@@ -24,6 +24,7 @@ from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.svi import SVIRunResult, SVIState
 from numpyro.optim import optax_to_numpyro
 
+from gim_ppl.checks import check_integer
 from gim_ppl.core.interventions import warn_constant_features
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
@@ -290,27 +291,26 @@ def fit(
         >>> res = fit(GIM(10, 10), data, steps=30_000, key=jax.random.key(0),
         ...           optimizer=optax.adam(1e-3), restarts=4)  # doctest: +SKIP
     """
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = check_integer("steps", steps)
     if not isinstance(data, PerturbationData) or not data.has_cells:
         raise ValueError("data must be a PerturbationData with cells (data.x is None)")
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1 cells per context, got {batch_size}")
+    if batch_size is not None:
+        batch_size = check_integer("batch_size", batch_size)
     if batch_size is not None and devices is not None:
         raise ValueError("give batch_size or devices, not both")
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    restarts = check_integer("restarts", restarts)
+    if devices is not None:
+        devices = _check_devices(devices)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax GradientTransformation such as "
                         f"optax.adam(1e-3), got {type(optimizer).__name__}")
     check_scalar_or_schedule("target_sparsity", target_sparsity)
     check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
-    if checkpoint_every is not None and (
-            checkpoint is None or isinstance(checkpoint_every, bool)
-            or int(checkpoint_every) != checkpoint_every or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be an integer >= 1 (steps) and needs "
-                         f"checkpoint=path, got {checkpoint_every!r}")
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every needs checkpoint=path")
+        checkpoint_every = check_integer("checkpoint_every", checkpoint_every)
     saved = None if resume is None else ckpt.read_checkpoint(resume)
     settings = _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
                                     validation, batch_size, devices)
@@ -445,11 +445,9 @@ def fit(
 def _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
                          validation, batch_size, devices) -> dict:
     """What must match between a checkpoint and the fit that resumes it (JSON-able)."""
-    from gim_ppl import __version__
-
     held = validation if isinstance(validation, PerturbationData) else None
     return {
-        "version": __version__,
+        "version": ckpt.package_version(),
         "model": ckpt.model_description(model),
         "data": ckpt.data_fingerprint(data),
         "key": ckpt.key_fingerprint(key),
@@ -499,6 +497,17 @@ def _resume(path, saved: ckpt.Checkpoint, settings: dict, template: FitState, st
     losses = [np.asarray(saved.losses)] if done else []
     return (state, done, np.asarray(saved.header["alive"], bool), saved.header["message"],
             losses)
+
+
+def _check_devices(devices) -> list:
+    if isinstance(devices, (str, bytes)) or not hasattr(devices, "__iter__"):
+        raise TypeError(f"devices must be a sequence of JAX devices (e.g. jax.devices()), "
+                        f"got {type(devices).__name__}")
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty sequence of JAX devices (e.g. "
+                         f"jax.devices()), got {devices!r}")
+    return devices
 
 
 def _finite_per_restart(params, restarts: int) -> np.ndarray:
