@@ -242,7 +242,9 @@ def fit(
     uninterrupted run returns (bit for bit on CPU; `FitResult.seconds` counts this call
     only). `steps` may also be raised to extend a finished run, as long as the β_I and λ
     schedules give the same values at the steps done — the default ramps depend on
-    `steps`, so pass explicit schedules to extend. A checkpoint from another model, data
+    `steps`, so pass explicit schedules to extend (dual ascent starts at `DualAscent.start ·
+    steps`, so with it an extended run may raise λ after other chunks than one run to the
+    larger `steps`). A checkpoint from another model, data
     set, key, guide, optimizer state layout, batch size, restart count, validation split,
     dual-ascent setting, `CHUNK_STEPS` or package version raises a ValueError naming the
     difference. The optimizer is checked by its state layout only: an optax transformation
