@@ -42,6 +42,19 @@ def _float_array(name: str, value: Any, ndim: int) -> np.ndarray:
     return arr
 
 
+def _check_storable(name: str, arr: np.ndarray, where: str) -> None:
+    """Finite values that overflow the dtype the container stores (float32 unless x64 is
+    enabled) would turn into inf there: reject them, naming the rows (axis 0)."""
+    dtype = np.dtype(jnp.result_type(float))
+    with np.errstate(over="ignore"):
+        lost = np.isfinite(arr) & ~np.isfinite(arr.astype(dtype))
+    bad = np.flatnonzero(lost.reshape(arr.shape[0], -1).any(axis=1)) if arr.ndim else []
+    if len(bad):
+        raise ValueError(f"{name} has values beyond the {dtype} range (|value| > "
+                         f"{np.finfo(dtype).max:.3g}) at {where} {_rows(bad)}; rescale them "
+                         "or enable float64 (jax.enable_x64)")
+
+
 def _names(name: str, value: Sequence[str] | None, length: int, default_prefix: str) -> tuple:
     if value is None:
         width = len(str(max(length - 1, 0)))
@@ -383,6 +396,8 @@ def _check_contexts(features, dose, observational) -> tuple[np.ndarray, np.ndarr
             f"{_rows(bad)}"
         )
     features[obs] = 0.0  # ignored by the model; zeros keep every array finite
+    _check_storable("dose", dose, "contexts")
+    _check_storable("features", features, "contexts")
     return features, dose, obs
 
 
@@ -415,6 +430,7 @@ def _check_cells(x, context, obs: np.ndarray,
     bad = np.flatnonzero(~np.isfinite(x_arr).all(axis=1))
     if bad.size:
         raise ValueError(f"x has non-finite values (NaN or inf) at cells {_rows(bad)}")
+    _check_storable("x", x_arr, "cells")
     if require_cells:
         empty = np.flatnonzero(np.bincount(ctx, minlength=n_contexts) == 0)
         if empty.size:

@@ -22,6 +22,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import Predictive
 
+from gim_ppl.checks import check_integer, check_real
 from gim_ppl.core.graph import acyclicity_penalty_fn, default_power_iterations, threshold_graph
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.interventions import (
@@ -112,17 +113,20 @@ class GIM:
         shrinkage: str | None = None,
         map_anchors=None,
     ):
-        if int(n_vars) < 1 or int(n_features) < 1:
-            raise ValueError(f"n_vars and n_features must be >= 1, got {n_vars}, {n_features}")
-        if marginal not in MARGINALS:
+        n_vars, n_features = check_integer("n_vars", n_vars), check_integer("n_features",
+                                                                             n_features)
+        hidden, n_mc = check_integer("hidden", hidden), check_integer("n_mc", n_mc)
+        temperature = check_real("temperature", temperature, minimum=0.0, strict=True)
+        target_sparsity = check_real("target_sparsity", target_sparsity, minimum=0.0)
+        acyclicity_weight = check_real("acyclicity_weight", acyclicity_weight, minimum=0.0)
+        if power_iterations is not None:
+            power_iterations = check_integer("power_iterations", power_iterations)
+        if not isinstance(marginal, str) or marginal not in MARGINALS:
             raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
-        if intervention_effect not in INTERVENTION_EFFECTS:
+        if not isinstance(intervention_effect, str) \
+                or intervention_effect not in INTERVENTION_EFFECTS:
             raise ValueError(f"intervention_effect must be one of {INTERVENTION_EFFECTS}, got "
                              f"{intervention_effect!r}")
-        if temperature <= 0 or n_mc < 1 or hidden < 1:
-            raise ValueError("temperature must be > 0, n_mc >= 1 and hidden >= 1")
-        if target_sparsity < 0 or acyclicity_weight < 0:
-            raise ValueError("target_sparsity and acyclicity_weight must be >= 0")
         mech, imap = as_mechanism(mechanism), as_intervention_map(intervention_map)
         if shrinkage is not None:
             imap = shrink(imap, shrinkage)
@@ -160,6 +164,10 @@ class GIM:
         self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
                                     self.n_mc)
         # One table: each site's axes (→ shape and ArviZ dims) and prior field.
+        if pooled is not None and (isinstance(pooled, (str, bytes))
+                                   or not hasattr(pooled, "__iter__")):
+            raise TypeError(f"pooled must be a sequence of perturbation names, got "
+                            f"{type(pooled).__name__} {pooled!r}")
         self.pooled = None if pooled is None else tuple(str(n) for n in pooled)
         if self.pooled is not None and (not self.pooled
                                         or len(set(self.pooled)) != len(self.pooled)):
@@ -306,6 +314,12 @@ class GIM:
             raise ValueError(f"sites lacks the model's sample sites {missing}")
         draws = None
         for s, shape in self.site_shapes.items():
+            value = np.asarray(sites[s])
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"sites[{s!r}] must be a real array, got dtype {value.dtype}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"sites[{s!r}] has non-finite values (NaN or inf) at "
+                                 f"{np.argwhere(~np.isfinite(value))[:5].tolist()}")
             got = tuple(jnp.shape(sites[s]))
             if got == shape:
                 this = False
@@ -327,8 +341,9 @@ class GIM:
         def masked(params):
             return fn({**params, "weights": masked_weights(params["weights"])}, *args)
 
+        draws = self.check_sites(sites)
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
-        if self.check_sites(sites):
+        if draws:
             return jax.vmap(masked)(params)
         return masked(params)
 
@@ -433,10 +448,8 @@ class GIM:
         """
         if mode not in ("mixture", "threshold"):
             raise ValueError(f"mode must be 'mixture' or 'threshold', got {mode!r}")
-        if int(n_cells) < 1:
-            raise ValueError(f"n_cells must be >= 1, got {n_cells}")
+        n_cells = check_integer("n_cells", n_cells)
         self._check_data(contexts)
-        n_cells = int(n_cells)
         has_draws = self.check_sites(sites)
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
         if not has_draws:
@@ -471,9 +484,7 @@ class GIM:
         per context and draw (targets drawn per cell from π(z)): quantiles over the draws
         give intervals for a new perturbation's mean effect; the Monte Carlo error of each
         mean is about noise sd / √n_cells."""
-        if int(n_cells) < 1:
-            raise ValueError(f"n_cells must be >= 1, got {n_cells}")
-        n = int(n_cells)
+        n = check_integer("n_cells", n_cells)
         if not self.check_sites(sites):
             pred = self.predict(sites, contexts, key=key, n_cells=n)
             return np.asarray(pred.x).reshape(contexts.n_contexts, n, -1).mean(1)

@@ -51,6 +51,7 @@ TESTS_DIR = ROOT / "tests"
 # (module-name prefix, layer); the first matching prefix wins, so list longer ones first.
 LAYERS = [
     ("gim_ppl.extras", 0),
+    ("gim_ppl.checks", 0),
     ("gim_ppl.data", 0),
     ("gim_ppl.core", 0),
     ("gim_ppl.priors", 1),

@@ -93,8 +93,11 @@ def test_fit_rejects_data_without_cells():
 
 
 @pytest.mark.parametrize("options, error, match", [
-    (dict(steps=0), ValueError, "steps must be >= 1"),
-    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    (dict(steps=0), ValueError, "steps must be an integer >= 1"),
+    (dict(steps=float("nan")), ValueError, "steps must be an integer >= 1"),
+    (dict(steps="10"), TypeError, "steps must be an integer >= 1"),
+    (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
+    (dict(devices=0), TypeError, "devices must be a sequence of JAX devices"),
     (dict(batch_size=4, devices=jax.devices()), ValueError, "batch_size or devices"),
     (dict(optimizer=1e-3), TypeError, "optimizer must be an optax GradientTransformation"),
     (dict(target_sparsity=-1.0), ValueError, "target_sparsity must be >= 0"),

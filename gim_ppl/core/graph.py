@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gim_ppl.checks import check_real
+
 _TINY = 1e-30
 
 
@@ -169,6 +171,8 @@ def threshold_graph(weights, threshold: float) -> np.ndarray:
     w = np.abs(np.asarray(weights, dtype=float))
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
         raise ValueError(f"weights must be a square matrix, got shape {w.shape}")
+    # NaN compares False everywhere: it would return an empty graph without a word
+    threshold = check_real("threshold", threshold, minimum=0.0)
     adj = w > threshold
     np.fill_diagonal(adj, False)
     dropped = []

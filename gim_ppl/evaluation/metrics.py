@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gim_ppl.checks import check_integer
 from gim_ppl.data import PerturbationData
 from gim_ppl.extras import require
 
@@ -42,6 +43,8 @@ def _flat_labels(labels, values, what: str):
     v = np.asarray(values, dtype=float).ravel()
     if y.shape != v.shape:
         raise ValueError(f"labels and {what} differ in size: {y.size} vs {v.size}")
+    if y.size == 0:  # the mean over no entries is NaN
+        raise ValueError(f"labels and {what} are empty")
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be boolean (0/1)")
     return y, v
@@ -82,8 +85,8 @@ def shd(true_adjacency, estimated_adjacency) -> int:
     a = np.asarray(true_adjacency, dtype=bool)
     b = np.asarray(estimated_adjacency, dtype=bool)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"adjacency matrices must be square and equal in shape: {a.shape}, "
-                         f"{b.shape}")
+        raise ValueError(f"true_adjacency and estimated_adjacency must be square and equal "
+                         f"in shape: {a.shape}, {b.shape}")
     diff = a != b
     # a reversed edge shows up as a mismatch at (i, j) and (j, i): count the pair once
     pair = diff | diff.T
@@ -97,9 +100,7 @@ def mean_error(predicted: PerturbationData, observed: PerturbationData, *,
     Returns the average over contexts (or the `(n_contexts,)` values). Raises ValueError
     for a context without cells.
     """
-    if predicted.n_contexts != observed.n_contexts:
-        raise ValueError(f"predicted has {predicted.n_contexts} contexts, observed "
-                         f"{observed.n_contexts}")
+    _check_pair(predicted, observed)
     err = np.linalg.norm(predicted.context_means() - observed.context_means(), axis=1)
     return err if per_context else float(err.mean())
 
@@ -119,14 +120,17 @@ def r2_mean_change(predicted: PerturbationData, observed: PerturbationData, cont
     Returns:
         The average over contexts, or the `(n_contexts,)` values.
     """
-    if predicted.n_contexts != observed.n_contexts:
-        raise ValueError(f"predicted has {predicted.n_contexts} contexts, observed "
-                         f"{observed.n_contexts}")
-    control = np.asarray(control_mean, float)
+    _check_pair(predicted, observed)
+    try:
+        control = np.asarray(control_mean, float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"control_mean must be a real array, got {control_mean!r}") from err
     if control.shape != (observed.n_vars,):
         raise ValueError(f"control_mean must have shape ({observed.n_vars},), got "
                          f"{control.shape}")
-    if top_k is not None and not 2 <= int(top_k) <= observed.n_vars:
+    if not np.isfinite(control).all():
+        raise ValueError("control_mean has non-finite values")
+    if top_k is not None and not 2 <= check_integer("top_k", top_k) <= observed.n_vars:
         raise ValueError(f"top_k must be in [2, {observed.n_vars}], got {top_k}")
     change = observed.context_means() - control
     pred = predicted.context_means() - control
@@ -162,8 +166,7 @@ def reliability_curve(labels, probs, *, n_bins: int = 10) -> dict:
         `{"mean_prob", "frequency", "count"}`, arrays of one entry per non-empty bin.
     """
     y, p = _labels_probs(labels, probs)
-    if int(n_bins) < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    n_bins = check_integer("n_bins", n_bins)
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
     count = np.bincount(bins, minlength=n_bins)
     keep = count > 0
@@ -187,13 +190,24 @@ def _padded_clouds(data: PerturbationData):
     return jnp.asarray(points), jnp.asarray(weights)
 
 
-def _paired_clouds(predicted: PerturbationData, observed: PerturbationData):
+def _check_pair(predicted: PerturbationData, observed: PerturbationData) -> None:
+    """Both `PerturbationData` with cells, the same contexts and variables."""
+    for name, data in (("predicted", predicted), ("observed", observed)):
+        if not isinstance(data, PerturbationData):
+            raise TypeError(f"{name} must be a gim_ppl.PerturbationData, got "
+                            f"{type(data).__name__}")
+        if not data.has_cells:
+            raise ValueError(f"{name} has no cells (x is None)")
     if predicted.n_contexts != observed.n_contexts:
         raise ValueError(f"predicted has {predicted.n_contexts} contexts, observed "
                          f"{observed.n_contexts}")
     if predicted.n_vars != observed.n_vars:
         raise ValueError(f"predicted has {predicted.n_vars} variables, observed "
                          f"{observed.n_vars}")
+
+
+def _paired_clouds(predicted: PerturbationData, observed: PerturbationData):
+    _check_pair(predicted, observed)
     return (*_padded_clouds(predicted), *_padded_clouds(observed))
 
 

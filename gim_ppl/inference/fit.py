@@ -9,6 +9,7 @@ NamedTuple carried through the loop. Nothing here is needed to fit a GIM with `S
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from typing import NamedTuple
@@ -23,9 +24,11 @@ from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.svi import SVIRunResult, SVIState
 from numpyro.optim import optax_to_numpyro
 
+from gim_ppl.checks import check_integer
 from gim_ppl.core.interventions import warn_constant_features
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
+from gim_ppl.inference import checkpoint as ckpt
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
 from gim_ppl.inference.restarts import (
     Restarts,
@@ -47,6 +50,23 @@ from gim_ppl.model import GIM
 #: algorithm (it sets when λ may rise), not only of its speed.
 CHUNK_STEPS = 1000
 
+class SortedTraceELBO(Trace_ELBO):
+    """NumPyro's `Trace_ELBO` (one particle) with the sites' terms summed in name order.
+
+    `Trace_ELBO` sums them in the iteration order of a Python `set` of site names, which
+    changes with `PYTHONHASHSEED`: the same fit in two processes then differs in the last
+    bits of every loss, and a fit resumed in a new process would not continue its run
+    exactly.
+    """
+
+    def __init__(self):
+        super().__init__(sum_sites=False)
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        out = super().loss_with_mutable_state(rng_key, param_map, model, guide, *args,
+                                              **kwargs)
+        terms = out["loss"]
+        return {**out, "loss": sum((terms[k] for k in sorted(terms)), start=jnp.array(0.0))}
 
 
 class FitResult(NamedTuple):
@@ -194,6 +214,9 @@ def fit(
     batch_size: int | None = None,
     devices=None,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> FitResult:
     """MAP (or any guide) by SVI, run in jitted `lax.scan` chunks of `CHUNK_STEPS` steps.
 
@@ -209,6 +232,23 @@ def fit(
     the held-out perturbations' cells best from their features (exact marginal, π from
     features) is returned. `FitResult.restarts` keeps every restart, the scores and how much
     the restarts agree (`Agreement`; a warning names what disagrees).
+
+    Resumable runs: with `checkpoint=path` the loop state (optimiser state and PRNG key of
+    every restart, dual-ascent scale, losses and schedule values so far) is written to `path`
+    between chunks and after the last one, atomically (a temporary file in the same
+    directory, then `os.replace`: a process killed while writing leaves the previous
+    checkpoint whole). `fit(..., resume=path)` with the same model, data, key and settings
+    continues that run from its last checkpoint to `steps` and returns what the
+    uninterrupted run returns (bit for bit on CPU; `FitResult.seconds` counts this call
+    only). `steps` may also be raised to extend a finished run, as long as the β_I and λ
+    schedules give the same values at the steps done — the default ramps depend on
+    `steps`, so pass explicit schedules to extend (dual ascent starts at `DualAscent.start ·
+    steps`, so with it an extended run may raise λ after other chunks than one run to the
+    larger `steps`). A checkpoint from another model, data
+    set, key, guide, optimizer state layout, batch size, restart count, validation split,
+    dual-ascent setting, `CHUNK_STEPS` or package version raises a ValueError naming the
+    difference. The optimizer is checked by its state layout only: an optax transformation
+    does not expose its learning rate, so give the same `optimizer` when resuming.
 
     Args:
         model: a `GIM`.
@@ -239,6 +279,12 @@ def fit(
         devices: a sequence of JAX devices to shard the cells over (data parallel; see
             `shard_cells`); None keeps everything on the default device.
         progress: show a tqdm progress bar.
+        checkpoint: file to write the loop state to (see above); None: no checkpoints.
+        checkpoint_every: steps between checkpoints, rounded up to whole chunks of
+            `CHUNK_STEPS` (a checkpoint is written after the first chunk that ends at least
+            this many steps after the previous one, and after the last chunk). None: after
+            every chunk.
+        resume: a checkpoint file to continue from (may equal `checkpoint`).
 
     Returns:
         A `FitResult`.
@@ -247,22 +293,29 @@ def fit(
         >>> res = fit(GIM(10, 10), data, steps=30_000, key=jax.random.key(0),
         ...           optimizer=optax.adam(1e-3), restarts=4)  # doctest: +SKIP
     """
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = check_integer("steps", steps)
     if not isinstance(data, PerturbationData) or not data.has_cells:
         raise ValueError("data must be a PerturbationData with cells (data.x is None)")
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1 cells per context, got {batch_size}")
+    if batch_size is not None:
+        batch_size = check_integer("batch_size", batch_size)
     if batch_size is not None and devices is not None:
         raise ValueError("give batch_size or devices, not both")
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    restarts = check_integer("restarts", restarts)
+    if devices is not None:
+        devices = _check_devices(devices)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax GradientTransformation such as "
                         f"optax.adam(1e-3), got {type(optimizer).__name__}")
     check_scalar_or_schedule("target_sparsity", target_sparsity)
     check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every needs checkpoint=path")
+        checkpoint_every = check_integer("checkpoint_every", checkpoint_every)
+    saved = None if resume is None else ckpt.read_checkpoint(resume)
+    settings = _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
+                                    validation, batch_size, devices)
     if model.shrinkage is not None:
         _, first = data.perturbation_contexts()
         warn_constant_features(np.asarray(data.features)[first], "data.features")
@@ -279,7 +332,7 @@ def fit(
     betas = per_step_values("target_sparsity", target_sparsity, steps)
     lams = per_step_values("acyclicity_weight", acyclicity_weight, steps)
     max_weight = math.inf if dual is None else dual.max_weight
-    svis = [SVI(model, g, optax_to_numpyro(optimizer), Trace_ELBO()) for g in guides]
+    svis = [SVI(model, g, optax_to_numpyro(optimizer), SortedTraceELBO()) for g in guides]
     svi, guide = svis[0], guides[0]
 
     key, batch_key = jax.random.split(key)
@@ -323,8 +376,21 @@ def fit(
                          jnp.ones((restarts,), lams.dtype))
     alive = np.ones(restarts, dtype=bool)
     losses, message, done = [], "", 0
+    settings["state_layout"] = [str(jax.tree_util.tree_structure(state)),
+                                ckpt.leaf_spec(jax.tree_util.tree_leaves(state))]
+    if saved is not None:
+        state, done, alive, message, losses = _resume(resume, saved, settings, state, steps,
+                                                      betas, lams)
+    every = CHUNK_STEPS if checkpoint_every is None else int(checkpoint_every)
+    written = done
     bar = _progress_bar(steps, progress)
+    if bar is not None:
+        bar.update(done)
     while done < steps and alive.any():
+        # between chunks (here, so that a resumed run takes the same step after its
+        # checkpoint): dual ascent on λ
+        if done > 0 and dual is not None and dual.start * steps <= done:
+            state = _dual_ascent_all(state, lams[done], dual, guide, svi, restarts)
         n = min(CHUNK_STEPS, steps - done)
         chunk = jax.tree_util.tree_map(lambda a, lo=done, hi=done + n: a[lo:hi], xs)
         new_state, chunk_losses = run_chunk(state, chunk, data, pad_weights)
@@ -348,8 +414,10 @@ def fit(
             chunk_losses = np.where(alive, chunk_losses, np.nan)
         state, done = new_state, done + n
         losses.append(chunk_losses)
-        if dual is not None and dual.start * steps <= done < steps:
-            state = _dual_ascent_all(state, lams[done], dual, guide, svi, restarts)
+        if checkpoint is not None and (done - written >= every or done == steps):
+            _write(checkpoint, state, settings, done, steps, alive, message, losses,
+                   betas, lams)
+            written = done
         if bar is not None:
             bar.update(n)
             bar.set_postfix(loss=f"{np.nanmin(chunk_losses[-1]):.4g}")
@@ -374,6 +442,74 @@ def fit(
     return FitResult(chosen, losses[:, report.selected],
                      SVIRunResult(params, state.svi_state, jnp.asarray(losses.T)), guide,
                      message, seconds, report)
+
+
+def _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
+                         validation, batch_size, devices) -> dict:
+    """What must match between a checkpoint and the fit that resumes it (JSON-able)."""
+    held = validation if isinstance(validation, PerturbationData) else None
+    return {
+        "version": ckpt.package_version(),
+        "model": ckpt.model_description(model),
+        "data": ckpt.data_fingerprint(data),
+        "key": ckpt.key_fingerprint(key),
+        "optimizer": type(optimizer).__name__ if optimizer is not None else "adam(1e-3)",
+        "guide": "AutoDelta" if guide is None else getattr(guide, "__name__",
+                                                           type(guide).__name__),
+        "dual_ascent": ckpt.describe(_dual_ascent(dual_ascent)),
+        "restarts": int(restarts),
+        "validation": ckpt.data_fingerprint(held) if held is not None
+        else ckpt.describe(validation),
+        "batch_size": None if batch_size is None else int(batch_size),
+        "devices": None if devices is None else len(list(devices)),
+        "chunk_steps": CHUNK_STEPS,
+        "x64": bool(jax.config.jax_enable_x64),
+    }
+
+
+def _write(path, state: FitState, settings: dict, done: int, steps: int, alive, message: str,
+           losses: list, betas, lams) -> None:
+    header = {"format": ckpt.CHECKPOINT_FORMAT, "version": settings["version"],
+              "steps_done": int(done), "steps": int(steps), "message": message,
+              "alive": [bool(a) for a in alive], "settings": settings}
+    ckpt.write_checkpoint(path, state, header=header, losses=np.concatenate(losses),
+                          target_sparsity=np.asarray(betas[:done]),
+                          acyclicity_weight=np.asarray(lams[:done]))
+
+
+def _resume(path, saved: ckpt.Checkpoint, settings: dict, template: FitState, steps: int,
+            betas, lams):
+    """`(state, steps done, alive, message, losses)` of a checkpoint, after checking that
+    it belongs to this fit (settings and the schedule values of the steps done)."""
+    ckpt.check_settings(path, saved.header["settings"], settings)
+    done = int(saved.header["steps_done"])
+    if done > steps:
+        raise ValueError(f"resume: the checkpoint {path!r} has {done} steps done, more than "
+                         f"steps={steps}")
+    for name, used, now in (("target_sparsity", saved.target_sparsity, betas),
+                            ("acyclicity_weight", saved.acyclicity_weight, lams)):
+        now = np.asarray(now[:done])
+        if used.shape != now.shape or not np.array_equal(used, now.astype(used.dtype)):
+            first = int(np.argmax(used != now)) if used.shape == now.shape else 0
+            raise ValueError(
+                f"resume: the {name} schedule gives other values than the checkpoint's at "
+                f"the {done} steps done (first at step {first}); the default ramps depend "
+                "on steps: resume with the same steps, or pass the schedule explicitly")
+    state = ckpt.restore_state(template, saved.leaves)
+    losses = [np.asarray(saved.losses)] if done else []
+    return (state, done, np.asarray(saved.header["alive"], bool), saved.header["message"],
+            losses)
+
+
+def _check_devices(devices) -> list:
+    if isinstance(devices, (str, bytes)) or not hasattr(devices, "__iter__"):
+        raise TypeError(f"devices must be a sequence of JAX devices (e.g. jax.devices()), "
+                        f"got {type(devices).__name__}")
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty sequence of JAX devices (e.g. "
+                         f"jax.devices()), got {devices!r}")
+    return devices
 
 
 def _finite_per_restart(params, restarts: int) -> np.ndarray:
