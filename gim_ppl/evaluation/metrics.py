@@ -40,7 +40,11 @@ from gim_ppl.extras import require
 def _flat_labels(labels, values, what: str):
     """`(labels, values)` flattened, checked equal in size and `labels` 0/1."""
     y = np.asarray(labels).ravel()
-    v = np.asarray(values, dtype=float).ravel()
+    try:
+        v = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError) as err:  # strings, objects: say which argument
+        raise TypeError(f"{what} must be an array of numbers, got {type(values).__name__} "
+                        f"({err})") from None
     if y.shape != v.shape:
         raise ValueError(f"labels and {what} differ in size: {y.size} vs {v.size}")
     if y.size == 0:  # the mean over no entries is NaN
