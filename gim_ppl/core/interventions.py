@@ -211,13 +211,6 @@ def gp_head(params: dict, head: str, features, anchors):
                                params[f"{head}_bias"], features, anchors)
 
 
-def gp_heads(params: dict, features, anchors) -> list:
-    """The four heads of the GP map, one factorisation each. (A `vmap` over heads batches
-    the factorisations, and batched Cholesky on CPU was ~20× slower than four single ones
-    at P = 320: docs/performance.md.)"""
-    return [gp_head(params, head, features, anchors) for head in HEADS]
-
-
 def check_anchors(anchors, n_features: int) -> np.ndarray:
     """Validate a GP map's anchors `(n_anchors ≥ 2, n_features)`; warn on constant columns."""
     z = np.asarray(anchors, dtype=float)
@@ -259,7 +252,9 @@ def intervention_outputs(params: dict, features, pooled=None,
     if "target_gp_u" in params:
         if anchors is None:
             raise ValueError("the 'gp' intervention map needs its anchors")
-        heads = gp_heads(params, features, anchors)
+        # one factorisation per head: batching them with vmap made the step slower (batched
+        # Cholesky on CPU; docs/performance.md)
+        heads = [gp_head(params, head, features, anchors) for head in HEADS]
     else:
         h = features
         if "map_hidden_bias" in params:
@@ -278,5 +273,5 @@ def intervention_outputs(params: dict, features, pooled=None,
 __all__ = ["ALL_MAPS", "GP_MAP", "GP_NUGGET", "HEADS", "INTERVENTION_MAPS", "LINEAR_MAP",
            "MLP_MAP", "OFFSET_SITES", "SHRINKAGES", "InterventionMap", "InterventionOutputs",
            "as_intervention_map", "check_anchors", "cholesky", "feature_weights",
-           "gp_conditional_mean", "gp_head", "gp_heads", "gp_kernel", "intervention_outputs",
+           "gp_conditional_mean", "gp_head", "gp_kernel", "intervention_outputs",
            "shrink", "warn_constant_features"]
