@@ -23,7 +23,12 @@ import numpyro.distributions as dist
 from numpyro.infer import Predictive
 
 from gim_ppl.checks import check_integer, check_real
-from gim_ppl.core.graph import acyclicity_penalty_fn, default_power_iterations, threshold_graph
+from gim_ppl.core.graph import (
+    acyclicity_penalty_fn,
+    default_power_iterations,
+    is_dag,
+    threshold_graph,
+)
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.interventions import (
     OFFSET_SITES,
@@ -68,6 +73,10 @@ class GIM:
         shrinkage: None, "ard" or "horseshoe": a learned scale per feature on the weights
             that read the features (linear and MLP maps; priors `Priors.ard_scale`,
             `Priors.horseshoe_*`). For many features of which few matter.
+        edge_mask: background knowledge on the graph, `(n_vars, n_vars)` bool, True where
+            an edge i → j is allowed (None: every edge but self-loops). Weights outside the
+            mask are multiplied by zero, so they have no effect and keep their prior; a
+            mask that is a DAG makes the acyclicity factor vanish identically.
         map_anchors: the GP map's training perturbations: their features `(n_anchors,
             n_features)`, or a `PerturbationData` whose perturbations' features are taken
             (one row per perturbation present). A new perturbation gets the GP's conditional
@@ -112,6 +121,7 @@ class GIM:
         pooled=None,
         shrinkage: str | None = None,
         map_anchors=None,
+        edge_mask=None,
     ):
         n_vars, n_features = check_integer("n_vars", n_vars), check_integer("n_features",
                                                                              n_features)
@@ -145,6 +155,7 @@ class GIM:
             raise ValueError("map_anchors is used by intervention_map='gp' only, got "
                              f"intervention_map={imap.name!r}")
         self.n_vars, self.n_features = int(n_vars), int(n_features)
+        self.edge_mask = None if edge_mask is None else _check_edge_mask(edge_mask, self.n_vars)
         self.mechanism, self.marginal = mech.name, marginal
         self.priors = Priors() if priors is None else priors
         if not isinstance(self.priors, Priors):
@@ -214,8 +225,6 @@ class GIM:
         sufficient statistics (minibatches: `n_k / b_k`; padding: 0).
         """
         self._check_data(data)
-        params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
-        params["weights"] = masked_weights(params["weights"])
         # The Gaussian conditionals form a proper density only for a DAG; a cycle can raise
         # them by O(1) nats per cell, so the penalty scales with the number of cells.
         if data.x is None:
@@ -227,24 +236,73 @@ class GIM:
                 raise ValueError(f"cell_weights must have shape ({data.x.shape[0]},) (one per "
                                  f"cell), got {jnp.shape(cell_weights)}")
             n_scale = jnp.sum(cell_weights)
-        lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
-        numpyro.factor(
-            "acyclicity",
-            -lam * n_scale * self.acyclicity_penalty(params["weights"]),
-        )
-        heads = self._heads(params, data)
-        shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+        params, heads, shift = self._sample_sites(data, n_scale, acyclicity_weight)
         if data.x is None:
             return self._generate(params, heads.target_logits, shift, data, hard_targets)
-
-        beta = self.target_sparsity if target_sparsity is None else target_sparsity
-        prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
-        numpyro.factor("target_sparsity", -beta * jnp.sum(prob))
+        self._target_sparsity_factor(heads, data, target_sparsity)
         key = None if self.marginal == "exact" else _prng_key()
         numpyro.factor("cells", log_likelihood(
             self.cell_model, params, data, heads.target_logits, shift,
             groups=self._groups(data), cell_weights=cell_weights, key=key))
         return None
+
+    def _sample_sites(self, data: PerturbationData, n_scale, acyclicity_weight):
+        """Every sample site from its prior, the acyclicity factor `−λ · n_scale · h(W)`
+        (None for `n_scale`: left out), and the heads and Hill shift `(n_contexts, n_vars)`
+        of `data`'s contexts."""
+        params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
+        params["weights"] = self.scm_weights(params["weights"])
+        lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
+        if n_scale is not None:
+            numpyro.factor(
+                "acyclicity",
+                -lam * n_scale * self.acyclicity_penalty(params["weights"]),
+            )
+        heads = self._heads(params, data)
+        shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+        return params, heads, shift
+
+    def _target_sparsity_factor(self, heads: InterventionOutputs, data: PerturbationData,
+                                target_sparsity):
+        beta = self.target_sparsity if target_sparsity is None else target_sparsity
+        prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
+        numpyro.factor("target_sparsity", -beta * jnp.sum(prob))
+
+    def observed_model(self, contexts: PerturbationData):
+        """This model with the cells as an observed sample site: `fn(x=None)`, for tools
+        that need one (`numpyro.infer.calibration.vsbc_diagnostic`, prior predictive checks).
+
+        `contexts` fixes the contexts and the context of each cell (`contexts.context`;
+        cells in `contexts.x` are ignored). `fn(x)` has the same sample sites and the same
+        log joint as `self(contexts.replace(x=x))` with the exact marginal: the site `"x"`
+        `(n_cells, n_vars)` has the cells' likelihood, targets summed out, as its log
+        density; with `x=None` it is drawn (targets per context from π, then cells).
+        Ancestral sampling ignores factors, so simulation draws from the model's prior only
+        when the acyclicity and target-sparsity factors vanish: `target_sparsity=0` and an
+        `edge_mask` that is a DAG. Factors that vanish identically are left out (the model
+        then has sample sites only); the others are kept.
+        """
+        self._check_data(contexts)
+        if contexts.context is None:
+            raise ValueError("contexts must give the context of each cell (contexts.context "
+                             "is None); e.g. data.for_prediction(n_cells)")
+        if self.shared_targets:
+            raise ValueError("observed_model draws targets per context; build the model "
+                             "with shared_targets=False")
+        cells = contexts.replace(x=None)
+        exact = self.cell_model._replace(marginal="exact")
+        n_cells = int(cells.context.shape[0])
+        acyclic = self.edge_mask is not None and is_dag(self.edge_mask)
+
+        def model(x=None):
+            params, heads, shift = self._sample_sites(cells, None if acyclic else n_cells,
+                                                      None)
+            if self.target_sparsity != 0.0:
+                self._target_sparsity_factor(heads, cells, None)
+            return numpyro.sample("x", _MarginalCells(exact, params, cells, heads.target_logits,
+                                                      shift), obs=x)
+
+        return model
 
     def _generate(self, params, target_logits, shift, data, hard_targets):
         if data.context is None:
@@ -264,6 +322,14 @@ class GIM:
         x = sample_cells(self.cell_model, params, noise, targets[data.context],
                          shift[data.context])
         return numpyro.deterministic("x", x)
+
+    def scm_weights(self, weights):
+        """The weights `(…, n_vars, n_vars)` the SCM uses: diagonal masked, and zeroed outside
+        `edge_mask`."""
+        weights = masked_weights(weights)
+        if self.edge_mask is None:
+            return weights
+        return weights * jnp.asarray(self.edge_mask, dtype=weights.dtype)
 
     def _heads(self, params: dict, data: PerturbationData) -> InterventionOutputs:
         """The four heads of every context of `data`, with the offsets of pooled ones."""
@@ -339,7 +405,7 @@ class GIM:
         diagonal of `weights` masked."""
 
         def masked(params):
-            return fn({**params, "weights": masked_weights(params["weights"])}, *args)
+            return fn({**params, "weights": self.scm_weights(params["weights"])}, *args)
 
         draws = self.check_sites(sites)
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
@@ -493,6 +559,57 @@ class GIM:
         pred = self.predict(sites, contexts, key=key, n_cells=n_draws * n)
         x = np.asarray(pred.x).reshape(contexts.n_contexts, n_draws, n, -1)
         return x.mean(2).transpose(1, 0, 2)
+
+
+class _MarginalCells(dist.Distribution):
+    """Cells `(n_cells, n_vars)` of fixed contexts given the parameters, targets summed
+    out: `log_prob` is `core.likelihood.log_likelihood` (exact marginal), `sample` draws
+    targets per context from π and cells with `core.likelihood.sample_cells`."""
+
+    support = dist.constraints.independent(dist.constraints.real, 2)
+
+    def __init__(self, cell_model: CellModel, params: dict, contexts: PerturbationData,
+                 target_logits, shift):
+        self.cell_model, self.params, self.contexts = cell_model, params, contexts
+        self.target_logits, self.shift = target_logits, shift
+        super().__init__(batch_shape=(),
+                         event_shape=(contexts.context.shape[0], target_logits.shape[-1]))
+
+    def sample(self, key, sample_shape=()):
+        def one(key):
+            k_targets, k_noise = jax.random.split(key)
+            targets = jax.random.bernoulli(k_targets, jax.nn.sigmoid(self.target_logits))
+            targets = jnp.where(self.contexts.observational[:, None], 0.0,
+                                targets.astype(self.shift.dtype))
+            noise = jax.random.normal(k_noise, self.event_shape, self.shift.dtype)
+            ctx = self.contexts.context
+            return sample_cells(self.cell_model, self.params, noise, targets[ctx],
+                                self.shift[ctx])
+
+        keys = jax.random.split(key, math.prod(sample_shape)) if sample_shape else key[None]
+        return jax.vmap(one)(keys).reshape(tuple(sample_shape) + self.event_shape)
+
+    def log_prob(self, value):
+        def one(x):
+            return log_likelihood(self.cell_model, self.params, self.contexts.replace(x=x),
+                                  self.target_logits, self.shift)
+
+        batch = jnp.shape(value)[:-2]
+        flat = jnp.reshape(value, (-1, *self.event_shape))
+        return jax.vmap(one)(flat).reshape(batch)
+
+
+def _check_edge_mask(edge_mask, n_vars: int) -> np.ndarray:
+    mask = np.asarray(edge_mask)
+    if mask.dtype != bool:
+        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+            raise ValueError("edge_mask must be a bool (or 0/1) array, True where an edge i → j "
+                             f"is allowed; got dtype {mask.dtype}")
+        mask = mask.astype(bool)
+    if mask.shape != (n_vars, n_vars):
+        raise ValueError(f"edge_mask must have shape ({n_vars}, {n_vars}) (parent, child), got "
+                         f"{mask.shape}")
+    return mask & ~np.eye(n_vars, dtype=bool)
 
 
 def _context_major(x, n_contexts: int, n_cells: int):

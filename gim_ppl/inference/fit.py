@@ -390,7 +390,8 @@ def fit(
         # between chunks (here, so that a resumed run takes the same step after its
         # checkpoint): dual ascent on λ
         if done > 0 and dual is not None and dual.start * steps <= done:
-            state = _dual_ascent_all(state, lams[done], dual, guide, svi, restarts)
+            state = _dual_ascent_all(state, lams[done], dual, guide, svi, restarts,
+                                     model.scm_weights)
         n = min(CHUNK_STEPS, steps - done)
         chunk = jax.tree_util.tree_map(lambda a, lo=done, hi=done + n: a[lo:hi], xs)
         new_state, chunk_losses = run_chunk(state, chunk, data, pad_weights)
@@ -521,13 +522,16 @@ def _finite_per_restart(params, restarts: int) -> np.ndarray:
     return ok
 
 
-def _dual_ascent_all(state: FitState, lam, dual: DualAscent, guide, svi, restarts: int):
-    """`dual_ascent_step` for one fit or for each restart."""
+def _dual_ascent_all(state: FitState, lam, dual: DualAscent, guide, svi, restarts: int,
+                     scm_weights):
+    """`dual_ascent_step` for one fit or for each restart; `scm_weights`: the model's map
+    from the `weights` site to the weights its SCM uses (`GIM.scm_weights`)."""
     params = svi.get_params(state.svi_state)
     if restarts == 1:
         lam_now = float(acyclicity_weight_at(lam, state.acyclicity_scale, dual.max_weight))
-        return dual_ascent_step(state, guide.median(params)["weights"], lam_now, dual)
-    weights = jax.vmap(lambda p: guide.median(p)["weights"])(params)
+        return dual_ascent_step(state, scm_weights(guide.median(params)["weights"]), lam_now,
+                                dual)
+    weights = jax.vmap(lambda p: scm_weights(guide.median(p)["weights"]))(params)
     scales = np.asarray(state.acyclicity_scale)
     lam_now = np.asarray(acyclicity_weight_at(lam, scales, dual.max_weight))
     raised = [_raises(weights[r], float(lam_now[r]), dual) for r in range(restarts)]

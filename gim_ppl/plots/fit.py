@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gim_ppl.core.hill import hill_shift
-from gim_ppl.core.mechanisms import masked_weights, mechanism_mean
+from gim_ppl.core.mechanisms import mechanism_mean
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.model import GIM
@@ -95,7 +95,7 @@ def _residual_means(model: GIM, params: dict, data: PerturbationData) -> np.ndar
     x = jnp.asarray(data.x)
     if model.intervention_effect == "shift":
         def fitted(p):
-            p = {**p, "weights": masked_weights(p["weights"])}
+            p = {**p, "weights": model.scm_weights(p["weights"])}
             return mechanism_mean(model.mechanism, p, x)
         effect = np.asarray(x - jax.vmap(fitted)(params).mean(0))
     else:
