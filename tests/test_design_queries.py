@@ -208,11 +208,20 @@ def test_counterfactual_answers_once_per_draw(scm):
                                    rtol=0, atol=ATOL)
 
 
-def test_a_cycle_through_the_held_variable_warns(scm):
+def test_a_weak_cycle_settles_exactly_and_a_strong_one_warns(scm):
+    """1 → 2 → 1 with loop gain −0.72: do(x1 = 2) cuts the cycle, the passes converge to
+    the closed form; with gain 0.8 they diverge and the query warns."""
     model, sites, contexts = scm
-    cyclic = {**sites, "weights": sites["weights"].at[2, 1].set(0.9)}  # 1 → 2 → 1
-    with jax.enable_x64(True), pytest.warns(RuntimeWarning, match="cycle"):
-        do_variables(model, cyclic, contexts, {1: 2.0}, key=jax.random.key(0), n_cells=N)
+    key = jax.random.key(0)
+    _, rows, noise = baseline(scm, key)
+    weak = {**sites, "weights": sites["weights"].at[2, 1].set(0.9)}
+    strong = {**sites, "weights": sites["weights"].at[2, 1].set(-1.0)}
+    with jax.enable_x64(True):
+        held = do_variables(model, weak, contexts, {1: 2.0}, key=key, n_cells=N)
+        with pytest.warns(RuntimeWarning, match="cycle"):
+            do_variables(model, strong, contexts, {1: 2.0}, key=key, n_cells=N)
+    expected = do_closed_form(BIAS + exogenous_shift(contexts)[rows] + noise, {1: 2.0})
+    np.testing.assert_allclose(held.x, expected, rtol=0, atol=ATOL)
 
 
 def test_same_key_same_cells_other_key_other_cells(scm):

@@ -23,8 +23,9 @@ effect (e.g. `do_variables(..., {1: 2.0}).x − do_variables(..., {1: 0.0}).x`).
 Assumptions, shared by all queries:
 - The fitted graph is a DAG. `do` and abduction solve for the noise by passes of the model
   (`x_j` is additive in `σ_j ε_j`): exact after at most `len(values) + 1` passes
-  (abduction: `n_vars + 1`) on a DAG; with a cycle through the variables involved the
-  passes may not settle, which raises a warning.
+  (abduction: `n_vars + 1`) on a DAG. The weak cycles a soft acyclicity penalty leaves
+  only add passes (to the exact fixed point); a strong cycle through the variables
+  involved may not settle in `MAX_PASSES`, which raises a warning.
 - `sites["noise_scale"] > 0` (a variable without noise cannot be abducted).
 - Targets are hard (0/1), as in `GIM.predict`.
 
@@ -34,12 +35,11 @@ over the posterior as `GIM.predict`; `counterfactual` answers once per draw.
 
 Example (a fitted `model` with MAP `sites` and its training `data`):
 
-    >>> from gim_ppl.design import do_variables, counterfactual
-    >>> control = data.subset(np.asarray(data.observational))      # the control context
-    >>> held = do_variables(model, sites, control.contexts_only(), {2: 0.0},
-    ...                     key=jax.random.key(0), n_cells=500)   # x_2 held at 0
-    >>> held.x.shape                                              # (1 · 500, n_vars)
-    >>> cf = counterfactual(model, sites, data, context=3)        # every cell under context 3
+    from gim_ppl.design import counterfactual, do_variables
+    control = data.subset(np.asarray(data.observational)).contexts_only()
+    held = do_variables(model, sites, control, {2: 0.0}, key=jax.random.key(0),
+                        n_cells=500)  # x_2 held at 0: held.x is (n_control_contexts · 500, d)
+    moved = counterfactual(model, sites, data, context=3)  # (n_cells, d): all in context 3
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ from gim_ppl.checks import check_integer
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.data import PerturbationData
 from gim_ppl.model import GIM
+
+#: Passes of the model at most when solving for noise (a DAG needs one per variable).
+MAX_PASSES = 100
 
 
 def do_variables(model: GIM, sites: Mapping, contexts: PerturbationData,
@@ -258,13 +261,15 @@ def _settle(model, params, cells, targets, noise, x, cols, goal, what):
 
     `x_j` is additive in `σ_j ε_j` whatever its parents, so `ε_j += (goal − x_j) / σ_j` puts
     x_j on goal once its parents have settled: on a DAG every column is exact after at most
-    `len(cols)` corrections. `goal` broadcasts against `x[:, cols]`.
+    `len(cols)` corrections. With a cycle the corrections continue to their fixed point
+    (the exact answer of the cyclic SCM) while the loop gain is below 1/2, up to
+    `MAX_PASSES`. `goal` broadcasts against `x[:, cols]`.
     """
     cols = jnp.asarray(cols)
     goal = jnp.asarray(goal, x.dtype)
     scale = params["noise_scale"][:, cols]
     tol = float(jnp.finfo(x.dtype).eps) ** 0.75 * (1.0 + float(jnp.max(jnp.abs(goal))))
-    for _ in range(int(cols.size) + 1):
+    for _ in range(MAX_PASSES):
         gap = goal - x[:, cols]
         if float(jnp.max(jnp.abs(gap))) <= tol:
             return noise, x
@@ -273,8 +278,8 @@ def _settle(model, params, cells, targets, noise, x, cols, goal, what):
     gap = float(jnp.max(jnp.abs(goal - x[:, cols])))
     if gap > tol:
         warnings.warn(f"{what}: the model's cells are {gap:.3g} from the requested values "
-                      "after one pass per variable; the fitted weights have a cycle through "
-                      "them (the query assumes a DAG)", RuntimeWarning, stacklevel=3)
+                      f"after {MAX_PASSES} passes; the fitted weights have a strong cycle "
+                      "through them (the query assumes a DAG)", RuntimeWarning, stacklevel=3)
     return noise, x
 
 
