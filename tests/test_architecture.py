@@ -19,7 +19,8 @@ What is checked, and how an import is read:
   Imports under `if TYPE_CHECKING:` never run and make no cycle edge.
 * Layers (a module may import its own layer and the layers below): extras, data, core = 0;
   model = 1; inference = 2; datasets, evaluation = 3 (evaluation may import datasets, not
-  the reverse); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
+  the reverse); design = 3.5 (queries on a fitted model: above model, inference
+  and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
   importers; a name imported from a package is followed through the package's re-exports to
   the module that defines it. Importing the top-level `gim_ppl` from inside the package
   counts as importing the top layer: inside the package, import from the real module.
@@ -62,6 +63,7 @@ LAYERS = [
     ("gim_ppl.summary", 4),
     ("gim_ppl.plots", 4),
     ("gim_ppl.cli", 5),
+    ("gim_ppl.design", 3.5),  # queries and experiments on a fitted model
     ("gim_ppl", 5),  # the top-level package itself: it re-exports from every layer
 ]
 
