@@ -1,10 +1,11 @@
 """Calibration of SVI on a GIM: NumPyro's VSBC diagnostic (Yao et al. 2018) on a small model,
 with a negative control that must fail (issue 15).
 
-The model is `GIM.observed_model`: the GIM's own sample sites and log joint with the cells
-as an observed site, so `vsbc_diagnostic` can simulate data sets from the prior and fit the
-guide to each. Ancestral simulation ignores factors, so the model is one whose factors
-vanish: `target_sparsity=0` and an `edge_mask` that is a DAG (the order 0 < 1 < 2).
+The model (`gim_ppl.evaluation.calibration.calibration_problem`) is `GIM.observed_model`: the
+GIM's own sample sites and log joint with the cells as an observed site, so `vsbc_diagnostic`
+can simulate data sets from the prior and fit the guide to each. Ancestral simulation ignores
+factors, so the model is one whose factors vanish: `target_sparsity=0` and an `edge_mask`
+that is a DAG (the order 0 < 1 < 2).
 
 Priors: the package's, except `bias ~ N(0, 1)` and `noise_scale ~ LogNormal(0, 0.5)`
 (cells on the scale of standardised data). With the default N(0, 5) bias some simulated
@@ -29,25 +30,17 @@ from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import log_density
 from numpyro.optim import _NumPyroOptim, optax_to_numpyro
 
-from gim_ppl import GIM, PerturbationData, Priors
+from gim_ppl import GIM
+from gim_ppl.evaluation.calibration import (
+    calibration_problem,
+    ecdf_difference,
+    flat_ranks,
+    rank_uniformity,
+    sbc_nuts,
+    scalar_names,
+)
 
-N_VARS, N_FEATURES = 3, 1
 STEPS = 3000
-
-
-def small_model():
-    """A d = 3 GIM over five contexts (control, two drugs at doses 1 and 2), 20 cells each,
-    and its observed-cells model."""
-    contexts = PerturbationData.from_arrays(
-        None, features=np.array([[0.0], [1.0], [-1.0], [1.0], [-1.0]]),
-        dose=np.array([0.0, 1.0, 1.0, 2.0, 2.0]),
-        observational=np.array([True, False, False, False, False]),
-        n_vars=N_VARS, require_cells=False)
-    contexts = contexts.replace(context=jnp.asarray(np.repeat(np.arange(5), 20), jnp.int32))
-    priors = Priors(bias=dist.Normal(0.0, 1.0), noise_scale=dist.LogNormal(0.0, 0.5))
-    model = GIM(N_VARS, N_FEATURES, priors=priors, target_sparsity=0.0,
-                edge_mask=np.triu(np.ones((N_VARS, N_VARS), bool), 1))
-    return model, contexts, model.observed_model(contexts)
 
 
 def optimiser():
@@ -106,7 +99,7 @@ def p_values(result) -> np.ndarray:
 
 def test_observed_model_has_the_gim_log_joint():
     """The observed-cells model's log joint equals the GIM's own at the same values."""
-    model, contexts, observed = small_model()
+    model, contexts, observed = calibration_problem()
     trace = numpyro.handlers.trace(numpyro.handlers.seed(observed, 3)).get_trace()
     assert {s for s, site in trace.items() if site["type"] == "sample"} \
         == set(model.site_shapes) | {"x"}  # the vanishing factors are left out
@@ -125,7 +118,7 @@ def test_svi_passes_vsbc_and_a_shifted_guide_fails():
     (its smallest p-value below 0.01 / K), and for at least 90 % of the scalars each (on 30
     data sets a few weakly identified scalars, whose fitted spread exceeds their prior's,
     move too little to show; measured: log_hill_bias[0], p = 0.11)."""
-    model, _, observed = small_model()
+    model, _, observed = calibration_problem()
     result = run_vsbc(observed, optimiser(), n_sims=100)
     p = p_values(result)
     k = p.size
@@ -137,3 +130,30 @@ def test_svi_passes_vsbc_and_a_shifted_guide_fails():
     control = p_values(run_vsbc(observed, shifted, n_sims=30))
     assert control.min() < 0.01 / k
     assert (control < 0.01 / k).mean() >= 0.9, np.sort(control)[-5:]
+
+
+def test_rank_uniformity_accepts_uniform_ranks_and_rejects_shifted_ones():
+    """χ² p-values: uniform ranks give p-values that are themselves ~uniform (checked at the
+    0.01 level: about 1 % of 500 columns fall below it); ranks piled at the low end (a
+    posterior shifted above the truth) give p ≈ 0."""
+    rng = np.random.default_rng(0)
+    n_ranks = 100
+    uniform = rng.integers(0, n_ranks + 1, size=(500, 500))
+    p = rank_uniformity(uniform, n_ranks)
+    assert 0.0 <= (p < 0.01).mean() <= 0.025  # binomial(500, 0.01): mean 5, 99.9 % ≤ 13
+    assert 0.4 < np.median(p) < 0.6
+    shifted = np.minimum(rng.integers(0, n_ranks + 1, size=(500, 3)), 60)
+    assert rank_uniformity(shifted, n_ranks).max() < 1e-6
+    _, diff, lower, upper = ecdf_difference(uniform[:, :3], n_ranks)
+    assert diff.shape == (100, 3) and np.all(lower <= 0) and np.all(upper >= 0)
+    assert np.abs(diff).max() < 0.1  # 500 draws: sup |ECDF − F| ≈ 1.63 / √500 = 0.07 at 1 %
+
+
+def test_sbc_nuts_ranks_have_the_site_shapes():
+    problem = calibration_problem(n_cells=5)
+    out = sbc_nuts(problem, key=jax.random.key(0), n_sims=2, n_warmup=50, n_ranks=10, thin=2)
+    for s, shape in problem.model.site_shapes.items():
+        assert out.ranks[s].shape == (2, *shape)
+        assert out.ranks[s].min() >= 0 and out.ranks[s].max() <= 10
+    assert flat_ranks(out.ranks).shape[1] == len(scalar_names(out.ranks)) \
+        == sum(int(np.prod(s)) for s in problem.model.site_shapes.values())
