@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from numpyro.handlers import seed, trace
-from numpyro.infer import MCMC, NUTS
 from scipy import stats
 
 from gim_ppl.data import PerturbationData
@@ -72,31 +71,57 @@ def sbc_nuts(problem: CalibrationProblem, *, key, n_sims: int, n_warmup: int = 5
     """Ranks of the true parameters among NUTS draws, over `n_sims` prior simulations.
 
     Each data set: parameters and cells from `problem.observed` (ancestral), one NUTS chain
-    of `n_warmup` + `n_ranks · thin` draws, kept every `thin`-th (thinning makes the ranked
-    draws nearly independent, as SBC's uniformity assumes). `progress(i)` is called after
-    each data set. One compiled sampler serves every data set (`jit_model_args`).
+    (NumPyro's kernel, step size and diagonal mass matrix adapted in warmup, started at the
+    prior median) of `n_warmup` + `n_ranks · thin` draws, kept every `thin`-th (thinning
+    makes the ranked draws nearly independent, as SBC's uniformity assumes). One compiled
+    function serves every data set: the cells are an argument of the potential
+    (`initialize_model(..., dynamic_args=True)`), not a constant of a new trace.
+    `progress(i)` is called after each data set.
     """
     import time
 
     from numpyro.diagnostics import effective_sample_size
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.initialization import init_to_median
+    from numpyro.infer.util import initialize_model
 
     sites = list(problem.model.site_shapes)
-    mcmc = MCMC(NUTS(problem.observed), num_warmup=n_warmup, num_samples=n_ranks * thin,
-                jit_model_args=True, progress_bar=False)
+    observed = problem.observed
+    first = trace(seed(observed, jax.random.key(0))).get_trace()["x"]["value"]
+    info, potential_gen, postprocess_gen, _ = initialize_model(
+        jax.random.key(0), observed, model_kwargs={"x": first}, dynamic_args=True,
+        init_strategy=init_to_median(num_samples=15))
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+    n_draws = n_ranks * thin
+
+    @jax.jit
+    def run(key, x):
+        kwargs = {"x": x}
+        state = init_kernel(info.z, n_warmup, model_kwargs=kwargs, rng_key=key)
+
+        def step(state, _):
+            state = sample_kernel(state, model_kwargs=kwargs)
+            return state, (state.z, state.diverging)
+
+        _, (z, diverging) = jax.lax.scan(step, state, None, length=n_warmup + n_draws)
+        z = jax.tree_util.tree_map(lambda v: v[n_warmup:], z)
+        draws = jax.vmap(postprocess_gen(**kwargs))(z)
+        return {s: draws[s] for s in sites}, diverging[n_warmup:].sum()
+
     ranks = {s: [] for s in sites}
     divergences, min_ess, seconds = [], [], []
     for i, k in enumerate(jax.random.split(key, n_sims)):
         k_sim, k_mcmc = jax.random.split(k)
-        sim = trace(seed(problem.observed, k_sim)).get_trace()
+        sim = trace(seed(observed, k_sim)).get_trace()
         start = time.perf_counter()
-        mcmc.run(k_mcmc, x=sim["x"]["value"], extra_fields=("diverging",))
-        draws = mcmc.get_samples()
+        draws, n_divergent = run(k_mcmc, sim["x"]["value"])
+        draws = {s: np.asarray(v) for s, v in draws.items()}
         seconds.append(time.perf_counter() - start)
-        divergences.append(int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()))
-        min_ess.append(min(float(np.min(effective_sample_size(np.asarray(draws[s])[None])))
+        divergences.append(int(n_divergent))
+        min_ess.append(min(float(np.min(effective_sample_size(draws[s][None])))
                            for s in sites))
         for s in sites:
-            kept = np.asarray(draws[s])[thin - 1::thin]
+            kept = draws[s][thin - 1::thin]
             ranks[s].append((kept < np.asarray(sim[s]["value"])).sum(0))
         if progress is not None:
             progress(i)

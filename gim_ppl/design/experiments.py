@@ -1,0 +1,246 @@
+"""Which experiment to run next: expected information gain of candidate perturbations.
+
+A candidate is a context to measure: a perturbation's features and a dose (a new drug, or a
+new dose of a known one). Measuring `n_cells` cells of it yields data X. Its value is the
+expected information gain (EIG) about a quantity Q,
+
+    EIG(c) = E_{θ, X} [ H(Q) − H(Q | X) ],
+
+with θ from the current posterior (draws from NUTS, a guide or a restart ensemble). The
+estimator is nested Monte Carlo over the same S draws (Rainforth et al. 2018): for each outer
+draw n, cells X_n are simulated from θ_n (targets drawn once for the context, as the model
+has them); every draw m weighs X_n by its likelihood `p(X_n | θ_m)` (targets summed out,
+exact: `core.likelihood`), which turns the draws into the posterior after X_n. One term
+per outer draw, so the estimate is their mean and its Monte Carlo error their sd / √S.
+
+Quantities (`about=`):
+- "targets": the candidate's target indicators I (one per variable), `Σ_j MI(I_j; X)`:
+  prior P(I_j) = mean_m π_mj, posterior `Σ_m w_nm P(I_j | X_n, θ_m)` (exact per draw).
+- "graph": the edge indicators `|W_ij| > threshold`, `Σ_ij MI(E_ij; X)` (binary entropies
+  under the prior and reweighted draws).
+- "readout": the mean response of the candidate (variable `readout`, or all), Gaussian
+  approximation `½ log(Var / Var_after)` of the draws' predicted means (`GIM.predicted_means`),
+  both variances floored by the Monte Carlo variance of those means.
+- "parameters": all of θ, `E[log p(X | θ) − log mean_m p(X | θ_m)]`; bounded above by log S
+  (a nested estimator with S inner draws cannot see more), so rank with it only while the
+  estimates stay well below log S.
+
+All quantities are entropies in nats. The marginal sums over variables or edges are upper
+bounds of the joint information when the indicators are dependent; they rank candidates
+consistently and are what a per-target or per-edge question asks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gim_ppl.checks import check_integer, check_real
+from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.likelihood import context_stats, sample_cells, target_terms
+from gim_ppl.data import PerturbationData
+from gim_ppl.extras import require
+from gim_ppl.model import GIM
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+QUANTITIES = ("targets", "graph", "readout", "parameters")
+
+
+def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+                     about: str = "targets", n_cells: int = 100, readout=None,
+                     threshold: float = 0.3, n_pred_cells: int = 100) -> pd.DataFrame:
+    """Rank candidate experiments by expected information gain (see the module docstring).
+
+    Args:
+        model: the fitted `GIM` (exact marginal used whatever it was fitted with).
+        posterior: draws of every sample site, each `(n_draws, *site_shape)`, n_draws ≥ 2:
+            `mcmc.get_samples()`, `FitResult.posterior_draws(key, n)`, or stacked restarts.
+        candidates: contexts only (`x=None`), one row per candidate, none observational
+            (e.g. `PerturbationData.from_arrays(None, features=..., dose=..., observational=
+            np.zeros(k, bool), n_vars=d, require_cells=False)`).
+        key: PRNG key (simulated cells, target draws).
+        about: "targets", "graph", "readout" or "parameters".
+        n_cells: cells the experiment would measure.
+        readout: with about="readout", a variable (index or name); None: all variables.
+        threshold: |W| above which an edge counts, for about="graph".
+        n_pred_cells: cells per draw behind each predicted mean, for about="readout".
+
+    Returns:
+        A DataFrame, best first: `rank`, `candidate` (context name), `perturbation`, `dose`,
+        `eig` (nats), `mc_se` (Monte Carlo standard error of `eig`), `n_draws`.
+    """
+    n_draws = _check_inputs(model, posterior, candidates, about)
+    n_cells = check_integer("n_cells", n_cells)
+    threshold = check_real("threshold", threshold, minimum=0.0)
+    pd = require("pandas")
+    terms = information_terms(model, posterior, candidates, key=key, about=about,
+                              n_cells=n_cells, readout=readout, threshold=threshold,
+                              n_pred_cells=n_pred_cells)
+    eig = terms.mean(1)
+    se = terms.std(1, ddof=1) / math.sqrt(terms.shape[1])
+    order = np.argsort(-eig, kind="stable")
+    names = np.asarray((*candidates.perturbation_names, ""), dtype=object)
+    dose = np.asarray(candidates.dose)
+    if candidates.dose_scale is not None:
+        dose = np.asarray(candidates.dose_scale.to_user(dose))
+    return pd.DataFrame({
+        "rank": np.arange(1, order.size + 1),
+        "candidate": np.asarray(candidates.context_names, dtype=object)[order],
+        "perturbation": names[np.asarray(candidates.perturbation)[order]],
+        "dose": dose[order],
+        "eig": eig[order],
+        "mc_se": se[order],
+        "n_draws": n_draws,
+    })
+
+
+def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+                      about: str = "targets", n_cells: int = 100, readout=None,
+                      threshold: float = 0.3, n_pred_cells: int = 100) -> np.ndarray:
+    """The nested Monte Carlo terms, `(n_candidates, n_draws)`: one per candidate and outer
+    draw; their mean over draws is the EIG estimate (`rank_experiments`)."""
+    n_draws = _check_inputs(model, posterior, candidates, about)
+    params = {s: jnp.asarray(posterior[s], jnp.result_type(float)) for s in model.site_shapes}
+    params["weights"] = model.scm_weights(params["weights"])
+    heads = model.intervention_outputs(posterior, candidates)  # each (S, C, d)
+    shift = hill_shift(jnp.asarray(candidates.dose)[None, :, None], heads.emax,
+                       heads.log_ec50, heads.log_hill)
+    logits = jnp.asarray(heads.target_logits)
+    k_sim, k_pred = jax.random.split(key)
+    sim_keys = jax.random.split(k_sim, candidates.n_contexts)
+    cell_model = model.cell_model._replace(marginal="exact")
+    loglik, post = jax.lax.map(
+        lambda a: _weigh(cell_model, params, *a, n_cells=n_cells),
+        (sim_keys, jnp.moveaxis(logits, 1, 0), jnp.moveaxis(shift, 1, 0)))
+    # loglik (C, S_outer, S_inner); post (C, S_outer, S_inner, d)
+    log_w = loglik - jax.scipy.special.logsumexp(loglik, axis=-1, keepdims=True)
+    w = jnp.exp(log_w)
+    if about == "parameters":
+        own = jnp.diagonal(loglik, axis1=1, axis2=2)
+        return np.asarray(own - jax.scipy.special.logsumexp(loglik, axis=-1)
+                          + math.log(n_draws))
+    if about == "targets":
+        prior = jnp.mean(jax.nn.sigmoid(logits), axis=0)  # (C, d)
+        after = jnp.einsum("cnm,cnmd->cnd", w, post)
+        return np.asarray(_entropy(prior)[:, None].sum(-1) - _entropy(after).sum(-1))
+    if about == "graph":
+        edges = (jnp.abs(params["weights"]) > threshold).astype(w.dtype)  # (S, d, d)
+        prior = edges.mean(0)
+        after = jnp.einsum("cnm,mij->cnij", w, edges)
+        return np.asarray(_entropy(prior).sum() - _entropy(after).sum((-2, -1)))
+    cols = _readout_columns(model, candidates, readout)
+    means = model.predicted_means(posterior, candidates, key=k_pred,
+                                  n_cells=check_integer("n_pred_cells", n_pred_cells))
+    means = jnp.asarray(means)[..., cols].transpose(1, 0, 2)  # (C, S, r)
+    # Monte Carlo variance of each predicted mean: noise variance / cells per mean
+    floor = jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells
+    before = jnp.var(means, axis=1) + floor  # (C, r)
+    m1 = jnp.einsum("cnm,cmr->cnr", w, means)
+    m2 = jnp.einsum("cnm,cmr->cnr", w, means * means)
+    after = jnp.maximum(m2 - m1 * m1, 0.0) + floor
+    return np.asarray(0.5 * jnp.log(before[:, None] / after).sum(-1))
+
+
+def _weigh(cell_model, params: dict, key, logits, shift, *, n_cells: int):
+    """One candidate: cells X_n from each draw n, and for every pair (n, m) the log
+    likelihood `log p(X_n | θ_m)` `(S, S)` and `P(I = 1 | X_n, θ_m)` `(S, S, d)`.
+
+    logits, shift: the candidate's `(S, d)` target logits and Hill shift under each draw."""
+    n_draws, d = logits.shape
+    k_targets, k_noise = jax.random.split(key)
+    targets = jax.random.bernoulli(k_targets, jax.nn.sigmoid(logits)).astype(shift.dtype)
+    noise = jax.random.normal(k_noise, (n_draws, n_cells, d), shift.dtype)
+
+    def simulate(p, eps, t, s):
+        return sample_cells(cell_model, p, eps, jnp.broadcast_to(t, eps.shape),
+                            jnp.broadcast_to(s, eps.shape))
+
+    x = jax.vmap(simulate)(params, noise, targets, shift)  # (S, n_cells, d)
+    context = jnp.zeros(n_cells, jnp.int32)
+
+    def terms(x_n, p, logit, s):
+        stats = context_stats(cell_model, p, _Cells(x_n, context, jnp.zeros(1)))
+        l0, l1 = target_terms(stats, p["noise_scale"], s[None], cell_model.effect)
+        l0, l1 = l0[0], l1[0]
+        mix = jnp.logaddexp(jax.nn.log_sigmoid(-logit) + l0, jax.nn.log_sigmoid(logit) + l1)
+        return mix.sum(), jax.nn.sigmoid(logit + l1 - l0)
+
+    inner = jax.vmap(terms, in_axes=(None, 0, 0, 0))  # over draws m
+    return jax.vmap(inner, in_axes=(0, None, None, None))(x, params, logits, shift)
+
+
+class _Cells:
+    """The three fields `core.likelihood.context_stats` reads (one context)."""
+
+    def __init__(self, x, context, dose):
+        self.x, self.context, self.dose = x, context, dose
+
+
+def _entropy(p):
+    """Binary entropy in nats, elementwise."""
+    p = jnp.clip(p, 0.0, 1.0)  # weighted sums may round past 1
+    return -(jax.scipy.special.xlogy(p, p) + jax.scipy.special.xlog1py(1.0 - p, -p))
+
+
+def _readout_columns(model: GIM, candidates: PerturbationData, readout) -> np.ndarray:
+    if readout is None:
+        return np.arange(model.n_vars)
+    if isinstance(readout, str):
+        if readout not in candidates.var_names:
+            raise ValueError(f"readout {readout!r} is not a variable of candidates "
+                             f"({list(candidates.var_names)})")
+        return np.array([candidates.var_names.index(readout)])
+    index = check_integer("readout", readout, minimum=0)
+    if index >= model.n_vars:
+        raise ValueError(f"readout must be a variable index below n_vars={model.n_vars}, got "
+                         f"{readout}")
+    return np.array([index])
+
+
+def _check_inputs(model, posterior, candidates, about: str) -> int:
+    if not isinstance(model, GIM):
+        raise TypeError(f"model must be a gim_ppl.GIM, got {type(model).__name__}")
+    if not isinstance(about, str) or about not in QUANTITIES:
+        raise ValueError(f"about must be one of {QUANTITIES}, got {about!r}")
+    if not isinstance(candidates, PerturbationData):
+        raise TypeError(f"candidates must be a gim_ppl.PerturbationData (contexts only), got "
+                        f"{type(candidates).__name__}")
+    if candidates.n_contexts == 0:
+        raise ValueError("candidates is empty: give at least one candidate context")
+    if candidates.n_vars != model.n_vars:
+        raise ValueError(f"candidates has {candidates.n_vars} variables, the model "
+                         f"{model.n_vars}")
+    if candidates.features.shape[-1] != model.n_features:
+        raise ValueError(f"candidates.features has {candidates.features.shape[-1]} columns; "
+                         f"the model reads {model.n_features} features")
+    obs = np.asarray(candidates.observational)
+    if obs.any():
+        raise ValueError(f"candidates rows {np.flatnonzero(obs)[:10].tolist()} are "
+                         "observational: a candidate is a perturbation to apply")
+    dose = np.asarray(candidates.dose, dtype=float)
+    bad = ~np.isfinite(dose) | (dose < 0)
+    if bad.any():
+        raise ValueError(f"candidates.dose must be finite and >= 0; rows "
+                         f"{np.flatnonzero(bad)[:10].tolist()} are not")
+    if not isinstance(posterior, Mapping):
+        raise TypeError(f"posterior must be a dict of draws, got {type(posterior).__name__}")
+    try:
+        has_draws = model.check_sites(posterior)
+    except ValueError as err:
+        raise ValueError(f"posterior: {err}") from err
+    n_draws = int(np.shape(posterior["bias"])[0]) if has_draws else 1
+    if n_draws < 2:
+        raise ValueError("posterior must hold at least 2 draws (a leading draw axis): the "
+                         "information gain is an expectation over the posterior; got "
+                         f"{'one point' if not has_draws else '1 draw'}")
+    return n_draws
+
+
+__all__ = ["QUANTITIES", "information_terms", "rank_experiments"]
