@@ -55,7 +55,8 @@ QUANTITIES = ("targets", "graph", "readout", "parameters")
 
 def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
                      about: str = "targets", n_cells: int = 100, readout=None,
-                     threshold: float = 0.3, n_pred_cells: int = 100) -> pd.DataFrame:
+                     threshold: float = 0.3, n_pred_cells: int = 100,
+                     progress: bool = False) -> pd.DataFrame:
     """Rank candidate experiments by expected information gain (see the module docstring).
 
     Args:
@@ -71,6 +72,7 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
         readout: with about="readout", a variable (index or name); None: all variables.
         threshold: |W| above which an edge counts, for about="graph".
         n_pred_cells: cells per draw behind each predicted mean, for about="readout".
+        progress: a progress bar over the candidates (tqdm).
 
     Returns:
         A DataFrame, best first: `rank`, `candidate` (context name), `perturbation`, `dose`,
@@ -82,7 +84,7 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
     pd = require("pandas")
     terms = information_terms(model, posterior, candidates, key=key, about=about,
                               n_cells=n_cells, readout=readout, threshold=threshold,
-                              n_pred_cells=n_pred_cells)
+                              n_pred_cells=n_pred_cells, progress=progress)
     eig = terms.mean(1)
     se = terms.std(1, ddof=1) / math.sqrt(terms.shape[1])
     order = np.argsort(-eig, kind="stable")
@@ -103,7 +105,8 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
 
 def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
                       about: str = "targets", n_cells: int = 100, readout=None,
-                      threshold: float = 0.3, n_pred_cells: int = 100) -> np.ndarray:
+                      threshold: float = 0.3, n_pred_cells: int = 100,
+                      progress: bool = False) -> np.ndarray:
     """The nested Monte Carlo terms, `(n_candidates, n_draws)`: one per candidate and outer
     draw; their mean over draws is the EIG estimate (`rank_experiments`)."""
     n_draws = _check_inputs(model, posterior, candidates, about)
@@ -116,9 +119,8 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     k_sim, k_pred = jax.random.split(key)
     sim_keys = jax.random.split(k_sim, candidates.n_contexts)
     cell_model = model.cell_model._replace(marginal="exact")
-    loglik, post = jax.lax.map(
-        lambda a: _weigh(cell_model, params, *a, n_cells=n_cells),
-        (sim_keys, jnp.moveaxis(logits, 1, 0), jnp.moveaxis(shift, 1, 0)))
+    loglik, post = _weigh_candidates(cell_model, params, sim_keys, jnp.moveaxis(logits, 1, 0),
+                                     jnp.moveaxis(shift, 1, 0), n_cells, progress)
     # loglik (C, S_outer, S_inner); post (C, S_outer, S_inner, d)
     log_w = loglik - jax.scipy.special.logsumexp(loglik, axis=-1, keepdims=True)
     w = jnp.exp(log_w)
@@ -146,6 +148,33 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     m2 = jnp.einsum("cnm,cmr->cnr", w, means * means)
     after = jnp.maximum(m2 - m1 * m1, 0.0) + floor
     return np.asarray(0.5 * jnp.log(before[:, None] / after).sum(-1))
+
+
+def _weigh_candidates(cell_model, params, keys, logits, shift, n_cells: int, progress: bool,
+                      chunk: int = 8):
+    """`_weigh` for every candidate, `chunk` at a time (one compiled function; the last
+    chunk padded), so that memory stays `chunk · S² · n_cells · d` and a bar can move."""
+    n = keys.shape[0]
+
+    @jax.jit
+    def run(keys, logits, shift):
+        return jax.lax.map(lambda a: _weigh(cell_model, params, *a, n_cells=n_cells),
+                           (keys, logits, shift))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="candidates", unit="candidate")
+    out = []
+    for start in range(0, n, chunk):
+        idx = np.minimum(np.arange(start, start + chunk), n - 1)  # pad with the last one
+        out.append(run(keys[idx], logits[idx], shift[idx]))
+        if bar is not None:
+            bar.update(min(chunk, n - start))
+    if bar is not None:
+        bar.close()
+    return tuple(jnp.concatenate(parts)[:n] for parts in zip(*out, strict=True))
 
 
 def _weigh(cell_model, params: dict, key, logits, shift, *, n_cells: int):
