@@ -348,6 +348,8 @@ class PerturbationData:
             if missing:
                 raise ValueError(f"unknown context names: {missing[:_MAX_SHOWN]}")
             return np.array([lookup[str(n)] for n in arr.ravel()], dtype=np.int64)
+        if arr.size == 0:  # [] reads as float64; an empty selection is no context
+            return np.zeros(0, dtype=np.int64)
         if not np.issubdtype(arr.dtype, np.integer):
             raise TypeError(f"contexts must be ints, names or a bool mask, got {arr.dtype}")
         arr = arr.ravel().astype(np.int64)

@@ -78,15 +78,13 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
         A DataFrame, best first: `rank`, `candidate` (context name), `perturbation`, `dose`,
         `eig` (nats), `mc_se` (Monte Carlo standard error of `eig`), `n_draws`.
     """
-    n_draws = _check_inputs(model, posterior, candidates, about)
-    n_cells = check_integer("n_cells", n_cells)
-    threshold = check_real("threshold", threshold, minimum=0.0)
     pd = require("pandas")
     terms = information_terms(model, posterior, candidates, key=key, about=about,
                               n_cells=n_cells, readout=readout, threshold=threshold,
                               n_pred_cells=n_pred_cells, progress=progress)
+    n_draws = terms.shape[1]
     eig = terms.mean(1)
-    se = terms.std(1, ddof=1) / math.sqrt(terms.shape[1])
+    se = terms.std(1, ddof=1) / math.sqrt(n_draws)
     order = np.argsort(-eig, kind="stable")
     names = np.asarray((*candidates.perturbation_names, ""), dtype=object)
     dose = np.asarray(candidates.dose)
@@ -110,6 +108,10 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     """The nested Monte Carlo terms, `(n_candidates, n_draws)`: one per candidate and outer
     draw; their mean over draws is the EIG estimate (`rank_experiments`)."""
     n_draws = _check_inputs(model, posterior, candidates, about)
+    n_cells = check_integer("n_cells", n_cells)
+    threshold = check_real("threshold", threshold, minimum=0.0)
+    n_pred_cells = check_integer("n_pred_cells", n_pred_cells)
+    cols = _readout_columns(model, candidates, readout) if about == "readout" else None
     params = {s: jnp.asarray(posterior[s], jnp.result_type(float)) for s in model.site_shapes}
     params["weights"] = model.scm_weights(params["weights"])
     heads = model.intervention_outputs(posterior, candidates)  # each (S, C, d)
@@ -137,9 +139,7 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
         prior = edges.mean(0)
         after = jnp.einsum("cnm,mij->cnij", w, edges)
         return np.asarray(_entropy(prior).sum() - _entropy(after).sum((-2, -1)))
-    cols = _readout_columns(model, candidates, readout)
-    means = model.predicted_means(posterior, candidates, key=k_pred,
-                                  n_cells=check_integer("n_pred_cells", n_pred_cells))
+    means = model.predicted_means(posterior, candidates, key=k_pred, n_cells=n_pred_cells)
     means = jnp.asarray(means)[..., cols].transpose(1, 0, 2)  # (C, S, r)
     # Monte Carlo variance of each predicted mean: noise variance / cells per mean
     floor = jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells
