@@ -186,6 +186,9 @@ class GIM:
                              f"names, got {pooled!r}")
         self.sites: dict[str, Site] = {**SCM_SITES, **mech.sites, **imap.sites,
                                        **(OFFSET_SITES if self.pooled else {})}
+        # The sites of the causal model of the cells (graph, mechanisms, noise); the rest
+        # belong to the intervention map (features → targets and Hill curves).
+        self.scm_sites: tuple[str, ...] = (*SCM_SITES, *mech.sites)
         self.axis_sizes = {"var": self.n_vars, "parent": self.n_vars,
                            "feature": self.n_features, "hidden": self.hidden,
                            "map_hidden": self.hidden,

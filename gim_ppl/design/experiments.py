@@ -16,14 +16,25 @@ per outer draw, so the estimate is their mean and its Monte Carlo error their sd
 Quantities (`about=`):
 - "targets": the candidate's target indicators I (one per variable), `Σ_j MI(I_j; X)`:
   prior P(I_j) = mean_m π_mj, posterior `Σ_m w_nm P(I_j | X_n, θ_m)` (exact per draw).
+- "readout": the mean response of the contexts `of` (default: the candidates themselves;
+  e.g. every candidate, or the drugs one wants to predict: the expected predictive
+  information gain of Bickford-Smith et al. 2023), variable `readout` or all, Gaussian
+  approximation `½ log(Var / Var_after)` of the draws' predicted means
+  (`GIM.predicted_means`), both variances floored by the Monte Carlo variance of the means.
 - "graph": the edge indicators `|W_ij| > threshold`, `Σ_ij MI(E_ij; X)` (binary entropies
   under the prior and reweighted draws).
-- "readout": the mean response of the candidate (variable `readout`, or all), Gaussian
-  approximation `½ log(Var / Var_after)` of the draws' predicted means (`GIM.predicted_means`),
-  both variances floored by the Monte Carlo variance of those means.
 - "parameters": all of θ, `E[log p(X | θ) − log mean_m p(X | θ_m)]`; bounded above by log S
   (a nested estimator with S inner draws cannot see more), so rank with it only while the
   estimates stay well below log S.
+
+The causal model of the cells (`GIM.scm_sites`: graph weights, biases, noise scales) is
+pinned by every cell measured so far; one new experiment informs mostly the intervention
+map. Yet the draws' small spread in the SCM is what the likelihood of `n_cells` new cells
+sees first: with every site drawn, the weights `w_nm` put all their mass on the outer draw
+itself (effective sample size 1.0 of 100 on the default benchmark), and the estimate
+degenerates into a per-draw quantity. So for "targets" and "readout" the SCM sites are held
+at their posterior median (`scm="median"`, effective sample size 30–60 of 100 there) and the
+information is about the intervention map; "graph" and "parameters" need `scm="draws"`.
 
 All quantities are entropies in nats. The marginal sums over variables or edges are upper
 bounds of the joint information when the indicators are dependent; they rank candidates
@@ -55,8 +66,8 @@ QUANTITIES = ("targets", "graph", "readout", "parameters")
 
 def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
                      about: str = "targets", n_cells: int = 100, readout=None,
-                     threshold: float = 0.3, n_pred_cells: int = 100,
-                     progress: bool = False) -> pd.DataFrame:
+                     threshold: float = 0.3, n_pred_cells: int = 100, of=None,
+                     scm: str | None = None, progress: bool = False) -> pd.DataFrame:
     """Rank candidate experiments by expected information gain (see the module docstring).
 
     Args:
@@ -72,6 +83,10 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
         readout: with about="readout", a variable (index or name); None: all variables.
         threshold: |W| above which an edge counts, for about="graph".
         n_pred_cells: cells per draw behind each predicted mean, for about="readout".
+        of: with about="readout", the contexts (contexts only) whose mean response the
+            experiment should teach; None: each candidate itself.
+        scm: "median" (the SCM sites at their posterior median; default for "targets" and
+            "readout") or "draws" (default, and required, for "graph" and "parameters").
         progress: a progress bar over the candidates (tqdm).
 
     Returns:
@@ -81,7 +96,7 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
     pd = require("pandas")
     terms = information_terms(model, posterior, candidates, key=key, about=about,
                               n_cells=n_cells, readout=readout, threshold=threshold,
-                              n_pred_cells=n_pred_cells, progress=progress)
+                              n_pred_cells=n_pred_cells, of=of, scm=scm, progress=progress)
     n_draws = terms.shape[1]
     eig = terms.mean(1)
     se = terms.std(1, ddof=1) / math.sqrt(n_draws)
@@ -103,8 +118,8 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
 
 def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
                       about: str = "targets", n_cells: int = 100, readout=None,
-                      threshold: float = 0.3, n_pred_cells: int = 100,
-                      progress: bool = False) -> np.ndarray:
+                      threshold: float = 0.3, n_pred_cells: int = 100, of=None,
+                      scm: str | None = None, progress: bool = False) -> np.ndarray:
     """The nested Monte Carlo terms, `(n_candidates, n_draws)`: one per candidate and outer
     draw; their mean over draws is the EIG estimate (`rank_experiments`)."""
     n_draws = _check_inputs(model, posterior, candidates, about)
@@ -112,7 +127,20 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     threshold = check_real("threshold", threshold, minimum=0.0)
     n_pred_cells = check_integer("n_pred_cells", n_pred_cells)
     cols = _readout_columns(model, candidates, readout) if about == "readout" else None
-    params = {s: jnp.asarray(posterior[s], jnp.result_type(float)) for s in model.site_shapes}
+    if of is not None:
+        if about != "readout":
+            raise ValueError(f"of is used with about='readout' only, got about={about!r}")
+        _check_contexts(model, "of", of)
+    scm = ("median" if about in ("targets", "readout") else "draws") if scm is None else scm
+    if scm not in ("median", "draws"):
+        raise ValueError(f"scm must be 'median' or 'draws', got {scm!r}")
+    if scm == "median" and about in ("graph", "parameters"):
+        raise ValueError(f"about={about!r} is information about the SCM too: use scm='draws'")
+    posterior = {s: jnp.asarray(posterior[s], jnp.result_type(float)) for s in model.site_shapes}
+    if scm == "median":
+        posterior.update({s: jnp.broadcast_to(jnp.median(posterior[s], axis=0),
+                                              posterior[s].shape) for s in model.scm_sites})
+    params = dict(posterior)
     params["weights"] = model.scm_weights(params["weights"])
     heads = model.intervention_outputs(posterior, candidates)  # each (S, C, d)
     shift = hill_shift(jnp.asarray(candidates.dose)[None, :, None], heads.emax,
@@ -139,15 +167,23 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
         prior = edges.mean(0)
         after = jnp.einsum("cnm,mij->cnij", w, edges)
         return np.asarray(_entropy(prior).sum() - _entropy(after).sum((-2, -1)))
-    means = model.predicted_means(posterior, candidates, key=k_pred, n_cells=n_pred_cells)
-    means = jnp.asarray(means)[..., cols].transpose(1, 0, 2)  # (C, S, r)
+    # (S, K, r): the mean response of each context of interest under each draw
+    means = jnp.asarray(model.predicted_means(
+        posterior, candidates if of is None else of, key=k_pred, n_cells=n_pred_cells))
+    means = means[..., cols].reshape(n_draws, -1)
     # Monte Carlo variance of each predicted mean: noise variance / cells per mean
-    floor = jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells
-    before = jnp.var(means, axis=1) + floor  # (C, r)
-    m1 = jnp.einsum("cnm,cmr->cnr", w, means)
-    m2 = jnp.einsum("cnm,cmr->cnr", w, means * means)
+    floor = jnp.tile(jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells,
+                     means.shape[1] // cols.size)
+    before = jnp.var(means, axis=0) + floor  # (K·r,)
+    m1 = jnp.einsum("cnm,mq->cnq", w, means)
+    m2 = jnp.einsum("cnm,mq->cnq", w, means * means)
     after = jnp.maximum(m2 - m1 * m1, 0.0) + floor
-    return np.asarray(0.5 * jnp.log(before[:, None] / after).sum(-1))
+    if of is None:  # each candidate's own response: the diagonal blocks
+        k = candidates.n_contexts
+        before = before.reshape(k, cols.size)[:, None]
+        after = after.reshape(k, -1, k, cols.size)[jnp.arange(k), :, jnp.arange(k)]
+        return np.asarray(0.5 * jnp.log(before / after).sum(-1))
+    return np.asarray(0.5 * jnp.log(before / after).sum(-1))
 
 
 def _weigh_candidates(cell_model, params, keys, logits, shift, n_cells: int, progress: bool,
@@ -233,31 +269,35 @@ def _readout_columns(model: GIM, candidates: PerturbationData, readout) -> np.nd
     return np.array([index])
 
 
+def _check_contexts(model: GIM, name: str, contexts) -> None:
+    """`contexts`: non-empty perturbation contexts of the model's width, doses finite ≥ 0."""
+    if not isinstance(contexts, PerturbationData):
+        raise TypeError(f"{name} must be a gim_ppl.PerturbationData (contexts only), got "
+                        f"{type(contexts).__name__}")
+    if contexts.n_contexts == 0:
+        raise ValueError(f"{name} is empty: give at least one context")
+    if contexts.n_vars != model.n_vars:
+        raise ValueError(f"{name} has {contexts.n_vars} variables, the model {model.n_vars}")
+    if contexts.features.shape[-1] != model.n_features:
+        raise ValueError(f"{name}.features has {contexts.features.shape[-1]} columns; the "
+                         f"model reads {model.n_features} features")
+    obs = np.asarray(contexts.observational)
+    if obs.any():
+        raise ValueError(f"{name} rows {np.flatnonzero(obs)[:10].tolist()} are "
+                         "observational: a candidate is a perturbation to apply")
+    dose = np.asarray(contexts.dose, dtype=float)
+    bad = ~np.isfinite(dose) | (dose < 0)
+    if bad.any():
+        raise ValueError(f"{name}.dose must be finite and >= 0; rows "
+                         f"{np.flatnonzero(bad)[:10].tolist()} are not")
+
+
 def _check_inputs(model, posterior, candidates, about: str) -> int:
     if not isinstance(model, GIM):
         raise TypeError(f"model must be a gim_ppl.GIM, got {type(model).__name__}")
     if not isinstance(about, str) or about not in QUANTITIES:
         raise ValueError(f"about must be one of {QUANTITIES}, got {about!r}")
-    if not isinstance(candidates, PerturbationData):
-        raise TypeError(f"candidates must be a gim_ppl.PerturbationData (contexts only), got "
-                        f"{type(candidates).__name__}")
-    if candidates.n_contexts == 0:
-        raise ValueError("candidates is empty: give at least one candidate context")
-    if candidates.n_vars != model.n_vars:
-        raise ValueError(f"candidates has {candidates.n_vars} variables, the model "
-                         f"{model.n_vars}")
-    if candidates.features.shape[-1] != model.n_features:
-        raise ValueError(f"candidates.features has {candidates.features.shape[-1]} columns; "
-                         f"the model reads {model.n_features} features")
-    obs = np.asarray(candidates.observational)
-    if obs.any():
-        raise ValueError(f"candidates rows {np.flatnonzero(obs)[:10].tolist()} are "
-                         "observational: a candidate is a perturbation to apply")
-    dose = np.asarray(candidates.dose, dtype=float)
-    bad = ~np.isfinite(dose) | (dose < 0)
-    if bad.any():
-        raise ValueError(f"candidates.dose must be finite and >= 0; rows "
-                         f"{np.flatnonzero(bad)[:10].tolist()} are not")
+    _check_contexts(model, "candidates", candidates)
     if not isinstance(posterior, Mapping):
         raise TypeError(f"posterior must be a dict of draws, got {type(posterior).__name__}")
     try:

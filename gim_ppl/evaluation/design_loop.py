@@ -6,8 +6,11 @@ the candidates. Each round fits the default GIM (AutoNormal from the data start)
 on the unseen (full-OOD) perturbations, and moves one candidate into the training data,
 chosen by a strategy:
 
-- "eig": the largest expected information gain about the candidate's targets
-  (`gim_ppl.design.rank_experiments`, about="targets");
+- "eig": the largest expected information gain about the mean responses of all candidates
+  (`gim_ppl.design.rank_experiments`, about="readout", of=the candidates: the expected
+  predictive information gain, SCM at its posterior median);
+- "eig_targets": the largest expected information gain about the candidate's own targets
+  (about="targets");
 - "variance": uncertainty sampling, the largest predictive variance of the candidate's mean
   response over the posterior draws (summed over variables);
 - "random": uniformly at random (the strategy's own seed).
@@ -28,16 +31,17 @@ from gim_ppl.inference.fit import fit
 from gim_ppl.inference.init import init_from_data
 from gim_ppl.model import GIM
 
-STRATEGIES = ("eig", "variance", "random")
+STRATEGIES = ("eig", "eig_targets", "variance", "random")
 
 
 def choose(strategy: str, model: GIM, draws: dict, pool, *, key, n_cells: int) -> int:
     """Index into `pool` (contexts only) of the next experiment under `strategy`."""
     if strategy == "random":
         return int(jax.random.randint(key, (), 0, pool.n_contexts))
-    if strategy == "eig":
-        table = rank_experiments(model, draws, pool, key=key, about="targets",
-                                 n_cells=n_cells)
+    if strategy in ("eig", "eig_targets"):
+        about = {"eig": dict(about="readout", of=pool), "eig_targets": dict(about="targets")}
+        table = rank_experiments(model, draws, pool, key=key, n_cells=n_cells,
+                                 **about[strategy])
         return pool.context_names.index(table["candidate"].iloc[0])
     if strategy == "variance":
         means = model.predicted_means(draws, pool, key=key, n_cells=n_cells)  # (S, C, d)
