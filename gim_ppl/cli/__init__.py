@@ -1,22 +1,24 @@
 """`gim-ppl` command line: `demo` fits the bundled synthetic benchmark and prints its metrics;
 `bench` runs the benchmark protocol (or, with `--perf`, the performance benchmark); `fit`
-fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write."""
+fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write; `design` ranks
+candidate experiments on a drug screen (drugs at doses) by their expected information gain."""
 
 # This package: `main` (the parser and the dispatch) here; one module per command, each with
-# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`; `fit` is helped
-# by `errors` (its one-line user errors) and `outputs` (its output folder and files); and
-# `machine` (`machine_description`, shared by the commands).
+# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`, `design`; `fit`
+# and `design` share `screen` (the screen's flags and loading), `errors` (one-line user
+# errors) and `fit.fit_screen`; `outputs` is fit's output folder and files; and `machine`
+# (`machine_description`, shared by the commands).
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from gim_ppl.cli import bench, demo, fit
+from gim_ppl.cli import bench, demo, design, fit
 from gim_ppl.cli.arguments import OneLineParser
 from gim_ppl.cli.machine import machine_description
 
-COMMANDS = {"demo": demo, "bench": bench, "fit": fit}
+COMMANDS = {"demo": demo, "bench": bench, "fit": fit, "design": design}
 
 
 def build_parser() -> argparse.ArgumentParser:

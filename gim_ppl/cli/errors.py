@@ -1,8 +1,8 @@
-"""The one-line user errors of `gim-ppl fit`: `UsageError` (a problem and its fix, in one
-line), `USER_ERRORS` (the exceptions that count as the user's: a bad file, a missing obs
-key, ...), `fail` (print one as `gim-ppl fit: error: ...` with exit code 2, or raise it with
-`--debug`), `print_note` (a `note:` line on stderr) and `cli_words` (a library message in the
-command's flags: `dose_key='x'` → `--dose-key 'x'`)."""
+"""The one-line user errors of `gim-ppl fit` and `gim-ppl design`: `UsageError` (a problem
+and its fix, in one line), `USER_ERRORS` (the exceptions that count as the user's: a bad
+file, a missing obs key, ...), `fail` (print one as `gim-ppl COMMAND: error: ...` with exit
+code 2, or raise it with `--debug`), `print_note` (a `note:` line on stderr) and `cli_words`
+(a library message in the command's flags: `dose_key='x'` → `--dose-key 'x'`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 
 class UsageError(Exception):
-    """A user error of `gim-ppl fit`: one line that names the problem and the fix."""
+    """A user error of a `gim-ppl` command: one line that names the problem and the fix."""
 
 
 # Python argument names in the library's messages → the flags of this command.
@@ -44,7 +44,8 @@ def fail(err: Exception, args) -> int:
         raise err
     message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     line = " ".join(cli_words(str(message)).split())
-    print(f"gim-ppl fit: error: {line}", file=sys.stderr)
+    command = getattr(args, "command", None) or "fit"
+    print(f"gim-ppl {command}: error: {line}", file=sys.stderr)
     return 2
 
 

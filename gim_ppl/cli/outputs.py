@@ -4,7 +4,8 @@
 hidden temporary folder beside it (`.NAME.partial-XXXX`) and moved into place at the end, so
 `--out` is either complete or absent. `write_outputs` writes graph.csv, targets.csv,
 hill.csv, predictions.h5ad, metrics.json (when contexts were held out), figures/ and
-run.json from `Screen` (what was loaded) and `Fitted` (what was fitted). The held-out scores
+run.json from `Screen` (what was loaded) and `Fitted` (what was fitted); `write_csv` (numbers
+to `SIGNIFICANT_DIGITS`) also writes the ranking of `gim-ppl design`. The held-out scores
 use `gim_ppl.evaluation.metrics`, imported only then."""
 
 from __future__ import annotations
@@ -164,9 +165,9 @@ def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | Non
     edges = pd.DataFrame({"source": [data.var_names[i] for i in src],
                           "target": [data.var_names[j] for j in dst],
                           "weight": np.asarray(weights)[src, dst]})
-    _write_csv(edges, out / "graph.csv")
-    _write_csv(target_table(model, sites, data, train=fitted.centred), out / "targets.csv")
-    _write_csv(_hill_csv(model, sites, screen, fitted), out / "hill.csv")
+    write_csv(edges, out / "graph.csv")
+    write_csv(target_table(model, sites, data, train=fitted.centred), out / "targets.csv")
+    write_csv(_hill_csv(model, sites, screen, fitted), out / "hill.csv")
 
     # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
     test = screen.test
@@ -185,7 +186,7 @@ def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | Non
     return scores
 
 
-def _write_csv(table, path: Path) -> None:
+def write_csv(table, path: Path) -> None:
     """A table as CSV with its numbers rounded to `SIGNIFICANT_DIGITS` significant digits
     (10000 stays 10000.0, not 1e+04)."""
     def rounded(v):
