@@ -132,25 +132,11 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
             raise ValueError(f"of is used with about='readout' only, got about={about!r}")
         _check_contexts(model, "of", of)
     scm = ("median" if about in ("targets", "readout") else "draws") if scm is None else scm
-    if scm not in ("median", "draws"):
-        raise ValueError(f"scm must be 'median' or 'draws', got {scm!r}")
     if scm == "median" and about in ("graph", "parameters"):
         raise ValueError(f"about={about!r} is information about the SCM too: use scm='draws'")
-    posterior = {s: jnp.asarray(posterior[s], jnp.result_type(float)) for s in model.site_shapes}
-    if scm == "median":
-        posterior.update({s: jnp.broadcast_to(jnp.median(posterior[s], axis=0),
-                                              posterior[s].shape) for s in model.scm_sites})
-    params = dict(posterior)
-    params["weights"] = model.scm_weights(params["weights"])
-    heads = model.intervention_outputs(posterior, candidates)  # each (S, C, d)
-    shift = hill_shift(jnp.asarray(candidates.dose)[None, :, None], heads.emax,
-                       heads.log_ec50, heads.log_hill)
-    logits = jnp.asarray(heads.target_logits)
-    k_sim, k_pred = jax.random.split(key)
-    sim_keys = jax.random.split(k_sim, candidates.n_contexts)
-    cell_model = model.cell_model._replace(marginal="exact")
-    loglik, post = _weigh_candidates(cell_model, params, sim_keys, jnp.moveaxis(logits, 1, 0),
-                                     jnp.moveaxis(shift, 1, 0), n_cells, progress)
+    posterior, params, logits, loglik, post = _simulate_and_weigh(
+        model, posterior, candidates, key=key, n_cells=n_cells, scm=scm, progress=progress)
+    k_pred = jax.random.fold_in(key, 1)
     # loglik (C, S_outer, S_inner); post (C, S_outer, S_inner, d)
     log_w = loglik - jax.scipy.special.logsumexp(loglik, axis=-1, keepdims=True)
     w = jnp.exp(log_w)
@@ -184,6 +170,43 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
         after = after.reshape(k, -1, k, cols.size)[jnp.arange(k), :, jnp.arange(k)]
         return np.asarray(0.5 * jnp.log(before / after).sum(-1))
     return np.asarray(0.5 * jnp.log(before / after).sum(-1))
+
+
+def inner_ess(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+              n_cells: int = 100, scm: str = "median") -> np.ndarray:
+    """Effective sample size `1 / Σ_m w_nm²` of the estimator's inner weights, `(n_candidates,
+    n_draws)`: near 1, one draw takes all the weight and the estimate is a per-draw quantity
+    (see the module docstring on `scm`); near n_draws, the experiment would teach little."""
+    _check_inputs(model, posterior, candidates, "parameters")
+    n_cells = check_integer("n_cells", n_cells)
+    loglik = _simulate_and_weigh(model, posterior, candidates, key=key, n_cells=n_cells,
+                                 scm=scm, progress=False)[3]
+    w = jax.nn.softmax(loglik, axis=-1)
+    return np.asarray(1.0 / jnp.sum(w * w, axis=-1))
+
+
+def _simulate_and_weigh(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+                        n_cells: int, scm: str, progress: bool):
+    """`(posterior, params, logits, loglik, post)`: the draws used (SCM sites at their median
+    with `scm="median"`), their SCM parameters, the candidates' target logits `(S, C, d)`,
+    and `_weigh`'s log likelihoods `(C, S, S)` and target posteriors `(C, S, S, d)`."""
+    if scm not in ("median", "draws"):
+        raise ValueError(f"scm must be 'median' or 'draws', got {scm!r}")
+    posterior = {s: jnp.asarray(posterior[s], jnp.result_type(float)) for s in model.site_shapes}
+    if scm == "median":
+        posterior.update({s: jnp.broadcast_to(jnp.median(posterior[s], axis=0),
+                                              posterior[s].shape) for s in model.scm_sites})
+    params = dict(posterior)
+    params["weights"] = model.scm_weights(params["weights"])
+    heads = model.intervention_outputs(posterior, candidates)  # each (S, C, d)
+    shift = hill_shift(jnp.asarray(candidates.dose)[None, :, None], heads.emax,
+                       heads.log_ec50, heads.log_hill)
+    logits = jnp.asarray(heads.target_logits)
+    sim_keys = jax.random.split(key, candidates.n_contexts)
+    cell_model = model.cell_model._replace(marginal="exact")
+    loglik, post = _weigh_candidates(cell_model, params, sim_keys, jnp.moveaxis(logits, 1, 0),
+                                     jnp.moveaxis(shift, 1, 0), n_cells, progress)
+    return posterior, params, logits, loglik, post
 
 
 def _weigh_candidates(cell_model, params, keys, logits, shift, n_cells: int, progress: bool,
@@ -312,4 +335,4 @@ def _check_inputs(model, posterior, candidates, about: str) -> int:
     return n_draws
 
 
-__all__ = ["QUANTITIES", "information_terms", "rank_experiments"]
+__all__ = ["QUANTITIES", "information_terms", "inner_ess", "rank_experiments"]
