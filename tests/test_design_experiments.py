@@ -185,3 +185,18 @@ def test_inner_ess_is_the_number_of_draws_when_they_agree_and_collapses_when_the
     drawn = inner_ess(model, post, candidates([1.0]), key=jax.random.key(0), scm="draws")
     held = inner_ess(model, post, candidates([1.0]), key=jax.random.key(0), scm="median")
     assert np.median(drawn) < 8.0 and np.allclose(held, 40.0, rtol=1e-4)
+
+
+def test_a_restart_ensemble_is_a_posterior_for_ranking():
+    """`fit(..., restarts=R).restarts.sites` (R fitted points) serves as the draws."""
+    import gim_ppl
+    from tests._problems import small_data
+
+    data = small_data(d=D, p=P)
+    model = GIM(D, P)
+    result = gim_ppl.fit(model, data, key=jax.random.key(0), steps=50, restarts=3,
+                         progress=False)
+    table = rank_experiments(model, result.restarts.sites, candidates([0.5, 2.0]),
+                             key=jax.random.key(1), n_cells=10)
+    assert sorted(table["rank"]) == [1, 2] and (table.n_draws == 3).all()
+    assert np.isfinite(table.eig).all() and np.isfinite(table.mc_se).all()
