@@ -47,7 +47,8 @@ for ax, metric, label in [(axes[0], "full_ood_error_rel", "full-OOD mean error /
         mean = values.mean(0)
         print(f"| {strategy} | {','.join(map(str, have))} | "
               + " | ".join(f"{mean[i]:.3f}" for i in range(0, 11, 2)) + " |")
-        ax.plot(range(11), mean, marker="o", ms=3, label=f"{strategy} ({len(have)} seeds)")
+        if len(have) == len(seeds):  # the figure compares strategies on the same seeds
+            ax.plot(range(11), mean, marker="o", ms=3, label=f"{strategy} ({len(have)} seeds)")
     ax.set_xlabel("contexts added")
     ax.set_ylabel(label)
 axes[0].legend(fontsize=7)
