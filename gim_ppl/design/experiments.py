@@ -138,8 +138,7 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
         model, posterior, candidates, key=key, n_cells=n_cells, scm=scm, progress=progress)
     k_pred = jax.random.fold_in(key, 1)
     # loglik (C, S_outer, S_inner); post (C, S_outer, S_inner, d)
-    log_w = loglik - jax.scipy.special.logsumexp(loglik, axis=-1, keepdims=True)
-    w = jnp.exp(log_w)
+    w = jax.nn.softmax(loglik, axis=-1)
     if about == "parameters":
         own = jnp.diagonal(loglik, axis1=1, axis2=2)
         return np.asarray(own - jax.scipy.special.logsumexp(loglik, axis=-1)
@@ -147,7 +146,7 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     if about == "targets":
         prior = jnp.mean(jax.nn.sigmoid(logits), axis=0)  # (C, d)
         after = jnp.einsum("cnm,cnmd->cnd", w, post)
-        return np.asarray(_entropy(prior)[:, None].sum(-1) - _entropy(after).sum(-1))
+        return np.asarray(_entropy(prior).sum(-1)[:, None] - _entropy(after).sum(-1))
     if about == "graph":
         edges = (jnp.abs(params["weights"]) > threshold).astype(w.dtype)  # (S, d, d)
         prior = edges.mean(0)
@@ -156,20 +155,18 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     # (S, K, r): the mean response of each context of interest under each draw
     means = jnp.asarray(model.predicted_means(
         posterior, candidates if of is None else of, key=k_pred, n_cells=n_pred_cells))
-    means = means[..., cols].reshape(n_draws, -1)
+    means = means[..., cols]
     # Monte Carlo variance of each predicted mean: noise variance / cells per mean
-    floor = jnp.tile(jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells,
-                     means.shape[1] // cols.size)
-    before = jnp.var(means, axis=0) + floor  # (K·r,)
-    m1 = jnp.einsum("cnm,mq->cnq", w, means)
-    m2 = jnp.einsum("cnm,mq->cnq", w, means * means)
+    floor = jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells  # (r,)
+    before = jnp.var(means, axis=0) + floor  # (K, r)
+    # each candidate's own response (K = C), or every context of interest
+    spec = "cnm,mcr->cnr" if of is None else "cnm,mkr->cnkr"
+    m1 = jnp.einsum(spec, w, means)
+    m2 = jnp.einsum(spec, w, means * means)
     after = jnp.maximum(m2 - m1 * m1, 0.0) + floor
-    if of is None:  # each candidate's own response: the diagonal blocks
-        k = candidates.n_contexts
-        before = before.reshape(k, cols.size)[:, None]
-        after = after.reshape(k, -1, k, cols.size)[jnp.arange(k), :, jnp.arange(k)]
-        return np.asarray(0.5 * jnp.log(before / after).sum(-1))
-    return np.asarray(0.5 * jnp.log(before / after).sum(-1))
+    before = before[:, None] if of is None else before
+    gain = 0.5 * jnp.log(before / after)
+    return np.asarray(gain.reshape(*gain.shape[:2], -1).sum(-1))
 
 
 def inner_ess(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,

@@ -12,13 +12,18 @@ the curves of Säilynoja et al. (2022)'s ECDF-difference plot. The SVI counterpa
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from numpyro.diagnostics import effective_sample_size
 from numpyro.handlers import seed, trace
+from numpyro.infer.hmc import hmc
+from numpyro.infer.initialization import init_to_median
+from numpyro.infer.util import initialize_model
 from scipy import stats
 
 from gim_ppl.data import PerturbationData
@@ -78,13 +83,6 @@ def sbc_nuts(problem: CalibrationProblem, *, key, n_sims: int, n_warmup: int = 5
     (`initialize_model(..., dynamic_args=True)`), not a constant of a new trace.
     `progress(i)` is called after each data set.
     """
-    import time
-
-    from numpyro.diagnostics import effective_sample_size
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.initialization import init_to_median
-    from numpyro.infer.util import initialize_model
-
     sites = list(problem.model.site_shapes)
     observed = problem.observed
     first = trace(seed(observed, jax.random.key(0))).get_trace()["x"]["value"]
