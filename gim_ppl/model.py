@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 
 import jax
@@ -25,6 +26,7 @@ from numpyro.infer import Predictive
 from gim_ppl.checks import check_integer, check_real
 from gim_ppl.core.graph import (
     acyclicity_penalty_fn,
+    cycle_gain,
     default_power_iterations,
     is_dag,
     threshold_graph,
@@ -504,13 +506,24 @@ class GIM:
 
     # -- prediction --------------------------------------------------------------------
     def predict(self, sites, contexts: PerturbationData, *, key, n_cells: int,
-                mode: str = "mixture") -> PerturbationData:
+                mode: str = "mixture", observed: PerturbationData | None = None
+                ) -> PerturbationData:
         """Sample `n_cells` cells for each context of `contexts` (cells there are ignored).
 
-        `mode="mixture"` draws targets per cell from π(z) (the Bayesian predictive);
-        `mode="threshold"` uses `I = π(z) > 0.5`. With draws in `sites`, the cells of each
-        context are spread evenly over up to `n_cells` draws, in draw order (the first
-        ⌈n_cells / n_used⌉ from the first draw used, ...). Deterministic for a given `key`.
+        Targets: a perturbation with cells in `observed` (the training data; matched by
+        perturbation name) is predicted with what those cells say, `P(I = 1 | all its
+        observed contexts)` — a drug hits the same variables at every dose, so a new dose
+        of a known drug keeps the targets its measured doses showed; any other perturbation
+        (and every one when `observed` is None) with the feature map's π(z).
+        `mode="mixture"` draws targets per cell from these probabilities (the Bayesian
+        predictive); `mode="threshold"` uses `I = P > 0.5`. With draws in `sites`, the cells
+        of each context are spread evenly over up to `n_cells` draws, in draw order (the
+        first ⌈n_cells / n_used⌉ from the first draw used, ...). Deterministic for a given
+        `key`.
+
+        A fitted W whose cycle gain (`core.graph.cycle_gain`) exceeds 1 has no equilibrium
+        to sample: such a draw is predicted with the DAG `graph(threshold=0)` reads off its
+        W (every edge kept but the weakest of each cycle), with a warning.
 
         Returns:
             `PerturbationData` with `x (n_contexts · n_cells, n_vars)`, contexts as given.
@@ -528,38 +541,85 @@ class GIM:
         pick = np.unique(np.round(np.linspace(0, n_draws - 1, used)).astype(int))
         used = pick.size
         params = {s: v[pick] for s, v in params.items()}
+        params["weights"] = self._acyclic_weights(params["weights"])
         per_draw = math.ceil(n_cells / used)
 
         k = contexts.n_contexts
+        logits = jax.vmap(lambda p: self._prediction_logits(p, contexts, observed))(params)
+        k_targets, key = jax.random.split(key)
         if mode == "mixture":
             # One context per generated cell, so each cell gets its own target draw.
             rep = np.repeat(np.arange(k), per_draw)
             gen = _expand_contexts(contexts, rep, np.arange(rep.size))
+            targets = jax.random.bernoulli(k_targets, jax.nn.sigmoid(logits[:, rep]))
         else:
             gen = _expand_contexts(contexts, np.arange(k), np.repeat(np.arange(k), per_draw))
-            logits = jax.vmap(lambda p: self._heads(p, gen).target_logits)(params)
-            params["targets"] = (logits > 0).astype(logits.dtype)
+            targets = logits > 0
+        params["targets"] = targets.astype(params["bias"].dtype)
         predictive = Predictive(self, posterior_samples=params, return_sites=["x"])
         x = predictive(key, gen, hard_targets=True)["x"]  # (used, k * per_draw, d)
         return contexts.replace(
             x=_context_major(x, k, n_cells),
             context=jnp.asarray(np.repeat(np.arange(k), n_cells).astype(np.int32)))
 
+    def _prediction_logits(self, params, contexts: PerturbationData,
+                           observed: PerturbationData | None):
+        """`(n_contexts, n_vars)` target logits `predict` draws from: π(z) from the features,
+        or for a perturbation with perturbational contexts in `observed`, the logit of
+        `P(I = 1 | all of them)` (one target vector per perturbation)."""
+        logits = self._heads(params, contexts).target_logits
+        if observed is None:
+            return logits
+        rows = _known_rows(contexts, observed)
+        if not (rows >= 0).any():
+            return logits
+        heads = self._heads(params, observed)
+        shift = hill_shift(observed.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+        groups = make_groups(observed.perturbation, observed.observational,
+                             max(len(observed.perturbation_names), 1))
+        post = cell_posterior_targets(self.cell_model, params, observed, heads.target_logits,
+                                      shift, groups=groups, logits=True)
+        rows = jnp.asarray(rows)
+        return jnp.where(rows[:, None] >= 0, post[jnp.maximum(rows, 0)], logits)
+
+    def _acyclic_weights(self, weights):
+        """`weights (n_draws, n_vars, n_vars)` with each draw whose cycle gain exceeds 1
+        replaced by its DAG read-off at threshold 0 (see `predict`), with a warning."""
+        w = np.array(weights)  # a copy: draws are projected in place
+        gains = np.array([cycle_gain(wi) for wi in w])
+        bad = np.flatnonzero(gains > 1.0)
+        if not bad.size:
+            return weights
+        dropped = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one warning below says what happened
+            for i in bad:
+                keep = threshold_graph(w[i], 0.0)
+                dropped += int(((w[i] != 0) & ~keep & ~np.eye(len(keep), dtype=bool)).sum())
+                w[i] = np.where(keep, w[i], 0.0)
+        warnings.warn(
+            f"predict: the fitted W is not acyclic (cycle gain {gains.max():.3g} > 1 in "
+            f"{bad.size} of {len(w)} draws), so its cells have no equilibrium; predicting "
+            f"with the DAG graph(threshold=0) reads off it ({dropped} edges dropped). Fit "
+            "longer or with a larger acyclicity_weight (gim_ppl.fit raises it by dual ascent)",
+            UserWarning, stacklevel=3)
+        return jnp.asarray(w, dtype=weights.dtype)
 
     def predicted_means(self, sites, contexts: PerturbationData, *, key,
-                        n_cells: int = 200) -> np.ndarray:
+                        n_cells: int = 200, observed: PerturbationData | None = None
+                        ) -> np.ndarray:
         """Mean of the predicted cells of each context under each draw, `(n_draws,
         n_contexts, n_vars)` (`(n_contexts, n_vars)` for one point), from `n_cells` cells
-        per context and draw (targets drawn per cell from π(z)): quantiles over the draws
-        give intervals for a new perturbation's mean effect; the Monte Carlo error of each
-        mean is about noise sd / √n_cells."""
+        per context and draw (targets drawn per cell as in `predict`, which `observed`
+        goes to): quantiles over the draws give intervals for a perturbation's mean effect;
+        the Monte Carlo error of each mean is about noise sd / √n_cells."""
         n = check_integer("n_cells", n_cells)
         if not self.check_sites(sites):
-            pred = self.predict(sites, contexts, key=key, n_cells=n)
+            pred = self.predict(sites, contexts, key=key, n_cells=n, observed=observed)
             return np.asarray(pred.x).reshape(contexts.n_contexts, n, -1).mean(1)
         n_draws = int(jnp.shape(sites["bias"])[0])
         # n_draws · n cells per context: `predict` gives each draw n of them, in draw order
-        pred = self.predict(sites, contexts, key=key, n_cells=n_draws * n)
+        pred = self.predict(sites, contexts, key=key, n_cells=n_draws * n, observed=observed)
         x = np.asarray(pred.x).reshape(contexts.n_contexts, n_draws, n, -1)
         return x.mean(2).transpose(1, 0, 2)
 
@@ -613,6 +673,24 @@ def _check_edge_mask(edge_mask, n_vars: int) -> np.ndarray:
         raise ValueError(f"edge_mask must have shape ({n_vars}, {n_vars}) (parent, child), got "
                          f"{mask.shape}")
     return mask & ~np.eye(n_vars, dtype=bool)
+
+
+def _known_rows(contexts: PerturbationData, observed: PerturbationData) -> np.ndarray:
+    """`(n_contexts,)` for each context of `contexts`, the first perturbational context of
+    `observed` with the same perturbation name (−1: none, or an observational context)."""
+    if not isinstance(observed, PerturbationData) or observed.x is None:
+        raise ValueError("observed must be a PerturbationData with cells (the training data), "
+                         f"got {type(observed).__name__}"
+                         + (" without cells" if isinstance(observed, PerturbationData) else ""))
+    first: dict[str, int] = {}
+    for row, (obs, pert) in enumerate(zip(np.asarray(observed.observational),
+                                          np.asarray(observed.perturbation), strict=True)):
+        if not obs:
+            first.setdefault(observed.perturbation_names[pert], row)
+    return np.array([-1 if obs else first.get(contexts.perturbation_names[pert], -1)
+                     for obs, pert in zip(np.asarray(contexts.observational),
+                                          np.asarray(contexts.perturbation), strict=True)],
+                    dtype=np.int32)
 
 
 def _context_major(x, n_contexts: int, n_cells: int):

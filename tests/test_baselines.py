@@ -162,3 +162,145 @@ def test_oracle_feature_targets_with_perfect_probabilities_is_the_oracle(bench):
     want = metrics.mean_error(baselines.Oracle(bench).predict(observed, key=jax.random.key(5),
                                                               n_cells=200), observed)
     assert abs(got - want) < 0.1, (got, want)
+
+
+# --- the simple baselines, against hand computations ---------------------------------------
+
+def _screen(changes, doses, features, n_cells=4, n_obs=6, seed=0):
+    # cells are stored in float32: context means are exact to ~1e-6 (hence atol 1e-5 below)
+    """Control cells at 0 ± 1 and per-context cells whose mean is exactly `changes[k]`
+    (the same zero-mean pattern added to every context), so every context mean is known."""
+    rng = np.random.default_rng(seed)
+    changes = np.asarray(changes, float)
+    k, d = changes.shape
+    ctrl = rng.normal(size=(n_obs, d))
+    ctrl -= ctrl.mean(0)
+    pattern = rng.normal(size=(n_cells, d))
+    pattern -= pattern.mean(0)
+    x = np.concatenate([ctrl] + [pattern + c for c in changes])
+    ctx = np.repeat(np.arange(k + 1), [n_obs] + [n_cells] * k)
+    pid = np.concatenate([[-1], np.asarray([p for p, _ in features], int)])
+    feats = np.concatenate([[np.zeros(len(features[0][1]))], [f for _, f in features]])
+    names = [f"drug_{i}" for i in range(pid.max() + 1)]
+    return gim_ppl.PerturbationData.from_arrays(
+        x, ctx, features=feats, dose=np.concatenate([[0.0], doses]),
+        observational=np.arange(k + 1) == 0, perturbation=pid, perturbation_names=names)
+
+
+def _contexts(data, features, doses, pids):
+    return gim_ppl.PerturbationData.from_arrays(
+        features=np.asarray(features, float), dose=np.asarray(doses, float),
+        observational=np.zeros(len(doses), bool), perturbation=np.asarray(pids),
+        perturbation_names=[f"drug_{i}" for i in range(max(pids) + 1)], n_vars=data.n_vars)
+
+
+@pytest.fixture(scope="module")
+def hand():
+    # drug_0 (features [1, 0]) at doses 1, 4; drug_1 (features [0, 2]) at doses 1, 4
+    changes = [[0.0, 1.0], [2.0, 3.0], [4.0, -1.0], [8.0, -3.0]]
+    feats = [(0, [1.0, 0.0]), (0, [1.0, 0.0]), (1, [0.0, 2.0]), (1, [0.0, 2.0])]
+    return _screen(changes, [1.0, 4.0, 1.0, 4.0], feats), np.asarray(changes)
+
+
+def test_mean_shift_is_the_mean_change_all_doses_and_dose_matched(hand):
+    data, changes = hand
+    query = _contexts(data, [[5.0, 5.0], [5.0, 5.0], [5.0, 5.0], [5.0, 5.0]],
+                      [1.0, 2.0, 4.0, 16.0], [0, 0, 0, 0])
+    np.testing.assert_allclose(baselines.MeanShift().fit(data).mean_change(query),
+                               np.tile(changes.mean(0), (4, 1)), atol=1e-5)
+    at_1, at_4 = changes[[0, 2]].mean(0), changes[[1, 3]].mean(0)  # [2, 0] and [5, 0]
+    # dose 2 is half-way between 1 and 4 in log dose; 16 is clamped at the highest dose
+    np.testing.assert_allclose(baselines.MeanShift(dose_matched=True).fit(data)
+                               .mean_change(query),
+                               [at_1, (at_1 + at_4) / 2, at_4, at_4], atol=1e-5)
+
+
+def test_dose_interpolation_is_the_drugs_own_curve_in_log_dose(hand):
+    data, changes = hand
+    query = _contexts(data, [[1.0, 0.0]] * 3 + [[0.0, 2.0]], [2.0, 0.5, 8.0, 2.0], [0, 0, 0, 1])
+    np.testing.assert_allclose(baselines.DoseInterpolation().fit(data).mean_change(query),
+                               [[1.0, 2.0], [0.0, 1.0], [2.0, 3.0], [6.0, -2.0]], atol=1e-5)
+
+
+def test_nearest_neighbour_takes_the_nearest_drug_at_its_nearest_dose(hand):
+    data, changes = hand
+    # features standardised over the training contexts: sd 0.5 and 1 per column
+    query = _contexts(data, [[0.9, 0.1], [0.2, 1.7], [0.2, 1.7]], [3.0, 1.5, 3.0], [5, 6, 6])
+    np.testing.assert_allclose(baselines.NearestNeighbour().fit(data).mean_change(query),
+                               changes[[1, 2, 3]], atol=1e-5)
+
+
+def test_ridge_matches_sklearn_and_leave_one_perturbation_out_by_brute_force():
+    from sklearn.linear_model import Ridge as SkRidge
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+
+    bench = gim_ppl.datasets.synthetic_hill(3, n_train_perturbations=12)
+    model = baselines.Ridge(alphas=(0.1, 3.0, 100.0)).fit(bench.train)
+    train = bench.train
+    pert = ~np.asarray(train.observational)
+    z = np.asarray(train.features, float)[pert]
+    dose = np.log(np.asarray(train.dose, float)[pert])
+    raw = np.concatenate([z, dose[:, None], z * dose[:, None]], 1)
+    x = (raw - raw.mean(0)) / raw.std(0)
+    y = train.context_means()[pert] - train.control_cells().astype(float).mean(0)
+    groups = np.asarray(train.perturbation)[pert]
+    cv = [np.sum((cross_val_predict(SkRidge(alpha=a), x, y, groups=groups,
+                                    cv=LeaveOneGroupOut()) - y) ** 2)
+          for a in (0.1, 3.0, 100.0)]
+    np.testing.assert_allclose(model.cv_error, cv, rtol=1e-6)
+    best = (0.1, 3.0, 100.0)[int(np.argmin(cv))]
+    assert model.alpha == best
+    reference = SkRidge(alpha=best).fit(x, y)
+    np.testing.assert_allclose(model.mean_change(train)[pert], reference.predict(x),
+                               rtol=1e-6, atol=1e-8)
+
+
+def test_ridge_recovers_a_planted_linear_dose_response():
+    rng = np.random.default_rng(1)
+    n_pert, doses = 8, np.array([0.5, 1.0, 2.0])
+    z = rng.normal(size=(n_pert, 2))
+    coef = np.array([[1.0, -2.0], [0.5, 0.0]])
+    pid = np.repeat(np.arange(n_pert), doses.size)
+    logc = np.log(np.tile(doses, n_pert))
+    changes = z[pid] @ coef + 0.7 * logc[:, None] + (z[pid] * logc[:, None]) @ coef.T
+    data = _screen(changes, np.exp(logc), [(p, z[p]) for p in pid])
+    model = baselines.Ridge().fit(data)
+    assert model.alpha == min(baselines.RIDGE_ALPHAS)  # noiseless: the least penalty wins
+    new = rng.normal(size=(3, 2))
+    query = _contexts(data, new, [0.7, 1.3, 3.0], [0, 1, 2])
+    truth = new @ coef + 0.7 * np.log([0.7, 1.3, 3.0])[:, None] \
+        + (new * np.log([0.7, 1.3, 3.0])[:, None]) @ coef.T
+    np.testing.assert_allclose(model.mean_change(query), truth, atol=0.05)
+
+
+def test_simple_baselines_move_control_cells_and_leave_controls_alone(hand):
+    data, changes = hand
+    for method in (baselines.MeanShift(), baselines.Ridge(), baselines.NearestNeighbour(),
+                   baselines.DoseInterpolation()):
+        method.fit(data)
+        pred = method.predict(data, key=jax.random.key(0), n_cells=5)
+        x = np.asarray(pred.x).reshape(data.n_contexts, 5, -1)
+        moved = (x - method.mean_change(data)[:, None]).reshape(-1, 2)
+        gap = np.abs(moved[:, None] - data.control_cells()[None]).max(-1).min(1)
+        assert gap.max() < 1e-5  # every cell is a control cell plus the change (float32)
+        np.testing.assert_array_equal(method.mean_change(data)[0], 0.0)  # observational
+
+
+def test_simple_baselines_reject_bad_input(hand):
+    data, _ = hand
+    no_perturbations = data.subset([0])
+    for method in (baselines.MeanShift, baselines.Ridge, baselines.NearestNeighbour,
+                   baselines.DoseInterpolation):
+        with pytest.raises(ValueError, match="data has no perturbational context"):
+            method().fit(no_perturbations)
+        with pytest.raises(RuntimeError, match="fit"):
+            method().mean_change(data)
+        wide = gim_ppl.PerturbationData.from_arrays(
+            features=np.ones((1, 3)), dose=[1.0], observational=[False], n_vars=2)
+        with pytest.raises(ValueError, match="contexts have 3 features"):
+            method().fit(data).mean_change(wide)
+    unknown = _contexts(data, [[1.0, 0.0], [3.0, 3.0]], [2.0, 1.0], [0, 2])
+    with pytest.raises(ValueError, match=r"contexts: .*rows \[1\] .*'drug_2'"):
+        baselines.DoseInterpolation().fit(data).mean_change(unknown)
+    with pytest.raises(ValueError, match="alphas"):
+        baselines.Ridge(alphas=(0.0, 1.0))

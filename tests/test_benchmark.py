@@ -20,18 +20,35 @@ def quick_results(tmp_path_factory):
 def test_quick_bench_json_structure(quick_results):
     results, _ = quick_results
     assert set(results) >= {"config", "rows", "summary", "machine"}
-    assert tuple(results["summary"]) == benchmark.METHODS
+    assert tuple(results["summary"]) == (*benchmark.METHODS, benchmark.BEST_SIMPLE)
     for row in results["rows"]:
         for split in benchmark.SPLITS:
+            if split == "full_ood" and row["method"] in benchmark.KNOWN_ONLY:
+                assert f"{split}_mean_error" not in row  # unknown drugs: no prediction
+                continue
             for name in benchmark.DISTANCES:
                 assert math.isfinite(row[f"{split}_{name}"]), (row["method"], split, name)
-        assert math.isfinite(row["fit_seconds"])
+        if row["method"] != benchmark.BEST_SIMPLE:
+            assert math.isfinite(row["fit_seconds"])
     for method in ("causal_two_stage", "gim_exact", "gim_relaxed_mc"):
         vals = results["summary"][method]
         for key in ("target_auroc_train", "target_auroc_full_ood", "graph_shd", "graph_auprc",
                     "seconds_per_step"):
             assert math.isfinite(vals[key]["mean"]), (method, key)
         assert 0.0 <= vals["target_auroc_full_ood"]["mean"] <= 1.0
+
+
+def test_best_simple_baseline_row_is_the_minimum_of_the_simple_baselines(quick_results):
+    rows = quick_results[0]["rows"]
+    best = next(r for r in rows if r["method"] == benchmark.BEST_SIMPLE)
+    simple = [r for r in rows if r["method"] in benchmark.SIMPLE_BASELINES]
+    for key in ("partial_ood_mean_error", "full_ood_energy_distance", "full_ood_r2"):
+        values = {r["method"]: r[key] for r in simple if key in r}
+        pick = max if "_r2" in key else min
+        assert best[key] == pick(values.values())
+        assert values[best[f"{key}_by"]] == best[key]
+    assert best["partial_ood_mean_error"] <= next(
+        r for r in simple if r["method"] == "dose_interpolation")["partial_ood_mean_error"]
 
 
 def test_quick_bench_oracle_at_or_below_control(quick_results):
@@ -52,8 +69,9 @@ def test_quick_bench_gim_learns_something(quick_results):
 
 def test_quick_bench_markdown_has_a_row_per_method(quick_results):
     _, md = quick_results
-    for method in benchmark.METHODS:
+    for method in (*benchmark.METHODS, benchmark.BEST_SIMPLE):
         assert f"| {method} |" in md
+    assert "| gim_exact | full_ood_mean_error |" in md  # the GIM against the best baseline
     assert "Machine:" in md
 
 
@@ -61,6 +79,8 @@ def test_quick_bench_reports_peer_metrics(quick_results):
     results, md = quick_results
     for row in results["rows"]:
         for split in benchmark.SPLITS:
+            if split == "full_ood" and row["method"] in benchmark.KNOWN_ONLY:
+                continue
             assert row[f"{split}_r2"] <= 1.0 and math.isfinite(row[f"{split}_r2"])
             assert row[f"{split}_r2_top{benchmark.R2_TOP_K}"] <= 1.0
     s = results["summary"]

@@ -311,3 +311,69 @@ def test_edge_mask_zeroes_forbidden_edges_everywhere():
         gim_ppl.GIM(3, 2, edge_mask=np.ones((3, 2), bool))
     with pytest.raises(ValueError, match="edge_mask must be a bool"):
         gim_ppl.GIM(3, 2, edge_mask=np.full((3, 3), 0.5))
+
+
+def _two_var_screen():
+    """d = 2, no edges, unit noise; drug_0 (feature 1) measured at doses 1 and 3 with few
+    cells, so the evidence that it targets x0 is moderate; π = σ(−0.5) for every drug."""
+    model = gim_ppl.GIM(2, 1)
+    sites = {s: jnp.zeros(shape) for s, shape in model.site_shapes.items()}
+    sites.update(noise_scale=jnp.ones(2), target_bias=jnp.full((2,), -0.5),
+                 emax_bias=jnp.asarray([0.6, 0.0]))  # Hill: 0.6 c / (1 + c) on x0
+    rng = np.random.default_rng(0)
+    ctx = np.repeat([0, 1, 2], [30, 3, 3])
+    x = rng.normal(size=(ctx.size, 2))
+    observed = gim_ppl.PerturbationData.from_arrays(
+        x, ctx, features=[[0.0], [1.0], [1.0]], dose=[0.0, 1.0, 3.0],
+        observational=[True, False, False], perturbation=[-1, 0, 0],
+        perturbation_names=["drug_0", "drug_1"])
+    return model, sites, observed
+
+
+def test_predict_given_observed_cells_uses_the_perturbations_posterior_targets():
+    from scipy.special import expit
+    from scipy.stats import norm
+
+    model, sites, observed = _two_var_screen()
+    x, ctx = np.asarray(observed.x, float), np.asarray(observed.context)
+    # independent truth: one target vector for drug_0 given both its contexts
+    evidence = 0.0
+    for k, c in ((1, 1.0), (2, 3.0)):
+        s = 0.6 * c / (1 + c)
+        evidence += np.sum(norm.logpdf(x[ctx == k, 0], s) - norm.logpdf(x[ctx == k, 0], 0.0))
+    posterior = expit(-0.5 + evidence)
+    assert 0.1 < posterior < 0.9 and abs(posterior - expit(-0.5)) > 0.05  # a test with power
+    new = gim_ppl.PerturbationData.from_arrays(
+        features=[[1.0], [1.0]], dose=[2.0, 2.0], observational=[False, False],
+        perturbation=[0, 1], perturbation_names=["drug_0", "drug_1"], n_vars=2)
+    n, s_new = 40_000, 0.6 * 2.0 / 3.0
+    given = model.predict(sites, new, key=jax.random.key(1), n_cells=n, observed=observed)
+    alone = model.predict(sites, new, key=jax.random.key(1), n_cells=n)
+    mean_given = np.asarray(given.x).reshape(2, n, 2)[:, :, 0].mean(1)
+    mean_alone = np.asarray(alone.x).reshape(2, n, 2)[:, :, 0].mean(1)
+    tol = 4.5 * np.sqrt(1 + s_new**2 / 4) / np.sqrt(n)  # sd of a mean of n mixture cells
+    assert abs(mean_given[0] - posterior * s_new) < tol  # known drug: its posterior
+    assert abs(mean_given[1] - expit(-0.5) * s_new) < tol  # drug_1 unmeasured: π(z)
+    assert abs(mean_alone[0] - expit(-0.5) * s_new) < tol  # without observed: π(z)
+    threshold = model.predict(sites, new, key=jax.random.key(1), n_cells=3, mode="threshold",
+                              observed=observed)
+    hit = np.asarray(threshold.x).reshape(2, 3, 2)  # noise aside, x0 = s_new iff P > 0.5
+    assert (posterior > 0.5) == (abs(hit[0, :, 0].mean() - s_new) < abs(hit[1, :, 0].mean()
+                                                                          - s_new))
+    with pytest.raises(ValueError, match="observed must be a PerturbationData with cells"):
+        model.predict(sites, new, key=jax.random.key(1), n_cells=3,
+                      observed=observed.contexts_only())
+
+
+def test_predict_projects_a_cyclic_w_onto_its_dag_and_says_so():
+    model, sites, contexts, _ = chain_truth()
+    cyclic = {**sites, "weights": sites["weights"].at[2, 0].set(1.5)}  # 0 → 1 → 2 → 0
+    from gim_ppl.core.graph import cycle_gain
+    assert cycle_gain(cyclic["weights"]) > 1.0
+    with pytest.warns(UserWarning, match=r"not acyclic .*\(1 edges dropped\)"):
+        pred = model.predict(cyclic, contexts, key=jax.random.key(4), n_cells=50)
+    # the weakest edge of the cycle (1 → 2, |−0.8|) is dropped; the rest is kept
+    dag = {**cyclic, "weights": cyclic["weights"].at[1, 2].set(0.0)}
+    np.testing.assert_array_equal(pred.x, model.predict(dag, contexts, key=jax.random.key(4),
+                                                        n_cells=50).x)
+    assert np.isfinite(np.asarray(pred.x)).all()

@@ -158,6 +158,18 @@ def topological_order(adjacency) -> np.ndarray:
     return np.asarray(order, dtype=int)
 
 
+def cycle_gain(weights) -> float:
+    """Spectral radius of |W| with the diagonal ignored: the largest geometric-mean edge
+    weight around a cycle of `weights (n_vars, n_vars)`, 0 for a DAG. Above 1 the linear
+    SCM's equilibrium `x = (b + u + σε)(I − W)⁻¹` is no fixed point that ancestral sampling
+    reaches. Host-side, O(d³)."""
+    w = np.abs(np.asarray(weights, dtype=float))
+    if w.size == 0:
+        return 0.0
+    np.fill_diagonal(w, 0.0)
+    return float(np.max(np.abs(np.linalg.eigvals(w))))
+
+
 def threshold_graph(weights, threshold: float) -> np.ndarray:
     """Boolean DAG from edge strengths: keep `|w| > threshold`, then break cycles.
 

@@ -174,15 +174,23 @@ def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_lo
     return obs_ll + jnp.sum(jnp.where(pert, lme, 0.0))
 
 
-def posterior_target_probs(l0, l1, target_logits, observational, groups: Groups | None = None):
-    """`P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; 0 for observational contexts."""
+def posterior_target_logits(l0, l1, target_logits, observational,
+                            groups: Groups | None = None):
+    """`logit P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; −inf for observational
+    contexts. With `groups`, every context of a group gets its group's logit (the evidence of
+    all its contexts summed)."""
     if groups is not None:
         logits = _group_logits(target_logits, observational, groups)
         delta = _grouped(l1 - l0, observational, groups)
-        post = jax.nn.sigmoid(logits + delta)[groups.index]
+        post = (logits + delta)[groups.index]
     else:
-        post = jax.nn.sigmoid(target_logits + l1 - l0)
-    return jnp.where(observational[:, None], 0.0, post)
+        post = target_logits + l1 - l0
+    return jnp.where(observational[:, None], -jnp.inf, post)
+
+
+def posterior_target_probs(l0, l1, target_logits, observational, groups: Groups | None = None):
+    """`P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; 0 for observational contexts."""
+    return jax.nn.sigmoid(posterior_target_logits(l0, l1, target_logits, observational, groups))
 
 
 # --- the one log density and the one sampler --------------------------------------------
@@ -240,11 +248,13 @@ def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shi
 
 
 def posterior_targets(cell_model: CellModel, params: dict, data, target_logits, shift, *,
-                      groups: Groups | None = None):
-    """`P(I_kj = 1 | cells of context k, parameters)`, `(n_contexts, n_vars)` (exact)."""
+                      groups: Groups | None = None, logits: bool = False):
+    """`P(I_kj = 1 | cells of context k, parameters)`, `(n_contexts, n_vars)` (exact); its
+    logit (−inf for observational contexts) with `logits=True`."""
     stats = context_stats(cell_model, params, data)
     l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
-    return posterior_target_probs(l0, l1, target_logits, data.observational, groups)
+    post = posterior_target_logits(l0, l1, target_logits, data.observational, groups)
+    return post if logits else jax.nn.sigmoid(post)
 
 
 def sample_cells(cell_model: CellModel, params: dict, noise, targets, shift):

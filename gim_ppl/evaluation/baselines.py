@@ -13,9 +13,17 @@
 - `CausalTwoStage`: the GIM's causal model with free per-context interventions (no feature
   model), then kernel ridge regressions from (features, dose) to the inferred target
   probabilities and shifts; unseen contexts are simulated from the fitted SCM.
+
+The simple baselines (control cells moved by a predicted mean change; DESIGN.md §5):
+- `MeanShift`: the mean change of the training perturbations (all doses, or dose-matched);
+- `Ridge`: ridge from (features, log dose, features × log dose), λ by leave-one-perturbation-out;
+- `NearestNeighbour`: the nearest training perturbation in feature space, at the nearest dose;
+- `DoseInterpolation`: a known perturbation's own measured doses, interpolated in log dose.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -319,3 +327,218 @@ class CausalTwoStage:
         shift_cells = jnp.repeat(jnp.asarray(shifts, dtype), n_cells, axis=0)
         x = sample_cells(self.model.cell_model, params, noise, targets, shift_cells)
         return cells_for_contexts(contexts, x, n_cells)
+
+
+# --- the simple baselines ------------------------------------------------------------------
+# What the field now holds every perturbation model against (Ahlmann-Eltze et al., Nat.
+# Methods 2025; Systema 2025; DESIGN.md §5). Each predicts the mean change of a context from
+# the control mean and returns control cells moved by it, so distribution metrics compare
+# like with like. All work in log dose: contexts with dose 0 (or observational) get no change.
+
+
+class MeanChangeData(NamedTuple):
+    """The training contexts a simple baseline learns from: perturbational, dose > 0.
+
+    names: `(k,)` perturbation name of each; features `(k, p)`; log_dose `(k,)`;
+    change `(k, d)`: context mean minus the control mean.
+    """
+
+    names: np.ndarray
+    features: np.ndarray
+    log_dose: np.ndarray
+    change: np.ndarray
+
+
+def perturbation_labels(data: PerturbationData) -> np.ndarray:
+    """`(n_contexts,)` perturbation name of each context ("" for observational ones): names,
+    not indices, identify a perturbation across splits and data sets."""
+    names = np.asarray((*data.perturbation_names, ""), dtype=object)
+    pert = np.asarray(data.perturbation)
+    return np.where(np.asarray(data.observational), "", names[np.where(pert >= 0, pert, -1)])
+
+
+class _MeanChangeMethod:
+    """Control cells moved by a predicted mean change; subclasses learn `_fit_changes` from
+    `MeanChangeData` and predict `_changes(names, features, log_dose) -> (k, d)`."""
+
+    name = "baseline"
+
+    def fit(self, data: PerturbationData, **_):
+        """Learn from the control cells and the perturbational contexts (dose > 0) of
+        `data`. Raises ValueError when either is missing."""
+        if not isinstance(data, PerturbationData):
+            raise TypeError(f"data must be a gim_ppl.PerturbationData, got {type(data).__name__}")
+        if data.x is None:
+            raise ValueError(f"{self.name}.fit: data has no cells (x is None)")
+        self.control = jnp.asarray(data.control_cells())
+        self.control_mean = np.asarray(self.control, float).mean(0)
+        counts, mean, _ = data.context_moments()
+        keep = ~np.asarray(data.observational) & (np.asarray(data.dose) > 0) & (counts > 0)
+        if not keep.any():
+            raise ValueError(f"{self.name}.fit: data has no perturbational context with cells "
+                             "and dose > 0; a baseline learns the change a perturbation makes")
+        self.n_features, self.n_vars = data.n_features, data.n_vars
+        self.train = MeanChangeData(
+            perturbation_labels(data)[keep], np.asarray(data.features, float)[keep],
+            np.log(np.asarray(data.dose, float)[keep]), mean[keep] - self.control_mean)
+        self._fit_changes(self.train)
+        return self
+
+    def _fit_changes(self, train: MeanChangeData) -> None:
+        pass
+
+    def mean_change(self, contexts: PerturbationData) -> np.ndarray:
+        """`(n_contexts, n_vars)` predicted change of the mean cell from the control mean."""
+        _check_fitted(getattr(self, "train", None), self.name)
+        if contexts.n_features != self.n_features or contexts.n_vars != self.n_vars:
+            raise ValueError(
+                f"contexts have {contexts.n_features} features and {contexts.n_vars} "
+                f"variables; {self.name} was fitted on {self.n_features} and {self.n_vars}")
+        dose = np.asarray(contexts.dose, float)
+        active = ~np.asarray(contexts.observational) & (dose > 0)
+        change = np.zeros((contexts.n_contexts, self.n_vars))
+        if active.any():
+            change[active] = self._changes(
+                perturbation_labels(contexts)[active],
+                np.asarray(contexts.features, float)[active], np.log(dose[active]),
+                np.flatnonzero(active))
+        return change
+
+    def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
+        change = jnp.asarray(self.mean_change(contexts), self.control.dtype)
+        k = contexts.n_contexts
+        idx = jax.random.randint(key, (k, n_cells), 0, self.control.shape[0])
+        x = self.control[idx] + change[:, None]
+        return cells_for_contexts(contexts, x.reshape(k * n_cells, -1), n_cells)
+
+
+def _interpolate(log_dose, known_log_dose, known_change) -> np.ndarray:
+    """`(d,)` change at `log_dose`, linear in log dose between `known_log_dose (m,)` (sorted
+    or not) with `known_change (m, d)`, clamped outside the measured range."""
+    order = np.argsort(known_log_dose)
+    xs, ys = known_log_dose[order], known_change[order]
+    return np.array([np.interp(log_dose, xs, ys[:, j]) for j in range(ys.shape[1])])
+
+
+class MeanShift(_MeanChangeMethod):
+    """The mean change of the training perturbations: over all their contexts, or
+    (`dose_matched=True`) per training dose, interpolated in log dose between doses."""
+
+    name = "MeanShift"
+
+    def __init__(self, dose_matched: bool = False):
+        self.dose_matched = bool(dose_matched)
+
+    def _fit_changes(self, train):
+        self.doses = np.unique(train.log_dose)
+        self.per_dose = np.stack([train.change[train.log_dose == u].mean(0)
+                                  for u in self.doses])
+        self.overall = train.change.mean(0)
+
+    def _changes(self, names, features, log_dose, rows):
+        if not self.dose_matched:
+            return np.broadcast_to(self.overall, (len(log_dose), self.n_vars))
+        return np.stack([_interpolate(c, self.doses, self.per_dose) for c in log_dose])
+
+
+#: Ridge's penalty grid (on standardised inputs): from nearly least squares to the mean change.
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
+
+
+class Ridge(_MeanChangeMethod):
+    """Ridge regression of the mean change on (features, log dose, features × log dose),
+    inputs standardised on the training contexts, unpenalised intercept; the penalty λ
+    (`alphas`) minimises the leave-one-perturbation-out squared error, so it is chosen for
+    unseen perturbations. The Ahlmann-Eltze linear baseline with perturbation features in
+    place of a gene embedding."""
+
+    name = "Ridge"
+
+    def __init__(self, alphas=RIDGE_ALPHAS):
+        self.alphas = np.asarray(alphas, float)
+        if self.alphas.ndim != 1 or not self.alphas.size or (self.alphas <= 0).any():
+            raise ValueError(f"alphas must be a non-empty sequence of positive floats, got "
+                             f"{alphas!r}")
+
+    @staticmethod
+    def design(features, log_dose) -> np.ndarray:
+        """`(k, 2p + 1)` inputs: features, log dose, features × log dose."""
+        return np.concatenate([features, log_dose[:, None], features * log_dose[:, None]], 1)
+
+    @staticmethod
+    def _solve(x, y, alpha):
+        """(intercept (d,), coefficients (q, d)) of ridge on standardised `x`."""
+        xm, ym = x.mean(0), y.mean(0)
+        xc = x - xm
+        coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
+        return ym - xm @ coef, coef
+
+    def _fit_changes(self, train):
+        raw = self.design(train.features, train.log_dose)
+        self.in_mean, self.in_scale = raw.mean(0), raw.std(0)
+        self.in_scale = np.where(self.in_scale > 0, self.in_scale, 1.0)
+        x, y = (raw - self.in_mean) / self.in_scale, train.change
+        groups = np.unique(train.names)
+        self.cv_error = np.full(self.alphas.size, np.nan)
+        if groups.size >= 3:
+            for i, alpha in enumerate(self.alphas):
+                err = 0.0
+                for g in groups:
+                    out = train.names == g
+                    b, w = self._solve(x[~out], y[~out], alpha)
+                    err += np.sum((x[out] @ w + b - y[out]) ** 2)
+                self.cv_error[i] = err
+            self.alpha = float(self.alphas[np.nanargmin(self.cv_error)])
+        else:  # too few perturbations to hold one out: the middle of the grid
+            self.alpha = float(np.median(self.alphas))
+        self.intercept, self.coef = self._solve(x, y, self.alpha)
+
+    def _changes(self, names, features, log_dose, rows):
+        x = (self.design(features, log_dose) - self.in_mean) / self.in_scale
+        return x @ self.coef + self.intercept
+
+
+class NearestNeighbour(_MeanChangeMethod):
+    """The measured change of the training perturbation nearest in feature space (features
+    standardised over the training perturbations), at its dose nearest in log dose. A known
+    perturbation's nearest neighbour is itself."""
+
+    name = "NearestNeighbour"
+
+    def _fit_changes(self, train):
+        self.scale = train.features.std(0)
+        self.scale = np.where(self.scale > 0, self.scale, 1.0)
+
+    def _changes(self, names, features, log_dose, rows):
+        train = self.train
+        dist2 = (((features[:, None] - train.features[None]) / self.scale) ** 2).sum(-1)
+        out = np.empty((len(log_dose), self.n_vars))
+        for i in range(len(log_dose)):
+            near = np.isclose(dist2[i], dist2[i].min(), rtol=1e-9, atol=1e-12)
+            near &= train.names == train.names[near][0]  # one perturbation
+            cand = np.flatnonzero(near)
+            out[i] = train.change[cand[np.argmin(np.abs(train.log_dose[cand] - log_dose[i]))]]
+        return out
+
+
+class DoseInterpolation(_MeanChangeMethod):
+    """For known perturbations at new doses: the perturbation's own measured mean changes,
+    linear in log dose between its measured doses and clamped outside them. Predicting a
+    perturbation that was not in training raises ValueError."""
+
+    name = "DoseInterpolation"
+
+    def _changes(self, names, features, log_dose, rows):
+        train = self.train
+        unknown = [(int(r), str(n)) for r, n in zip(rows, names, strict=True)
+                   if n not in set(train.names)]
+        if unknown:
+            raise ValueError(
+                f"contexts: DoseInterpolation predicts perturbations measured in training only; "
+                f"rows {[r for r, _ in unknown][:10]} are perturbations "
+                f"{sorted({n for _, n in unknown})[:10]} it was not fitted on")
+        out = np.empty((len(log_dose), self.n_vars))
+        for i, (n, c) in enumerate(zip(names, log_dose, strict=True)):
+            mine = train.names == n
+            out[i] = _interpolate(c, train.log_dose[mine], train.change[mine])
+        return out

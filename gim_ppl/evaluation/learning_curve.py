@@ -22,7 +22,8 @@ from gim_ppl.evaluation.benchmark import R2_TOP_K, BenchConfig, run_benchmark
 
 #: The reference whose full-OOD mean error the others are divided by (predicts controls).
 CONTROL = "observational"
-CURVE_METRICS = ("full_ood_wasserstein", "full_ood_mean_error", "full_ood_error_over_control",
+CURVE_METRICS = ("full_ood_wasserstein", "full_ood_mean_error", "full_ood_energy_distance",
+                 "full_ood_error_over_control",
                  "full_ood_r2", f"full_ood_r2_top{R2_TOP_K}", "target_auroc_full_ood",
                  "target_brier_full_ood", "partial_ood_wasserstein")
 
@@ -47,7 +48,7 @@ def _add_control_ratio(rows: list[dict]) -> None:
                for r in rows if r["method"] == CONTROL}
     for r in rows:
         ref = control.get((r["seed"], r["n_train_perturbations"]))
-        if ref is not None:
+        if ref is not None and "full_ood_mean_error" in r:
             r["full_ood_error_over_control"] = r["full_ood_mean_error"] / ref
 
 
@@ -73,6 +74,7 @@ def curve_summary(rows: Sequence[dict]) -> dict:
 def curve_markdown(summary: dict) -> str:
     """One row per (method, size): the curve metrics as `mean ± sd`, '—' where absent."""
     labels = {"full_ood_wasserstein": "full W2", "full_ood_mean_error": "full mean err",
+              "full_ood_energy_distance": "full E-distance",
               "full_ood_error_over_control": "full err / control", "full_ood_r2": "full R²",
               f"full_ood_r2_top{R2_TOP_K}": f"full R² top {R2_TOP_K}",
               "target_auroc_full_ood": "target AUROC unseen",

@@ -25,8 +25,8 @@ from numpyro.infer.svi import SVIRunResult, SVIState
 from numpyro.optim import optax_to_numpyro
 
 from gim_ppl.checks import check_integer
+from gim_ppl.core.graph import cycle_gain
 from gim_ppl.core.interventions import warn_constant_features
-from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference import checkpoint as ckpt
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
@@ -163,13 +163,6 @@ def acyclicity_weight_at(scheduled, acyclicity_scale, max_weight):
             ascent).
     """
     return jnp.maximum(scheduled, jnp.minimum(scheduled * acyclicity_scale, max_weight))
-
-
-def cycle_gain(weights) -> float:
-    """Spectral radius of |W| with the diagonal masked: the largest geometric-mean edge
-    weight around a cycle of `weights (n_vars, n_vars)`, 0 for a DAG. Host-side, O(d³)."""
-    w = np.abs(np.asarray(masked_weights(jnp.asarray(weights))))
-    return float(np.max(np.abs(np.linalg.eigvals(w)))) if w.size else 0.0
 
 
 def dual_ascent_step(state: FitState, weights, acyclicity_weight: float,
