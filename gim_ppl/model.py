@@ -52,7 +52,7 @@ from gim_ppl.core.likelihood import posterior_targets as cell_posterior_targets
 from gim_ppl.core.mechanisms import as_mechanism, masked_weights
 from gim_ppl.core.sites import Site, site_shape
 from gim_ppl.data import PerturbationData
-from gim_ppl.priors import SCM_SITES, Priors, site_distribution
+from gim_ppl.priors import SCM_SITES, Priors, site_prior
 
 
 class GIM:
@@ -94,12 +94,14 @@ class GIM:
         n_mc: Monte Carlo draws M of the relaxed estimator.
         shared_targets: one target vector per perturbation (all its doses) instead of one per
             context; the exact marginal stays exact.
-        pooled: names of the perturbations that get their own offsets on every head (partial
-            pooling; the training perturbations, e.g. `[train.perturbation_names[i] for i
-            in train.perturbation_contexts()[0]]`): a context of a pooled perturbation
-            has head(z) + offset, any other (a new perturbation) head(z) alone. Contexts
-            are matched by `data.perturbation_names`, so held-out splits and new data sets
-            are safe. Offset priors: `Priors.{head}_offset`. None: no offsets.
+        pooled: the perturbations that get their own offsets on every head (partial
+            pooling): the training data (`pooled=train`: its perturbations) or their
+            names. A context of a pooled perturbation has head(z) + offset, any other (a
+            new perturbation) head(z) alone, so a measured drug's Hill curves and targets
+            can follow its own cells while new drugs get the feature map. Contexts are
+            matched by `data.perturbation_names`, so held-out splits and new data sets are
+            safe. Offset priors: `Priors.{head}_offset`. None: no offsets. Recommended
+            whenever the model predicts (measured: docs/benchmark.md).
     """
 
     def __init__(
@@ -177,6 +179,9 @@ class GIM:
         self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
                                     self.n_mc)
         # One table: each site's axes (→ shape and ArviZ dims) and prior field.
+        if isinstance(pooled, PerturbationData):  # the training data: its perturbations
+            ids, _ = pooled.perturbation_contexts()
+            pooled = [pooled.perturbation_names[i] for i in ids]
         if pooled is not None and (isinstance(pooled, (str, bytes))
                                    or not hasattr(pooled, "__iter__")):
             raise TypeError(f"pooled must be a sequence of perturbation names, got "
@@ -199,7 +204,7 @@ class GIM:
                            else int(self.map_anchors.shape[0])}
         self.site_shapes: dict[str, tuple] = {
             s: site_shape(spec, self.axis_sizes) for s, spec in self.sites.items()}
-        self.site_priors = {s: site_distribution(self.priors.for_site(s), shape)
+        self.site_priors = {s: site_prior(self.priors, s, shape)
                             for s, shape in self.site_shapes.items()}
 
     def with_acyclicity(self, kind: str, *, exact_gradient: bool = True) -> GIM:

@@ -38,7 +38,11 @@ class Priors:
 
     A scalar distribution is broadcast to the site's shape; a distribution whose batch
     shape already matches the site (e.g. per-edge priors) is used as is. Dose parameters
-    are in log-dose units of the data's `dose` (EC50 = exp(log_ec50)).
+    are in log-dose units of the data's `dose` (EC50 = exp(log_ec50)). The weight priors of
+    the Hill heads (`emax_weight`, `log_ec50_weight`, `log_hill_weight`) are per unit of
+    output: the model divides them by √(number of inputs of the head) (`Site.fan_in`), so
+    `emax_weight=Normal(0, 1)` lets a perturbation's E_max vary with sd 1 around the bias
+    whatever the number of features.
     """
 
     edge_weight: dist.Distribution = field(default_factory=lambda: dist.Laplace(0.0, 0.1))
@@ -102,6 +106,27 @@ class Priors:
         return getattr(self, ALL_SITES[site].prior)
 
 
+def scaled(prior: dist.Distribution, factor: float) -> dist.Distribution:
+    """The distribution of `factor · w` for `w ~ prior` (a location-scale family stays one,
+    so its mean and median remain known; others become a `TransformedDistribution`)."""
+    if factor == 1.0:
+        return prior
+    if isinstance(prior, (dist.Normal, dist.Laplace, dist.Cauchy, dist.Logistic)):
+        return type(prior)(prior.loc * factor, prior.scale * factor)
+    if isinstance(prior, dist.StudentT):
+        return dist.StudentT(prior.df, prior.loc * factor, prior.scale * factor)
+    return dist.TransformedDistribution(prior, dist.transforms.AffineTransform(0.0, factor))
+
+
+def site_prior(priors: Priors, site: str, shape: tuple) -> dist.Distribution:
+    """The prior of model site `site` with shape `shape`: its `Priors` field, divided by
+    √fan-in for sites declared `fan_in` (`Site.fan_in`), broadcast to the shape."""
+    prior = priors.for_site(site)
+    if ALL_SITES[site].fan_in and shape:
+        prior = scaled(prior, 1.0 / float(np.sqrt(max(shape[0], 1))))
+    return site_distribution(prior, shape)
+
+
 def site_distribution(prior: dist.Distribution, shape: tuple) -> dist.Distribution:
     batch = tuple(prior.batch_shape) + tuple(prior.event_shape)
     if batch == shape and prior.event_shape:
@@ -119,4 +144,4 @@ def site_distribution(prior: dist.Distribution, shape: tuple) -> dist.Distributi
         ) from err
 
 
-__all__ = ["ALL_SITES", "SCM_SITES", "Priors", "site_distribution"]
+__all__ = ["ALL_SITES", "SCM_SITES", "Priors", "scaled", "site_distribution", "site_prior"]

@@ -216,7 +216,7 @@ def test_mean_shift_is_the_mean_change_all_doses_and_dose_matched(hand):
 
 
 def test_dose_interpolation_is_the_drugs_own_curve_in_log_dose(hand):
-    data, changes = hand
+    data, _ = hand
     query = _contexts(data, [[1.0, 0.0]] * 3 + [[0.0, 2.0]], [2.0, 0.5, 8.0, 2.0], [0, 0, 0, 1])
     np.testing.assert_allclose(baselines.DoseInterpolation().fit(data).mean_change(query),
                                [[1.0, 2.0], [0.0, 1.0], [2.0, 3.0], [6.0, -2.0]], atol=1e-5)
@@ -274,7 +274,7 @@ def test_ridge_recovers_a_planted_linear_dose_response():
 
 
 def test_simple_baselines_move_control_cells_and_leave_controls_alone(hand):
-    data, changes = hand
+    data, _ = hand
     for method in (baselines.MeanShift(), baselines.Ridge(), baselines.NearestNeighbour(),
                    baselines.DoseInterpolation()):
         method.fit(data)

@@ -377,3 +377,24 @@ def test_predict_projects_a_cyclic_w_onto_its_dag_and_says_so():
     np.testing.assert_array_equal(pred.x, model.predict(dag, contexts, key=jax.random.key(4),
                                                         n_cells=50).x)
     assert np.isfinite(np.asarray(pred.x)).all()
+
+
+@pytest.mark.parametrize("p", [1, 4, 25])
+def test_hill_head_weight_priors_are_per_unit_of_output(p):
+    # Site.fan_in: the prior of each Hill-head weight is the Priors field divided by √p, so
+    # the head's output varies across perturbations with the field's sd whatever p is
+    priors = gim_ppl.Priors(emax_weight=dist.Laplace(0.0, 2.0),
+                            log_hill_weight=dist.Uniform(-1.0, 1.0))
+    model = gim_ppl.GIM(3, p, priors=priors)
+    key = jax.random.key(0)
+    for site, base in (("emax_weights", dist.Laplace(0.0, 2.0 / np.sqrt(p))),
+                       ("target_weights", dist.Normal(0.0, 1.0))):  # the target head: as given
+        value = jnp.linspace(-3.0, 3.0, 3 * p).reshape(p, 3)
+        np.testing.assert_allclose(model.site_priors[site].log_prob(value),
+                                   base.log_prob(value).sum(), rtol=1e-5)
+    draws = np.asarray(model.site_priors["log_hill_weights"].sample(key, (2000,)))
+    assert np.abs(draws).max() <= 1.0 / np.sqrt(p) + 1e-6  # Uniform(-1, 1) / √p
+    assert np.abs(draws).max() > 0.9 / np.sqrt(p)
+    # the output of the head, z @ w for a unit-norm-per-feature z, has the field's sd
+    out = np.asarray(model.site_priors["emax_weights"].sample(key, (4000,))).sum(1)
+    assert abs(out.std() - 2.0 * np.sqrt(2.0)) < 0.15  # Laplace(0, b) has sd b√2

@@ -54,7 +54,7 @@ def run(args) -> int:
     marginals = ("exact", "relaxed_mc") if args.marginal == "both" else (args.marginal,)
     rows = []
     for marginal in marginals:
-        model = GIM(args.n_vars, bench.train.n_features, marginal=marginal)
+        model = GIM(args.n_vars, bench.train.n_features, marginal=marginal, pooled=bench.train)
         start = time.perf_counter()
         result = fit(model, bench.train, steps=args.steps, key=jax.random.key(args.seed),
                      optimizer=optax.adam(args.learning_rate), progress=not args.no_progress)
@@ -73,11 +73,16 @@ def run(args) -> int:
         ("target AUROC, train perturbations (prior from features)", "target_auroc_train_prior"),
         ("target AUROC, unseen perturbations (prior from features)", "target_auroc_full_ood"),
         ("mean error, partial OOD (new doses)", "mean_error_partial_ood"),
+        ("mean error, partial OOD, best simple baseline ({best_simple_partial_ood})",
+         "mean_error_partial_ood_best_simple"),
         ("mean error, partial OOD, control prediction", "mean_error_partial_ood_control"),
         ("mean error, full OOD (new perturbations)", "mean_error_full_ood"),
+        ("mean error, full OOD, best simple baseline ({best_simple_full_ood})",
+         "mean_error_full_ood_best_simple"),
         ("mean error, full OOD, control prediction", "mean_error_full_ood_control"),
     ]
     for label, key in labels:
+        label = label.format(**rows[0][1])  # the baselines do not depend on the marginal
         print(f"| {label} | " + " | ".join(f"{s[key]:.3f}" for _, s, _ in rows) + " |")
     print("| fit wall time (s) | " + " | ".join(f"{t:.1f}" for _, _, t in rows) + " |")
     return 0

@@ -189,7 +189,9 @@ def fit_screen(args, train: PerturbationData, *,
     MAP point estimate of `fit`); `gim-ppl design` passes an AutoNormal for posterior draws.
     Warnings of the fit go to stderr in the command's words."""
     centred, offset = center_on_controls(train)
-    model = GIM(train.n_vars, train.n_features, target_sparsity=args.target_sparsity)
+    # offsets around the feature map for the measured drugs (their own curves and targets)
+    model = GIM(train.n_vars, train.n_features, target_sparsity=args.target_sparsity,
+                pooled=train)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fit(model, centred, steps=args.steps, key=jax.random.key(args.seed),

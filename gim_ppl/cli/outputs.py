@@ -172,9 +172,11 @@ def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | Non
     # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
     test = screen.test
     to_predict = test if test.n_contexts else data.subset(~np.asarray(data.observational))
+    # known drugs at held-out doses keep the targets their training cells showed
     pred = shift_cells(model.predict(sites, to_predict.contexts_only(),
                                      key=jax.random.key(args.seed + 1),
-                                     n_cells=args.n_pred_cells), fitted.offset)
+                                     n_cells=args.n_pred_cells, observed=fitted.centred),
+                       fitted.offset)
     _write_predictions(out / "predictions.h5ad", pred, screen)
     scores = None
     if test.n_contexts:
@@ -264,15 +266,27 @@ def _write_predictions(path, pred: PerturbationData, screen: Screen) -> None:
 
 def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
                      train: PerturbationData, *, key, n_cells: int) -> dict:
-    """Per held-out context: error of the predicted mean, and of the control prediction."""
-    from gim_ppl.evaluation import metrics  # [bench] (ott-jax), needed only here
+    """Per held-out context: error of the predicted mean, of the control prediction and of
+    the simple baselines (dose interpolation only when every held-out drug was measured)."""
+    # [bench] (ott-jax), needed only here
+    from gim_ppl.evaluation import metrics
+    from gim_ppl.evaluation.baselines import perturbation_labels
+    from gim_ppl.evaluation.benchmark import KNOWN_ONLY, SIMPLE_BASELINES
 
     control = Observational().fit(train).predict(test.contexts_only(), key=key, n_cells=n_cells)
     gim_err = metrics.mean_error(pred, test, per_context=True)
     ctrl_err = metrics.mean_error(control, test, per_context=True)
+    known = set(perturbation_labels(train)) >= set(perturbation_labels(test)) - {""}
+    simple = {name: metrics.mean_error(
+        make().fit(train).predict(test.contexts_only(), key=key, n_cells=n_cells), test,
+        per_context=True) for name, make in SIMPLE_BASELINES.items()
+        if known or name not in KNOWN_ONLY}
+    best = min(simple, key=lambda name: float(np.mean(simple[name])))
     return {
         "mean_error": float(np.mean(gim_err)),
         "mean_error_control": float(np.mean(ctrl_err)),
+        **{f"mean_error_{name}": float(np.mean(err)) for name, err in simple.items()},
+        "best_simple_baseline": best,
         "per_context": [
             {"context": name, "n_observed_cells": int(n), "mean_error": float(g),
              "mean_error_control": float(c)}

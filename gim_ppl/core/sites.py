@@ -13,6 +13,10 @@ class Site(NamedTuple):
     to learn different features (symmetry breaking); every other site can start at a
     deterministic value (see `gim_ppl.inference.init_from_data`).
 
+    `fan_in`: the `Priors` field is the prior of a weight times √(size of the first axis),
+    i.e. the model divides it by √fan-in (Neal 1996), so the prior spread of the output the
+    weights make does not grow with the number of inputs (features, hidden units).
+
     Axis names: "var" and "parent" (n_vars), "feature" (n_features), "hidden" (mechanism MLP
     width), "map_hidden" (intervention-map MLP width).
     """
@@ -20,6 +24,7 @@ class Site(NamedTuple):
     dims: tuple[str, ...]
     prior: str
     random_init: bool = False
+    fan_in: bool = False
 
 
 def site_shape(site: Site, sizes: dict[str, int]) -> tuple[int, ...]:

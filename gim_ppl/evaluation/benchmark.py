@@ -85,7 +85,8 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
 
     Returns:
         `{target_auroc_train_posterior, target_auroc_train_prior, target_auroc_full_ood,
-        mean_error_{split}, mean_error_{split}_control}` for both OOD splits.
+        mean_error_{split}, mean_error_{split}_control, mean_error_{split}_best_simple,
+        best_simple_{split}}` for both OOD splits (the best simple baseline by name).
     """
     train = bench.train
     pert = ~np.asarray(train.observational)
@@ -102,6 +103,7 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
             _posterior_mean(model, sites, model.target_probabilities(sites, bench.full_ood))),
     }
     control = baselines.Observational().fit(train)
+    simple = {name: make().fit(train) for name, make in SIMPLE_BASELINES.items()}
     for i, split in enumerate(("partial_ood", "full_ood")):
         data = bench.split(split)
         k1, k2 = jax.random.split(jax.random.fold_in(key, i))
@@ -109,6 +111,12 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
         out[f"mean_error_{split}"] = metrics.mean_error(pred, data)
         out[f"mean_error_{split}_control"] = metrics.mean_error(
             control.predict(data, key=k2, n_cells=n_cells), data)
+        errors = {name: metrics.mean_error(method.predict(data, key=k2, n_cells=n_cells), data)
+                  for name, method in simple.items()
+                  if split == "partial_ood" or name not in KNOWN_ONLY}
+        best = min(errors, key=errors.get)
+        out[f"mean_error_{split}_best_simple"] = errors[best]
+        out[f"best_simple_{split}"] = best
     return out
 
 
@@ -157,8 +165,9 @@ class _GIMMethod:
         self.steps, self.learning_rate = steps, learning_rate
 
     def fit(self, data, *, key, progress: bool = False):
+        # per-perturbation offsets around the feature map for the training perturbations
         self.model = GIM(data.n_vars, data.n_features, mechanism=self.mechanism,
-                         marginal=self.marginal)
+                         marginal=self.marginal, pooled=data)
         self.result = fit(self.model, data, steps=self.steps, key=key,
                           optimizer=optax.adam(self.learning_rate), progress=progress)
         self.sites, self.train = self.result.sites, data
