@@ -92,6 +92,12 @@ def test_writes_predictions_and_metrics_of_the_held_out_doses(fitted, h5ad):
     assert len(scores["per_context"]) == 10
     assert all(r["n_observed_cells"] == 12 for r in scores["per_context"])
     assert scores["mean_error"] < scores["mean_error_control"]
+    # the simple baselines beside it; held-out doses of measured drugs: interpolation too
+    simple = ("mean_shift", "mean_shift_dose", "ridge", "nearest_neighbour",
+              "dose_interpolation")
+    assert all(np.isfinite(scores[f"mean_error_{name}"]) for name in simple)
+    assert scores["best_simple_baseline"] == min(simple,
+                                                 key=lambda n: scores[f"mean_error_{n}"])
     # recompute the per-context error from the files, independently of gim_ppl: observed
     # cells are the A549 cells at 10 µM, log1p-normalised here
     obs = adata.obs
@@ -477,6 +483,8 @@ def test_features_csv_log_dose_and_unseen_drug(h5ad, tmp_path):
     assert run["heldout_contexts"] == [f"JQ1@{c}nM" for c in (10, 100, 1000, 10000)]
     scores = json.loads((out / "metrics.json").read_text())
     assert [r["context"] for r in scores["per_context"]] == run["heldout_contexts"]
+    # JQ1 was never measured: no interpolation of its doses, the other baselines stand
+    assert "mean_error_dose_interpolation" not in scores and "mean_error_ridge" in scores
     targets = pd.read_csv(out / "targets.csv")
     jq1 = targets["perturbation"] == "JQ1"
     # an unseen drug has a prior from its features but no posterior from training cells

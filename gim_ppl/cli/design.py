@@ -130,7 +130,7 @@ def run(args) -> int:
     ranking = rank_experiments(fitted.model, posterior, candidates,
                                key=jax.random.key(args.seed + 2), about=args.about,
                                n_cells=args.n_cells, readout=args.readout,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, observed=fitted.centred)
     result = _user_table(ranking, table, args, settings["dose_unit"])
     print(_shown_table(result, args, settings["dose_unit"]))
     try:

@@ -67,7 +67,8 @@ QUANTITIES = ("targets", "graph", "readout", "parameters")
 def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
                      about: str = "targets", n_cells: int = 100, readout=None,
                      threshold: float = 0.3, n_pred_cells: int = 100, of=None,
-                     scm: str | None = None, progress: bool = False) -> pd.DataFrame:
+                     scm: str | None = None, progress: bool = False,
+                     observed: PerturbationData | None = None) -> pd.DataFrame:
     """Rank candidate experiments by expected information gain (see the module docstring).
 
     Args:
@@ -88,6 +89,9 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
         scm: "median" (the SCM sites at their posterior median; default for "targets" and
             "readout") or "draws" (default, and required, for "graph" and "parameters").
         progress: a progress bar over the candidates (tqdm).
+        observed: the training data, for about="readout": a measured drug's predicted
+            responses use the targets its cells showed (`GIM.predict(observed=...)`), not
+            π(z) from its features.
 
     Returns:
         A DataFrame, best first: `rank`, `candidate` (context name), `perturbation`, `dose`,
@@ -96,7 +100,8 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
     pd = require("pandas")
     terms = information_terms(model, posterior, candidates, key=key, about=about,
                               n_cells=n_cells, readout=readout, threshold=threshold,
-                              n_pred_cells=n_pred_cells, of=of, scm=scm, progress=progress)
+                              n_pred_cells=n_pred_cells, of=of, scm=scm, progress=progress,
+                              observed=observed)
     n_draws = terms.shape[1]
     eig = terms.mean(1)
     se = terms.std(1, ddof=1) / math.sqrt(n_draws)
@@ -119,7 +124,8 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
 def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
                       about: str = "targets", n_cells: int = 100, readout=None,
                       threshold: float = 0.3, n_pred_cells: int = 100, of=None,
-                      scm: str | None = None, progress: bool = False) -> np.ndarray:
+                      scm: str | None = None, progress: bool = False,
+                      observed: PerturbationData | None = None) -> np.ndarray:
     """The nested Monte Carlo terms, `(n_candidates, n_draws)`: one per candidate and outer
     draw; their mean over draws is the EIG estimate (`rank_experiments`)."""
     n_draws = _check_inputs(model, posterior, candidates, about)
@@ -154,7 +160,8 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
         return np.asarray(_entropy(prior).sum() - _entropy(after).sum((-2, -1)))
     # (S, K, r): the mean response of each context of interest under each draw
     means = jnp.asarray(model.predicted_means(
-        posterior, candidates if of is None else of, key=k_pred, n_cells=n_pred_cells))
+        posterior, candidates if of is None else of, key=k_pred, n_cells=n_pred_cells,
+        observed=observed))
     means = means[..., cols]
     # Monte Carlo variance of each predicted mean: noise variance / cells per mean
     floor = jnp.mean(params["noise_scale"][:, cols] ** 2, axis=0) / n_pred_cells  # (r,)
