@@ -7,7 +7,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 
+import gim_ppl
 from gim_ppl.core.likelihood import CellModel, sample_cells
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,26 @@ def test_oracle_ladder_quick_run_writes_its_record(tmp_path):
     assert row["oracle"] == min(row[r] for r in rungs)
     md = (tmp_path / "oracle_ladder.md").read_text()
     assert "| seed | gim | true targets |" in md and "\n| 0 | " in md and record["commit"] in md
+
+
+def test_prediction_variants_quick_run_scores_against_the_baselines(tmp_path):
+    variants = _load("prediction_variants")
+    assert variants.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "prediction_variants.json").read_text())
+    methods = {r["method"] for r in record["rows"]}
+    assert set(variants.SIMPLE) | {"gim[pooled, pi]", "gim[pooled, posterior]"} == methods
+    interp = next(r for r in record["rows"] if r["method"] == "dose_interpolation")
+    assert "full_ood_mean_error" not in interp  # new drugs: no doses of their own
+    md = (tmp_path / "prediction_variants.md").read_text()
+    assert "| gim[pooled, posterior] |" in md and "won" in md
+
+
+def test_prediction_variants_unscaled_restores_the_fan_in_free_priors():
+    variants = _load("prediction_variants")
+    bench = gim_ppl.datasets.synthetic_hill(0, n_test_perturbations=2)
+    p = bench.train.n_features
+    value = jnp.ones((p, bench.train.n_vars))
+    for variant, scale in (("pooled", 1 / np.sqrt(p)), ("pooled+unscaled", 1.0)):
+        model = variants.build(variant, bench.train)
+        np.testing.assert_allclose(model.site_priors["emax_weights"].log_prob(value),
+                                   dist.Normal(0.0, scale).log_prob(value).sum(), rtol=1e-5)
