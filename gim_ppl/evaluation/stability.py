@@ -114,7 +114,7 @@ def fit_scores(model, sites, bench) -> dict:
     oracle = baselines.OracleFeatureTargets(bench).fit()
     oracle_pred = oracle.predict(bench.full_ood, key=jax.random.key(2), n_cells=500)
     return {
-        **{k: float(v) for k, v in scores.items()},
+        **{k: v if isinstance(v, str) else float(v) for k, v in scores.items()},
         "target_auroc_train_mean_shift": metrics.auroc(
             truth, mean_shift_scores(bench.train)[pert]),
         "target_auroc_full_ood_oracle_features": metrics.auroc(
