@@ -537,6 +537,9 @@ class GIM:
             raise ValueError(f"mode must be 'mixture' or 'threshold', got {mode!r}")
         n_cells = check_integer("n_cells", n_cells)
         self._check_data(contexts)
+        if observed is not None:
+            _known_rows(contexts, observed)  # observed: data with cells, or a clear error
+            self._check_data(observed)
         has_draws = self.check_sites(sites)
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
         if not has_draws:

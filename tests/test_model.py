@@ -363,6 +363,11 @@ def test_predict_given_observed_cells_uses_the_perturbations_posterior_targets()
     with pytest.raises(ValueError, match="observed must be a PerturbationData with cells"):
         model.predict(sites, new, key=jax.random.key(1), n_cells=3,
                       observed=observed.contexts_only())
+    with pytest.raises(ValueError, match="data has 3 variables but the model was built"):
+        wide = gim_ppl.PerturbationData.from_arrays(
+            np.zeros((4, 3)), [0, 0, 1, 1], features=[[0.0], [1.0]], dose=[0.0, 1.0],
+            observational=[True, False])
+        model.predict(sites, new, key=jax.random.key(1), n_cells=3, observed=wide)
 
 
 def test_predict_projects_a_cyclic_w_onto_its_dag_and_says_so():
