@@ -16,16 +16,13 @@ context) bracket the ladder.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 
 import gim_ppl
-from gim_ppl.cli.machine import machine_description
+from gim_ppl.cli.machine import write_record
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.evaluation.baselines import OracleFeatureTargets
 
@@ -111,21 +108,11 @@ def main(argv=None) -> int:
         args.seeds, args.steps, args.learning_rate = [0], 300, 1e-2
         options = {"n_test_perturbations": 6}
     rows = [ladder(s, args.steps, args.learning_rate, options) for s in args.seeds]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    record = {"command": "python benchmarks/oracle_ladder.py " + " ".join(argv or []),
-              "commit": commit, "machine": machine_description(), "seeds": args.seeds,
-              "steps": args.steps, "learning_rate": args.learning_rate, "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "oracle_ladder.json").write_text(json.dumps(record, indent=2))
     table = markdown(rows)
-    (out / "oracle_ladder.md").write_text(
-        f"# Oracle ladder (full-OOD mean error)\n\nCommand: `{record['command']}`; commit "
-        f"{commit}; {record['machine']}.\n\n{table}\n")
+    write_record(args.out, "oracle_ladder",
+                 "python benchmarks/oracle_ladder.py " + " ".join(argv or []),
+                 "Oracle ladder (full-OOD mean error)", table, seeds=args.seeds,
+                 steps=args.steps, learning_rate=args.learning_rate, rows=rows)
     print(table)
     return 0
 

@@ -19,16 +19,13 @@ behaviour before it was the default).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 
 import gim_ppl
-from gim_ppl.cli.machine import machine_description
+from gim_ppl.cli.machine import write_record
 from gim_ppl.core.interventions import FAN_IN_HEADS
 from gim_ppl.evaluation import baselines, metrics
 
@@ -153,17 +150,10 @@ def main(argv=None) -> int:
         args.n_cells, options = 100, {**options, "n_test_perturbations": 6}
     rows = [row for seed in args.seeds for row in run_seed(
         seed, args.variants, args.steps, args.learning_rate, args.n_cells, options)]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip() or "unknown"
-    record = {"command": "python benchmarks/prediction_variants.py " + " ".join(argv or []),
-              "commit": commit, "machine": machine_description(), "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prediction_variants.json").write_text(json.dumps(record, indent=2))
     table = versus_best(rows)
-    (out / "prediction_variants.md").write_text(
-        f"# GIM variants against the best simple baseline\n\nCommand: `{record['command']}`; "
-        f"commit {commit}; {record['machine']}.\n\n{table}\n")
+    write_record(args.out, "prediction_variants",
+                 "python benchmarks/prediction_variants.py " + " ".join(argv or []),
+                 "GIM variants against the best simple baseline", table, rows=rows)
     print(table)
     return 0
 

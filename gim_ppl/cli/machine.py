@@ -1,10 +1,14 @@
 """`machine_description`: the machine a benchmark or fit ran on (CPU, cores, Python, JAX
-backend), printed and recorded by the `demo`, `bench` and `fit` commands."""
+backend), printed and recorded by the `demo`, `bench` and `fit` commands; `write_record`: a
+benchmark script's results as JSON and Markdown with their command, commit and machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 import jax
 
@@ -22,3 +26,29 @@ def machine_description() -> str:
         f"{device.platform} ({device.device_kind})")
     return (f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
             f"jax {jax.__version__} on {backend}")
+
+
+def current_commit() -> str:
+    """The short git commit of the working directory, or "unknown" outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    except OSError:
+        out = ""
+    return out or "unknown"
+
+
+def write_record(out_dir, stem: str, command: str, title: str, table: str,
+                 **fields) -> dict:
+    """Write `{stem}.json` (command, commit, machine and `fields`) and `{stem}.md` (`title`,
+    the provenance line and the Markdown `table`) into `out_dir` (created); return the
+    record."""
+    record = {"command": command, "commit": current_commit(),
+              "machine": machine_description(), **fields}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    (out / f"{stem}.md").write_text(
+        f"# {title}\n\nCommand: `{command}`; commit {record['commit']}; "
+        f"{record['machine']}.\n\n{table}\n")
+    return record
