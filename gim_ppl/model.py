@@ -549,7 +549,8 @@ class GIM:
         pick = np.unique(np.round(np.linspace(0, n_draws - 1, used)).astype(int))
         used = pick.size
         params = {s: v[pick] for s, v in params.items()}
-        params["weights"] = self._acyclic_weights(params["weights"])
+        # the weights the SCM uses (diagonal and edge_mask applied), safe to sample through
+        params["weights"] = self._acyclic_weights(self.scm_weights(params["weights"]))
         per_draw = math.ceil(n_cells / used)
 
         k = contexts.n_contexts
