@@ -514,9 +514,8 @@ class NearestNeighbour(_MeanChangeMethod):
         dist2 = (((features[:, None] - train.features[None]) / self.scale) ** 2).sum(-1)
         out = np.empty((len(log_dose), self.n_vars))
         for i in range(len(log_dose)):
-            near = np.isclose(dist2[i], dist2[i].min(), rtol=1e-9, atol=1e-12)
-            near &= train.names == train.names[near][0]  # one perturbation
-            cand = np.flatnonzero(near)
+            # every training context at the nearest features (a drug's doses share them)
+            cand = np.flatnonzero(np.isclose(dist2[i], dist2[i].min(), rtol=1e-9, atol=1e-12))
             out[i] = train.change[cand[np.argmin(np.abs(train.log_dose[cand] - log_dose[i]))]]
         return out
 
