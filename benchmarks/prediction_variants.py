@@ -28,29 +28,23 @@ import gim_ppl
 from gim_ppl.cli.machine import write_record
 from gim_ppl.core.interventions import FAN_IN_HEADS
 from gim_ppl.evaluation import baselines, metrics
+from gim_ppl.evaluation.benchmark import KNOWN_ONLY, SIMPLE_BASELINES, extrapolated_error
 
-SIMPLE = {"mean_shift": baselines.MeanShift, "ridge": baselines.Ridge,
-          "mean_shift_dose": lambda: baselines.MeanShift(dose_matched=True),
-          "nearest_neighbour": baselines.NearestNeighbour,
-          "dose_interpolation": baselines.DoseInterpolation}
+SIMPLE = SIMPLE_BASELINES
 
 
 def scores(predict, bench, key) -> dict:
     """Mean error and energy distance per split; `predict(contexts, key)` or None."""
     out = {}
-    train_doses = np.asarray(bench.train.dose)[~np.asarray(bench.train.observational)]
     for i, split in enumerate(("partial_ood", "full_ood")):
         observed = bench.split(split)
         pred = predict(observed, jax.random.fold_in(key, i))
         if pred is None:
             continue
-        err = metrics.mean_error(pred, observed, per_context=True)
-        out[f"{split}_mean_error"] = float(err.mean())
+        out[f"{split}_mean_error"] = metrics.mean_error(pred, observed)
         out[f"{split}_energy_distance"] = float(metrics.energy_distance(pred, observed))
         if split == "partial_ood":
-            dose = np.asarray(observed.dose)
-            outside = (dose < train_doses.min()) | (dose > train_doses.max())
-            out["partial_ood_mean_error_extrapolated"] = float(err[outside].mean())
+            out.update(extrapolated_error(pred, observed, bench.train))
     return out
 
 
@@ -83,7 +77,7 @@ def run_seed(seed: int, variants, steps: int, learning_rate: float, n_cells: int
         method = make().fit(train)
 
         def predict(contexts, k, method=method, name=name):
-            if name == "dose_interpolation" and not set(
+            if name in KNOWN_ONLY and not set(
                     baselines.perturbation_labels(contexts)) <= known:
                 return None
             return method.predict(contexts, key=k, n_cells=n_cells)

@@ -236,13 +236,13 @@ def run_one(name: str, bench, config: BenchConfig, *, key, progress: bool = Fals
         for dist_name in DISTANCES:
             row[f"{split}_{dist_name}"] = getattr(metrics, dist_name)(pred, observed)
         if split == "partial_ood":
-            row.update(_extrapolated_error(pred, observed, bench.train))
+            row.update(extrapolated_error(pred, observed, bench.train))
         row.update(_r2_scores(split, pred, observed, control_mean))
     row.update(_recovery(name, method, bench))
     return row
 
 
-def _extrapolated_error(pred, observed, train) -> dict:
+def extrapolated_error(pred, observed, train) -> dict:
     """Mean error over the contexts whose dose lies outside the training doses' range
     (where interpolating a drug's measured doses must clamp and a dose-response curve can
     extrapolate); empty when there are none."""
