@@ -1,6 +1,7 @@
 """gim_ppl: Generative Intervention Models as NumPyro models.
 
-Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `fit` (with `cosine_ramp`,
+Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `allowed_edges` (background
+knowledge as an edge mask), `fit` (with `cosine_ramp`,
 `DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`, and the submodules
 `datasets`, `metrics`, `baselines` and `plots`.
 
@@ -23,6 +24,7 @@ from gim_ppl.inference import (
     run_mcmc,
     to_arviz,
 )
+from gim_ppl.knowledge import allowed_edges
 from gim_ppl.model import GIM
 from gim_ppl.priors import Priors
 
@@ -48,6 +50,7 @@ __all__ = [
     "FitResult",
     "PerturbationData",
     "Priors",
+    "allowed_edges",
     "baselines",
     "cosine_ramp",
     "datasets",

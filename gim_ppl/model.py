@@ -102,6 +102,11 @@ class GIM:
             matched by `data.perturbation_names`, so held-out splits and new data sets are
             safe. Offset priors: `Priors.{head}_offset`. None: no offsets. Recommended
             whenever the model predicts (measured: docs/benchmark.md).
+        coarsening: α > 0 of the coarsened target evidence (`core.likelihood`): a context's
+            n cells weigh as `α / (α + n) · n ≤ α` cells in the evidence for its targets,
+            so target probabilities stop saturating with many cells when the model is only
+            approximately right (real cells). None: the plain marginal. Measured:
+            docs/real_cells.md.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class GIM:
         shrinkage: str | None = None,
         map_anchors=None,
         edge_mask=None,
+        coarsening: float | None = None,
     ):
         n_vars, n_features = check_integer("n_vars", n_vars), check_integer("n_features",
                                                                              n_features)
@@ -135,6 +141,9 @@ class GIM:
         acyclicity_weight = check_real("acyclicity_weight", acyclicity_weight, minimum=0.0)
         if power_iterations is not None:
             power_iterations = check_integer("power_iterations", power_iterations)
+        if coarsening is not None:
+            coarsening = check_real("coarsening", coarsening, minimum=0.0, strict=True)
+        self.coarsening = None if coarsening is None else float(coarsening)
         if not isinstance(marginal, str) or marginal not in MARGINALS:
             raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
         if not isinstance(intervention_effect, str) \
@@ -177,7 +186,7 @@ class GIM:
         self.temperature, self.n_mc = float(temperature), int(n_mc)
         self.shared_targets = bool(shared_targets)
         self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
-                                    self.n_mc)
+                                    self.n_mc, self.coarsening)
         # One table: each site's axes (→ shape and ArviZ dims) and prior field.
         if isinstance(pooled, PerturbationData):  # the training data: its perturbations
             ids, _ = pooled.perturbation_contexts()
@@ -299,6 +308,10 @@ class GIM:
         if self.shared_targets:
             raise ValueError("observed_model draws targets per context; build the model "
                              "with shared_targets=False")
+        if self.coarsening is not None:
+            raise ValueError("observed_model needs the generative density of the cells; "
+                             "coarsened target evidence is not one: build the model with "
+                             "coarsening=None")
         cells = contexts.replace(x=None)
         exact = self.cell_model._replace(marginal="exact")
         n_cells = int(cells.context.shape[0])
@@ -460,12 +473,12 @@ class GIM:
     def log_likelihood(self, sites, data: PerturbationData) -> np.ndarray | float:
         """`log p(cells of data | sites)` with targets summed out and π from the features
         (the model's "cells" factor, exact marginal whatever `marginal` the model fits
-        with): the log predictive density of held-out cells, contexts or perturbations.
+        with, never coarsened): the log predictive density of held-out cells, contexts or perturbations.
         A float, or `(n_draws,)` with draws."""
         self._check_data(data)
         if data.x is None:
             raise ValueError("log_likelihood needs cells: data.x is None")
-        exact = self.cell_model._replace(marginal="exact")
+        exact = self.cell_model._replace(marginal="exact", coarsening=None)
 
         def fn(params, data):
             heads = self._heads(params, data)

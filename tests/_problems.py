@@ -55,8 +55,12 @@ def numpy_heads(model, sites, z):
             for head in ("target", "emax", "log_ec50", "log_hill")}
 
 
-def brute_force_loglik(model, sites, data, shared=False):
-    """log p(cells) by enumerating every target set of every context (or perturbation)."""
+def brute_force_loglik(model, sites, data, shared=False, coarsening=None):
+    """log p(cells) by enumerating every target set of every context (or perturbation).
+
+    With `coarsening` α, each unit's evidence for a target set is raised to
+    ζ = α / (α + n_unit): `L(0) + ζ (L(t) − L(0))` (Miller & Dunson's power on the
+    likelihood ratio)."""
     x, ctx = np.asarray(data.x, float), np.asarray(data.context)
     z, dose = np.asarray(data.features, float), np.asarray(data.dose, float)
     obs, pert = np.asarray(data.observational), np.asarray(data.perturbation)
@@ -82,10 +86,13 @@ def brute_force_loglik(model, sites, data, shared=False):
         units = [list(np.flatnonzero(pert == g)) for g in np.unique(pert[~obs])]
     for members in units:
         k0 = members[0]
+        n_unit = sum(int(np.sum(ctx == k)) for k in members)
+        zeta = 1.0 if coarsening is None else coarsening / (coarsening + n_unit)
+        null = sum(cells_ll(k, np.zeros(d)) for k in members)
         terms = []
         for bits in itertools.product([0, 1], repeat=d):
             t = np.asarray(bits, float)
             prior = np.sum(t * np.log(pi[k0]) + (1 - t) * np.log1p(-pi[k0]))
-            terms.append(prior + sum(cells_ll(k, t) for k in members))
+            terms.append(prior + null + zeta * (sum(cells_ll(k, t) for k in members) - null))
         total += logsumexp(terms)
     return total

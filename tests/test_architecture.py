@@ -55,6 +55,7 @@ LAYERS = [
     ("gim_ppl.checks", 0),
     ("gim_ppl.data", 0),
     ("gim_ppl.core", 0),
+    ("gim_ppl.knowledge", 0),
     ("gim_ppl.priors", 1),
     ("gim_ppl.model", 1),
     ("gim_ppl.inference", 2),

@@ -116,6 +116,9 @@ def written_checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("change, match", [
     (dict(data=small_data(seed=1)), "other data"),
     (dict(model=gim_ppl.GIM(3, 2, mechanism="mlp", hidden=2)), "other model"),
+    (dict(model=gim_ppl.GIM(3, 2, edge_mask=np.triu(np.ones((3, 3), bool), 1))),
+     "other model"),  # the mask was missing from the fingerprint once
+    (dict(model=gim_ppl.GIM(3, 2, coarsening=50.0)), "other model"),
     (dict(model=gim_ppl.GIM(3, 2, priors=gim_ppl.Priors(
         bias=__import__("numpyro").distributions.Normal(0.0, 1.0)))), "other model"),
     (dict(key=jax.random.key(1)), "other key"),

@@ -164,6 +164,10 @@ def _one_line_error(capsys, *pieces):
      r"'JQ1' has no context at dose 50.0 nM; its doses: \[10.0, 100.0, 1000.0, 10000.0\] nM"),
     (["--preset", "sciplex3", "--holdout-dose", "JQ1"],
      r"--holdout-dose expects DRUG@DOSE items such as JQ1@10000, got 'JQ1'"),
+    (["--preset", "sciplex3", "--genes", "G00,G01,G02", "--sources", "G1"],
+     r"--sources unknown variable 'G1' \(closest: 'G01'\)"),
+    (["--preset", "sciplex3", "--genes", "G00,G01,G02", "--forbid", "G00-G01"],
+     r"--forbid expects PARENT>CHILD items such as ACTB>GAPDH, got 'G00-G01'"),
 ])
 def test_bad_input_is_reported_without_fitting(h5ad, tmp_path, capsys, flags, message):
     path, _, _ = h5ad
@@ -510,3 +514,20 @@ def test_fit_without_held_out_contexts_needs_no_bench_extra(h5ad, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "run.json").is_file()
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_sources_forbid_and_coarsening_reach_the_model():
+    import argparse
+
+    from gim_ppl.cli.fit import fit_screen
+    from tests._problems import small_data
+
+    args = argparse.Namespace(target_sparsity=1.0, steps=5, learning_rate=1e-2, seed=0,
+                              no_progress=True, sources="x1", forbid="x0>x2", coarsening=30.0)
+    data = small_data(d=3).replace(var_names=("x0", "x1", "x2"))
+    model = fit_screen(args, data).model
+    expected = ~np.eye(3, dtype=bool)
+    expected[:, 1] = False
+    expected[0, 2] = False
+    np.testing.assert_array_equal(model.edge_mask, expected)
+    assert model.coarsening == 30.0

@@ -8,6 +8,7 @@ from numpyro.infer.util import log_density
 import gim_ppl
 from gim_ppl.core.likelihood import (
     exact_marginal,
+    posterior_target_logits,
     relaxed_mc_marginal,
     residual_stats,
     target_terms,
@@ -39,6 +40,97 @@ def test_exact_marginal_equals_enumeration(opts, d, precision):
     assert data.x.dtype == precision.dtype and sites["weights"].dtype == precision.dtype
     expected = brute_force_loglik(model, sites, data, shared=opts.get("shared_targets", False))
     np.testing.assert_allclose(cells_factor(model, sites, data), expected, rtol=precision.rtol)
+
+
+@pytest.mark.parametrize("opts", [CASES[0], CASES[3], CASES[5]],
+                         ids=lambda o: "-".join(f"{v}" for v in o.values()))
+@pytest.mark.parametrize("alpha", [0.5, 7.0])
+def test_coarsened_marginal_equals_enumeration_of_powered_evidence(opts, alpha, precision):
+    """Each context's (or perturbation's, shared) evidence for its target set raised to
+    α / (α + n): brute force over every target set, not the per-variable factorisation."""
+    data = small_data(seed=5, d=3, p=2)
+    model = gim_ppl.GIM(3, 2, coarsening=alpha, **opts)
+    sites = random_sites(model, seed=5)
+    shared = opts.get("shared_targets", False)
+    expected = brute_force_loglik(model, sites, data, shared=shared, coarsening=alpha)
+    plain = brute_force_loglik(model, sites, data, shared=shared)
+    assert abs(expected - plain) > 1.0  # the power matters on this problem
+    np.testing.assert_allclose(cells_factor(model, sites, data), expected, rtol=precision.rtol)
+
+
+def test_coarsened_posterior_is_the_powered_bayes_rule():
+    """logit P(I = 1 | cells) = logit π + ζ (L(1) − L(0)), ζ = α / (α + n): from scipy sums."""
+    from scipy.special import logit
+    from scipy.stats import norm
+
+    from tests._problems import numpy_heads, numpy_mean
+
+    with jax.enable_x64(True):
+        data = small_data(seed=7, d=3, n_cells=9)
+        model = gim_ppl.GIM(3, 2, coarsening=4.0)
+        sites = random_sites(model, seed=7)
+        post = np.asarray(model.posterior_targets(sites, data))
+        x, ctx = np.asarray(data.x), np.asarray(data.context)
+        f = numpy_mean(model, sites, x)
+        heads = numpy_heads(model, sites, np.asarray(data.features))
+        dose = np.asarray(data.dose)[:, None]
+        ec50, h = np.exp(heads["log_ec50"]), np.exp(heads["log_hill"])
+        s = heads["emax"] * dose**h / (ec50**h + dose**h)
+        sigma = np.asarray(sites["noise_scale"])
+        for k in (1, 2, 5):
+            r = x[ctx == k] - f[ctx == k]
+            gain = (norm.logpdf(r - s[k], 0, sigma) - norm.logpdf(r, 0, sigma)).sum(0)
+            zeta = 4.0 / (4.0 + r.shape[0])
+            np.testing.assert_allclose(logit(post[k]), heads["target"][k] + zeta * gain,
+                                       rtol=1e-9, atol=1e-9)
+
+
+def test_coarsened_target_evidence_stops_growing_with_cells():
+    """A fixed residual shift δ = 0.3 σ on one variable: the plain log-odds grow linearly in
+    the cells (n u(δ − u/2)/σ²), the coarsened ones tend to α u(δ − u/2)/σ² (closed form)."""
+    with jax.enable_x64(True):
+        sigma, u, delta, alpha = 1.0, 0.3, 0.3, 20.0
+        gain_per_cell = u * (delta - u / 2) / sigma**2
+        for n in (100, 1_000, 10_000):
+            # residuals exactly δ on average with exact variance: the sums are closed form
+            z = np.tile([-1.0, 1.0], n // 2)
+            stats = residual_stats(jnp.asarray(delta + z)[:, None], jnp.zeros(n, jnp.int32), 2)
+            stats = stats._replace(count=stats.count.at[1].set(1.0))
+            l0, l1 = target_terms(stats, jnp.asarray([sigma]), jnp.full((2, 1), u))
+            obs = jnp.asarray([False, True])
+            plain = posterior_target_logits(l0, l1, jnp.zeros((2, 1)), obs)[0, 0]
+            coarse = posterior_target_logits(l0, l1, jnp.zeros((2, 1)), obs,
+                                             count=stats.count, coarsening=alpha)[0, 0]
+            np.testing.assert_allclose(plain, n * gain_per_cell, rtol=1e-9)
+            np.testing.assert_allclose(coarse, alpha * n / (alpha + n) * gain_per_cell,
+                                       rtol=1e-9)
+        assert coarse < alpha * gain_per_cell
+
+
+def test_coarsened_relaxed_mc_approaches_the_coarsened_exact_marginal():
+    with jax.enable_x64(True):
+        data = small_data(seed=3, d=3, n_cells=3)
+        model = gim_ppl.GIM(3, 2)
+        sites = random_sites(model, seed=3)
+        stats, shift, logits = _stats_and_terms(model, sites, data)
+        l0, l1 = target_terms(stats, sites["noise_scale"], shift)
+        kw = dict(count=stats.count, coarsening=2.0)
+        exact = float(exact_marginal(l0, l1, logits, data.observational, **kw))
+        plain = float(exact_marginal(l0, l1, logits, data.observational))
+        vals = [float(relaxed_mc_marginal(jax.random.key(s), stats, sites["noise_scale"],
+                                          shift, logits, data.observational,
+                                          temperature=0.01, n_samples=16384,
+                                          coarsening=2.0)) for s in range(4)]
+        assert abs(exact - plain) > 0.5
+        assert abs(np.mean(vals) - exact) < 0.05  # the plain estimator's bound above
+
+
+def test_coarsening_is_refused_where_it_has_no_meaning():
+    with pytest.raises(ValueError, match="coarsening"):
+        gim_ppl.GIM(3, 2, coarsening=0.0)
+    model = gim_ppl.GIM(3, 2, coarsening=10.0)
+    with pytest.raises(ValueError, match="coarsening=None"):
+        model.observed_model(small_data().for_prediction(2))
 
 
 def _stats_and_terms(model, sites, data):

@@ -181,6 +181,17 @@ def test_per_reagent_ranks_report_ties():
     assert "(tied)" in bench.per_reagent_table(list(rows.values()))
 
 
+def test_certain_targets_count_saturated_proteins_and_the_small_shifts_among_them():
+    s = sachs()
+    shift = bench.mean_shift_scores(s)
+    probs = np.zeros(shift.shape)
+    probs[1] = 1.0  # every protein certain for G06976
+    out = bench.certain_targets(s, probs)
+    assert out["certain"] == [0, 11, 0, 0, 0]
+    assert out["certain_small"] == [0, int((shift[1] <= 1.0).sum()), 0, 0, 0]
+    assert 0 < out["certain_small"][1] < 11  # G06976 moves most proteins > 1 sd, not all
+
+
 def test_summary_keeps_failed_methods_with_their_reason():
     rows = [{"method": "gim_exact", "key": k, "target_auroc": 0.5 + 0.1 * k, "target_ap": 0.2,
              "graph_shd": 10.0, "graph_auprc": 0.4, "seconds": 1.0} for k in (0, 1)]

@@ -33,7 +33,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 from gim_ppl.cli.arguments import POSITIVE_INT, number_type
 from gim_ppl.cli.errors import USER_ERRORS, UsageError, fail
-from gim_ppl.cli.fit import fit_screen
+from gim_ppl.cli.fit import fit_screen, knowledge_mask
 from gim_ppl.cli.machine import machine_description
 from gim_ppl.cli.outputs import write_csv
 from gim_ppl.cli.screen import (
@@ -118,6 +118,7 @@ def run(args) -> int:
         if args.readout is not None and args.readout not in data.var_names:
             raise UsageError(f"--readout {args.readout!r} is not a modelled gene; the genes "
                              f"are {list(data.var_names)}")
+        knowledge_mask(args, data.var_names)  # --sources / --forbid name modelled genes
     except USER_ERRORS as err:
         return fail(err, args)
     print(f"data: {data}")

@@ -46,6 +46,7 @@ from gim_ppl.datasets import (
 )
 from gim_ppl.extras import require
 from gim_ppl.inference import fit
+from gim_ppl.knowledge import allowed_edges
 from gim_ppl.model import GIM
 
 # --- arguments ---------------------------------------------------------------------------
@@ -107,6 +108,7 @@ def run(args) -> int:
         _require_extras(args)
         out = OutputFolder.prepare(args.out, args.overwrite)
         screen = _load_screen(args, settings)
+        knowledge_mask(args, screen.train.var_names)  # --sources / --forbid name genes
     except USER_ERRORS as err:
         if out is not None:
             out.discard()
@@ -181,6 +183,25 @@ def _drug_doses(text: str | None) -> list[tuple[str, float]]:
     return pairs
 
 
+def knowledge_mask(args, var_names) -> np.ndarray | None:
+    """The edge mask of `--sources` and `--forbid A>B,...` (None when neither is given)."""
+    sources = _listed_names(getattr(args, "sources", None) or "")
+    pairs = []
+    for item in _listed_names(getattr(args, "forbid", None) or ""):
+        parent, sep, child = item.partition(">")
+        if not sep or not parent.strip() or not child.strip():
+            raise UsageError(f"--forbid expects PARENT>CHILD items such as ACTB>GAPDH, got "
+                             f"{item!r}")
+        pairs.append((parent.strip(), child.strip()))
+    if not sources and not pairs:
+        return None
+    try:
+        return allowed_edges(var_names, sources=sources, forbid=pairs)
+    except ValueError as err:  # "sources: ..." / "forbid: ..." → the flag
+        argument, _, rest = str(err).partition(": ")
+        raise UsageError(f"--{argument} {rest}") from None
+
+
 def fit_screen(args, train: PerturbationData, *,
                guide: Callable[[GIM, PerturbationData], object] | None = None) -> Fitted:
     """Fit a GIM to the training cells minus the control mean (an exact reparametrisation of
@@ -191,7 +212,8 @@ def fit_screen(args, train: PerturbationData, *,
     centred, offset = center_on_controls(train)
     # offsets around the feature map for the measured drugs (their own curves and targets)
     model = GIM(train.n_vars, train.n_features, target_sparsity=args.target_sparsity,
-                pooled=train)
+                pooled=train, edge_mask=knowledge_mask(args, train.var_names),
+                coarsening=getattr(args, "coarsening", None))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fit(model, centred, steps=args.steps, key=jax.random.key(args.seed),

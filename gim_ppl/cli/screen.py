@@ -116,6 +116,15 @@ def add_fit_arguments(parser, *, seed_use: str) -> None:
     fitting.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, metavar="N",
                          help=f"random seed of the fit and {seed_use} "
                               "(default: %(default)s)")
+    fitting.add_argument("--sources", metavar="G1,G2,...",
+                         help="genes that no measured gene causes (inputs): no edge into them")
+    fitting.add_argument("--forbid", metavar="A>B,C>D",
+                         help="known non-edges: gene A does not act directly on gene B")
+    fitting.add_argument("--coarsening", type=POSITIVE_FLOAT, metavar="ALPHA",
+                         help="coarsened target evidence: a context's cells count as at most "
+                              "about ALPHA cells when they decide its targets, so tiny shifts "
+                              "of real cells are not certain targets (docs/real_cells.md; "
+                              "default: off)")
 
 
 def add_run_flags(group) -> None:

@@ -12,6 +12,19 @@ Monte Carlo over relaxed-Bernoulli draws `t ~ RelaxedBernoulli(τ, π)` (`relaxe
 
 Everything is computed from per-context sufficient statistics (`residual_stats`), so a
 likelihood evaluation is one pass over the cells plus O(n_contexts · n_vars · M).
+
+Coarsened target evidence (`coarsening=α`). With hundreds of cells per context, any shift the
+model cannot explain makes `L(1) − L(0)` grow linearly in the cells and the target posterior
+saturates at 0/1, however slightly the model is wrong. Following the c-posterior of Miller &
+Dunson (JASA 2019), the evidence that decides a target is raised to the power
+`ζ = α / (α + n)`, n the cells behind it (a context, or a group of contexts), so it stops
+growing once n ≫ α: each context's cells count as at most α cells when they vote on its
+targets,
+
+    log p_α(D_k) = Σ_j L_kj(0) + log(1 − π_kj + π_kj · exp(ζ_k · (L_kj(1) − L_kj(0)))).
+
+Only the target indicators' evidence is coarsened; the causal model's fit to the cells
+(`L(0)`) keeps its full weight. `α = None` is the plain marginal (ζ = 1).
 """
 
 from __future__ import annotations
@@ -126,7 +139,23 @@ def make_groups(perturbation, observational, n_groups: int) -> Groups:
     return Groups(jnp.where(observational, 0, perturbation), n_groups)
 
 
-def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None = None):
+def coarsening_power(count, coarsening: float | None):
+    """`ζ = α / (α + n)` for `count` n cells (any shape); 1 when `coarsening` α is None."""
+    if coarsening is None:
+        return jnp.ones_like(count)
+    return coarsening / (coarsening + count)
+
+
+def _evidence_power(count, observational, groups: Groups | None, coarsening: float | None):
+    """ζ of each evidence unit: `(n_contexts, 1)`, or `(n_groups, 1)` from the group's cells."""
+    if groups is not None:
+        count = jax.ops.segment_sum(jnp.where(observational, 0.0, count), groups.index,
+                                    groups.n_groups)
+    return coarsening_power(count, coarsening)[:, None]
+
+
+def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None = None, *,
+                   count=None, coarsening: float | None = None):
     """Exact log p(D) with targets summed out (scalar).
 
     Args:
@@ -134,6 +163,8 @@ def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None =
         target_logits: `(n_contexts, n_vars)` logit π.
         observational: `(n_contexts,)` bool; such contexts have no targets.
         groups: share one target vector across the contexts of each group.
+        count: `(n_contexts,)` cells per context, needed with `coarsening`.
+        coarsening: α of the coarsened target evidence (module docstring); None: plain.
     """
     obs_ll = jnp.sum(jnp.where(observational[:, None], l0, 0.0))
     if groups is not None:
@@ -142,18 +173,25 @@ def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None =
         mask = 1.0
     else:
         mask = ~observational[:, None]
-    mix = jnp.logaddexp(jax.nn.log_sigmoid(-target_logits) + l0,
-                        jax.nn.log_sigmoid(target_logits) + l1)
+    if coarsening is None:
+        mix = jnp.logaddexp(jax.nn.log_sigmoid(-target_logits) + l0,
+                            jax.nn.log_sigmoid(target_logits) + l1)
+    else:
+        power = _evidence_power(count, observational, groups, coarsening)
+        mix = l0 + jnp.logaddexp(jax.nn.log_sigmoid(-target_logits),
+                                 jax.nn.log_sigmoid(target_logits) + power * (l1 - l0))
     return obs_ll + jnp.sum(jnp.where(mask, mix, 0.0))
 
 
 def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_logits,
                         observational, *, temperature: float, n_samples: int,
-                        kind: str = "shift", groups: Groups | None = None):
+                        kind: str = "shift", groups: Groups | None = None,
+                        coarsening: float | None = None):
     """The paper's estimator: `Σ_k log (1/M) Σ_m exp Σ_j L_kj(t^m_kj)`, `t ~ RelaxedBernoulli`.
 
     A consistent, lower-biased estimate of `exact_marginal` that tends to it as
     `temperature → 0` and `n_samples → ∞`; reparameterised, so gradients flow to the logits.
+    With `coarsening` α each draw's evidence is `L(0) + ζ (L(t) − L(0))` (module docstring).
     """
     logits = target_logits
     if groups is not None:
@@ -164,33 +202,44 @@ def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_lo
     t = jnp.where(observational[:, None], 0.0, t)
     ll = intervened_loglik(stats, noise_scale, shift, t, kind).sum(-1)  # (M, n_contexts)
     obs_ll = jnp.sum(jnp.where(observational, ll[0], 0.0))
+    ll0 = intervened_loglik(stats, noise_scale, shift, 0.0, kind).sum(-1)  # (n_contexts,)
     if groups is not None:
-        ll = jax.ops.segment_sum(jnp.where(observational, 0.0, ll).T, groups.index,
-                                 groups.n_groups).T
+        ll, ll0 = (jax.ops.segment_sum(jnp.where(observational, 0.0, v).T, groups.index,
+                                       groups.n_groups).T for v in (ll, ll0))
         pert = 1.0
     else:
         pert = ~observational
+    if coarsening is not None:
+        power = _evidence_power(stats.count, observational, groups, coarsening)[:, 0]
+        ll = ll0 + power * (ll - ll0)
     lme = jax.nn.logsumexp(ll, axis=0) - math.log(n_samples)
     return obs_ll + jnp.sum(jnp.where(pert, lme, 0.0))
 
 
 def posterior_target_logits(l0, l1, target_logits, observational,
-                            groups: Groups | None = None):
+                            groups: Groups | None = None, *, count=None,
+                            coarsening: float | None = None):
     """`logit P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; −inf for observational
     contexts. With `groups`, every context of a group gets its group's logit (the evidence of
-    all its contexts summed)."""
+    all its contexts summed). With `coarsening` α (and `count (n_contexts,)`), the evidence
+    is weighted by `ζ = α / (α + n)`: `logit π + ζ (L(1) − L(0))`."""
+    power = 1.0
+    if coarsening is not None:
+        power = _evidence_power(count, observational, groups, coarsening)
     if groups is not None:
         logits = _group_logits(target_logits, observational, groups)
-        delta = _grouped(l1 - l0, observational, groups)
+        delta = power * _grouped(l1 - l0, observational, groups)
         post = (logits + delta)[groups.index]
     else:
-        post = target_logits + l1 - l0
+        post = target_logits + power * (l1 - l0)
     return jnp.where(observational[:, None], -jnp.inf, post)
 
 
-def posterior_target_probs(l0, l1, target_logits, observational, groups: Groups | None = None):
+def posterior_target_probs(l0, l1, target_logits, observational, groups: Groups | None = None,
+                           *, count=None, coarsening: float | None = None):
     """`P(I_kj = 1 | D, model)`, `(n_contexts, n_vars)`; 0 for observational contexts."""
-    return jax.nn.sigmoid(posterior_target_logits(l0, l1, target_logits, observational, groups))
+    return jax.nn.sigmoid(posterior_target_logits(l0, l1, target_logits, observational, groups,
+                                                  count=count, coarsening=coarsening))
 
 
 # --- the one log density and the one sampler --------------------------------------------
@@ -201,7 +250,8 @@ class CellModel(NamedTuple):
     functions below need (components as values, as BlackJAX passes an integrator).
 
     mechanism: a `Mechanism` (`LINEAR`, `MLP`); effect: "shift" or "replace";
-    marginal: "exact" or "relaxed_mc" (temperature τ and `n_mc` draws M for the latter).
+    marginal: "exact" or "relaxed_mc" (temperature τ and `n_mc` draws M for the latter);
+    coarsening: α of the coarsened target evidence (module docstring), None for none.
     """
 
     mechanism: Mechanism = LINEAR
@@ -209,6 +259,7 @@ class CellModel(NamedTuple):
     marginal: str = "exact"
     temperature: float = 0.25
     n_mc: int = 128
+    coarsening: float | None = None
 
 
 def context_stats(cell_model: CellModel, params: dict, data, cell_weights=None) -> ResidualStats:
@@ -239,21 +290,23 @@ def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shi
     stats = context_stats(cell_model, params, data, cell_weights)
     if cell_model.marginal == "exact":
         l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
-        return exact_marginal(l0, l1, target_logits, data.observational, groups)
+        return exact_marginal(l0, l1, target_logits, data.observational, groups,
+                              count=stats.count, coarsening=cell_model.coarsening)
     return relaxed_mc_marginal(
         key, stats, params["noise_scale"], shift, target_logits, data.observational,
         temperature=cell_model.temperature, n_samples=cell_model.n_mc, kind=cell_model.effect,
-        groups=groups,
+        groups=groups, coarsening=cell_model.coarsening,
     )
 
 
 def posterior_targets(cell_model: CellModel, params: dict, data, target_logits, shift, *,
                       groups: Groups | None = None, logits: bool = False):
-    """`P(I_kj = 1 | cells of context k, parameters)`, `(n_contexts, n_vars)` (exact); its
-    logit (−inf for observational contexts) with `logits=True`."""
+    """`P(I_kj = 1 | cells of context k, parameters)`, `(n_contexts, n_vars)` (exact; with
+    the model's coarsening); its logit (−inf for observational contexts) with `logits=True`."""
     stats = context_stats(cell_model, params, data)
     l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
-    post = posterior_target_logits(l0, l1, target_logits, data.observational, groups)
+    post = posterior_target_logits(l0, l1, target_logits, data.observational, groups,
+                                   count=stats.count, coarsening=cell_model.coarsening)
     return post if logits else jax.nn.sigmoid(post)
 
 

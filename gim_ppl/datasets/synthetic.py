@@ -16,11 +16,19 @@ Splits: `train` (perturbations at `train_doses` + one observational context), `p
 (the same perturbations at new doses), `full_ood` (new perturbations at the train doses).
 Training sets of different sizes (`n_train_perturbations`) are nested and share the truth
 and the test perturbations (`_perturbation_features`), so a learning curve is well defined.
+
+Misspecification (for robustness checks; the defaults are the well-specified benchmark and
+leave every draw above unchanged): `noise_df` gives the exogenous noise a Student-t law with
+that many degrees of freedom, rescaled to the same sd (heavy tails); `context_shift` adds one
+offset `c_k ~ N(0, context_shift²)` to every variable's exogenous term in each perturbational
+context (a plate or batch effect shared by all variables, which a GIM can only explain as
+small targets everywhere); `mechanism="mlp"` fitted with a linear GIM is the nonlinear case.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +49,9 @@ class GroundTruth:
 
     adjacency: `(d, d)` bool (i → j); weights `(d, d)`; bias, noise_scale `(d,)`;
     mechanism: "linear" | "mlp"; mlp: extra mechanism parameters (empty for linear);
-    targets[split]: `(n_contexts, d)` bool; hill[split]: dict(emax, ec50, hill) `(n_contexts, d)`.
+    targets[split]: `(n_contexts, d)` bool; hill[split]: dict(emax, ec50, hill) `(n_contexts, d)`;
+    noise_df: Student-t degrees of freedom of the noise (None: Gaussian);
+    context_offsets[split]: `(n_contexts,)` offset added to every variable (empty: none).
     """
 
     adjacency: np.ndarray
@@ -52,6 +62,8 @@ class GroundTruth:
     mlp: dict
     targets: dict
     hill: dict
+    noise_df: float | None = None
+    context_offsets: dict = dataclasses.field(default_factory=dict)
 
     def mechanism_params(self) -> dict:
         """Parameters in the layout of `gim_ppl.core.mechanisms` (jnp arrays)."""
@@ -78,17 +90,20 @@ class SyntheticBenchmark:
         """`n_cells` fresh true cells per context of `split` (targets are the true ones)."""
         contexts = self.split(split)
         x, ctx = sample_true_cells(self.truth, self.truth.targets[split],
-                                   self.truth.hill[split], contexts, key, int(n_cells))
+                                   self.truth.hill[split], contexts, key, int(n_cells),
+                                   self.truth.context_offsets.get(split))
         return contexts.replace(x=x, context=ctx)
 
 
-def sample_true_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, key, n_cells):
+def sample_true_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, key, n_cells,
+                      offsets=None):
     """`n_cells` cells per context from the true SCM: `(x (k·n_cells, d), context (k·n_cells,))`.
 
     Args:
         targets: `(k, d)` per context, or `(k·n_cells, d)` per cell (context-major).
         h: Hill parameters `dict(emax, ec50, hill)`, each `(k, d)`.
         contexts: the k contexts (their doses are used).
+        offsets: optional `(k,)` offset of each context on every variable's exogenous term.
     """
     k, d = contexts.n_contexts, len(truth.bias)
     ctx = jnp.repeat(jnp.arange(k, dtype=jnp.int32), n_cells)
@@ -96,7 +111,14 @@ def sample_true_cells(truth: GroundTruth, targets, h, contexts: PerturbationData
                        jnp.log(jnp.asarray(h["ec50"])), jnp.log(jnp.asarray(h["hill"])))
     targets = jnp.asarray(targets, shift.dtype)
     per_cell = targets if targets.shape[0] == k * n_cells else targets[ctx]
-    noise = jax.random.normal(key, (k * n_cells, d), shift.dtype)
+    if truth.noise_df is None:
+        noise = jax.random.normal(key, (k * n_cells, d), shift.dtype)
+    else:  # unit variance, so noise_scale keeps its meaning
+        df = float(truth.noise_df)
+        noise = jax.random.t(key, df, (k * n_cells, d), shift.dtype) * math.sqrt((df - 2) / df)
+    if offsets is not None:  # σ·ε + c_k: the shared offset enters with the noise
+        noise = noise + (jnp.asarray(offsets, shift.dtype)[ctx][:, None]
+                         / jnp.asarray(truth.noise_scale, shift.dtype))
     params = {**truth.mechanism_params(), "noise_scale": jnp.asarray(truth.noise_scale)}
     x = sample_cells(CellModel(as_mechanism(truth.mechanism)), params, noise, per_cell,
                      shift[ctx])
@@ -181,14 +203,22 @@ def synthetic_hill(
     max_targets: int = 3,
     expected_targets: float = 2.0,
     mlp_hidden: int = 8,
+    noise_df: float | None = None,
+    context_shift: float = 0.0,
 ) -> SyntheticBenchmark:
     """Build the synthetic Hill benchmark (deterministic in `seed`). See the module docstring.
 
     Train: `n_train_perturbations × len(train_doses)` contexts of `n_cells` cells plus one
     observational context of `n_observational` cells. Test splits: `n_test_cells` per context.
+    `noise_df` (> 2) and `context_shift` (≥ 0) make it misspecified (module docstring).
     """
     if mechanism not in ("linear", "mlp"):
         raise ValueError(f"mechanism must be 'linear' or 'mlp', got {mechanism!r}")
+    if noise_df is not None and not (np.isfinite(noise_df) and noise_df > 2):
+        raise ValueError(f"noise_df must be a number > 2 (finite variance) or None, got "
+                         f"{noise_df!r}")
+    if not (np.isfinite(context_shift) and context_shift >= 0):
+        raise ValueError(f"context_shift must be a number >= 0, got {context_shift!r}")
     if n_vars < 2 or n_features < 1 or not 1 <= max_targets <= n_vars:
         raise ValueError("need n_vars >= 2, n_features >= 1 and 1 <= max_targets <= n_vars")
     rng = np.random.default_rng(seed)
@@ -244,23 +274,31 @@ def synthetic_hill(
             perturbation=pid, var_names=[f"x{j}" for j in range(d)], context_names=cnames,
             feature_names=[f"z{j}" for j in range(p)], perturbation_names=names,
         )
+    # Offsets from their own stream, so the well-specified draws above stay as they were.
+    offset_rng = np.random.default_rng([seed, 1])
+    offsets = {} if context_shift == 0 else {
+        split: np.where(np.asarray(contexts[split].observational), 0.0,
+                        offset_rng.normal(0.0, context_shift, contexts[split].n_contexts))
+        for split in SPLITS}
     truth = GroundTruth(adj, weights, bias, noise_scale, mechanism, mlp, truth_targets,
-                        truth_hill)
+                        truth_hill, noise_df, offsets)
 
     keys = jax.random.split(jax.random.key(seed), 3)
     splits = {}
     for key, split in zip(keys, SPLITS, strict=True):
         ctx_data, tg, h = contexts[split], truth_targets[split], truth_hill[split]
+        off = offsets.get(split)
         if split == "train":
-            x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_cells)
+            x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_cells, off)
             # The observational context (index 0) gets n_observational cells.
             first = {k: v[:1] for k, v in h.items()}
             x_obs, _ = sample_true_cells(truth, tg[:1], first, ctx_data.subset([0]),
-                                   jax.random.fold_in(key, 1), n_observational)
+                                   jax.random.fold_in(key, 1), n_observational,
+                                   None if off is None else off[:1])
             x = jnp.concatenate([x_obs, x[n_cells:]])
             ctx = jnp.concatenate([jnp.zeros(n_observational, jnp.int32), ctx[n_cells:]])
         else:
-            x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_test_cells)
+            x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_test_cells, off)
         splits[split] = ctx_data.replace(x=x, context=ctx)
     return SyntheticBenchmark(truth=truth, **splits)
 

@@ -120,8 +120,9 @@ class OracleFeatureTargets(Oracle):
         pi = np.repeat(self.target_probabilities(contexts), n_cells, axis=0)
         k_target, k_noise = jax.random.split(key)
         targets = jax.random.bernoulli(k_target, jnp.asarray(pi, jnp.float32))
-        x, _ = sample_true_cells(truth, targets, truth.hill[self._split_of(contexts)], contexts,
-                             k_noise, n_cells)
+        split = self._split_of(contexts)
+        x, _ = sample_true_cells(truth, targets, truth.hill[split], contexts, k_noise, n_cells,
+                                 truth.context_offsets.get(split))
         return cells_for_contexts(contexts, x, n_cells)
 
 

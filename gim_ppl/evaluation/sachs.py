@@ -49,7 +49,8 @@ from gim_ppl.extras import require
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
 
-METHODS = ("gim_exact", "gim_relaxed_mc", "ut_igsp", "gies", "mean_shift")
+METHODS = ("gim_exact", "gim_relaxed_mc", "gim_exact_coarsened", "gim_relaxed_mc_coarsened",
+           "ut_igsp", "gies", "mean_shift")
 #: Significance levels of UT-IGSP's CI and invariance tests; every pair is run once.
 UTIGSP_ALPHAS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-12, 1e-16)
 UTIGSP_DEFAULT_ALPHA = 1e-3
@@ -59,13 +60,15 @@ SCORES = ("target_auroc", "target_ap", "graph_shd", "graph_auprc", "seconds")
 @dataclasses.dataclass(frozen=True)
 class SachsConfig:
     """What `run_sachs` runs: the data (`sachs(conditions=...)`, log + standardised), the GIMs
-    (`steps` Adam steps at `learning_rate`, one fit per key) and which methods."""
+    (`steps` Adam steps at `learning_rate`, one fit per key), the α of the `*_coarsened` GIMs
+    (`GIM(..., coarsening=α)`) and which methods."""
 
     conditions: str = "inhibitors"
     steps: int = 10_000
     learning_rate: float = 1e-2
     keys: tuple = (0, 1, 2)
     methods: tuple = METHODS
+    coarsening: float = 20.0
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -116,9 +119,10 @@ def mean_shift_scores(s: SachsData) -> np.ndarray:
 # --- methods -------------------------------------------------------------------------------
 
 
-def fit_gim(s: SachsData, marginal: str, *, steps: int, learning_rate: float, key) -> dict:
-    """Fit `GIM(d, p, marginal=marginal)` to `s.data` by `gim_ppl.fit` and read off targets and
-    edges.
+def fit_gim(s: SachsData, marginal: str, *, steps: int, learning_rate: float, key,
+            coarsening: float | None = None) -> dict:
+    """Fit `GIM(d, p, marginal=marginal, coarsening=coarsening)` to `s.data` by
+    `gim_ppl.fit` and read off targets and edges.
 
     Returns:
         `{target_prob, target_effect (n_perturbational, d), weights (d, d) |W|, graph (d, d)
@@ -126,7 +130,7 @@ def fit_gim(s: SachsData, marginal: str, *, steps: int, learning_rate: float, ke
         shift at the context's dose.
     """
     data = s.data
-    model = GIM(data.n_vars, data.n_features, marginal=marginal)
+    model = GIM(data.n_vars, data.n_features, marginal=marginal, coarsening=coarsening)
     start = time.perf_counter()
     result = fit(model, data, steps=steps, key=key, optimizer=optax.adam(learning_rate),
                  progress=False)
@@ -140,6 +144,15 @@ def fit_gim(s: SachsData, marginal: str, *, steps: int, learning_rate: float, ke
             "weights": np.abs(np.asarray(model.edge_weights(result.sites))),
             "graph": np.asarray(model.graph(result.sites)), "seconds": seconds,
             "model": model, "sites": result.sites, "message": result.message}
+
+
+def certain_targets(s: SachsData, probs) -> dict:
+    """Per reagent: how many proteins have P(I = 1 | cells) ≥ 0.99 (`certain`), and how many
+    of those move by at most one reference sd (`certain_small`, by `mean_shift_scores`)."""
+    probs = np.asarray(probs, float)
+    small = mean_shift_scores(s) <= 1.0
+    return {"certain": (probs >= 0.99).sum(1).tolist(),
+            "certain_small": ((probs >= 0.99) & small).sum(1).tolist()}
 
 
 def _split_cells(s: SachsData) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -215,11 +228,12 @@ def _failed(method: str, err: BaseException) -> dict:
 
 
 def _gim_rows(s: SachsData, method: str, config: SachsConfig) -> tuple[list, dict]:
-    marginal = method.removeprefix("gim_")
+    marginal = method.removeprefix("gim_").removesuffix("_coarsened")
+    alpha = config.coarsening if method.endswith("_coarsened") else None
     rows, first = [], None
     for k in config.keys:
         out = fit_gim(s, marginal, steps=config.steps, learning_rate=config.learning_rate,
-                      key=jax.random.key(k))
+                      key=jax.random.key(k), coarsening=alpha)
         first = out if first is None else first
         graph = graph_scores(s, out["graph"], out["weights"])
         for read_off, name in (("target_prob", method), ("target_effect", f"{method}_effect")):
@@ -261,6 +275,7 @@ def run_sachs(config: SachsConfig, *, log=print) -> dict:
                 new, first = _gim_rows(s, method, config)
                 rows += new
                 details[method] = {
+                    "certain": certain_targets(s, first["target_prob"]),
                     "per_reagent_prob": per_reagent(s, first["target_prob"]),
                     "per_reagent_effect": per_reagent(s, first["target_effect"]),
                     "target_prob_key0": np.round(first["target_prob"], 4).tolist()}
@@ -353,9 +368,16 @@ def sachs_markdown(results: dict, *, machine: str, command: str) -> str:
         f"Command: `{command}`  \nMachine: {machine}.  \nData: `sachs(conditions="
         f"{cfg['conditions']!r})`, log, standardised by the reference; GIMs: {cfg['steps']} "
         f"Adam steps at lr {cfg['learning_rate']}, keys {list(cfg['keys'])} (mean ± sd over "
-        f"keys); UT-IGSP grid α, α_inv ∈ {list(UTIGSP_ALPHAS)}.",
+        f"keys), `*_coarsened`: `coarsening={cfg.get('coarsening')}`; UT-IGSP grid α, "
+        f"α_inv ∈ {list(UTIGSP_ALPHAS)}.",
         "", markdown_table(summary), "", goal_check(summary),
     ]
+    certain = [f"{m}: {d['certain']['certain']} (of which ≤ 1 sd: "
+               f"{d['certain']['certain_small']})"
+               for m, d in results["details"].items() if "certain" in d]
+    if certain:
+        parts += ["", "Proteins at P(I = 1 | cells) ≥ 0.99 per reagent (key 0; reagents in "
+                  "the order of the tables below): " + "; ".join(certain) + "."]
     for method, detail in results["details"].items():
         for field, what in (("per_reagent", ""), ("per_reagent_prob", " — P(I = 1 | cells)"),
                             ("per_reagent_effect", " — P(I = 1 | cells) · |u|")):
@@ -385,7 +407,7 @@ def goal_check(summary: dict) -> str:
         stat = summary.get(name, {}).get(score)
         return None if stat is None else stat["mean"]
 
-    gims = [m for m in ("gim_exact", "gim_relaxed_mc") if mean(m, "target_auroc") is not None]
+    gims = [m for m in METHODS if m.startswith("gim_") and mean(m, "target_auroc") is not None]
     others = [m for m in ("ut_igsp", "gies", "mean_shift") if m in summary]
     if not gims:
         return "Goal check: no GIM row."
@@ -434,6 +456,6 @@ def _jsonable(value):
 
 
 __all__ = ["METHODS", "UTIGSP_ALPHAS", "SachsConfig", "fit_gim", "goal_check", "graph_scores",
-           "markdown_table", "mean_shift_scores", "per_reagent", "per_reagent_table",
+           "certain_targets", "markdown_table", "mean_shift_scores", "per_reagent", "per_reagent_table",
            "run_gies", "run_sachs", "run_utigsp", "sachs_markdown", "summarise",
            "target_scores", "write_sachs"]

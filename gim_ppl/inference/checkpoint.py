@@ -120,7 +120,7 @@ def model_description(model) -> dict:
     names = ("n_vars", "n_features", "mechanism", "marginal", "intervention_map",
              "intervention_effect", "hidden", "acyclicity", "acyclicity_weight",
              "power_iterations", "target_sparsity", "temperature", "n_mc", "shared_targets",
-             "pooled", "shrinkage", "map_anchors", "priors")
+             "pooled", "shrinkage", "map_anchors", "edge_mask", "coarsening", "priors")
     out = {"repr": repr(model), **{n: describe(getattr(model, n, None)) for n in names}}
     out["site_shapes"] = {s: list(shape) for s, shape in sorted(model.site_shapes.items())}
     return out
