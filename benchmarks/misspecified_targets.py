@@ -101,9 +101,12 @@ def markdown(summary) -> str:
             "(worst) | non-targets at P ≥ 0.99 | targets at P ≥ 0.5 | fit (s) |\n"
             "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
+    def stat(e, score, digits=3):
+        return f"{e[score]['mean']:.{digits}f} ± {e[score]['sd']:.{digits}f}"
+
     for e in summary:
-        def cell(score, digits=3):
-            return f"{e[score]['mean']:.{digits}f} ± {e[score]['sd']:.{digits}f}"
+        def cell(score, e=e):
+            return stat(e, score)
         alpha = "—" if e["coarsening"] is None else f"{e['coarsening']:g}"
         lines.append(
             f"| {e['scenario']} | {e['n_cells']} | {alpha} | {cell('auroc')} "

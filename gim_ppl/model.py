@@ -473,8 +473,8 @@ class GIM:
     def log_likelihood(self, sites, data: PerturbationData) -> np.ndarray | float:
         """`log p(cells of data | sites)` with targets summed out and π from the features
         (the model's "cells" factor, exact marginal whatever `marginal` the model fits
-        with, never coarsened): the log predictive density of held-out cells, contexts or perturbations.
-        A float, or `(n_draws,)` with draws."""
+        with, never coarsened): the log predictive density of held-out cells, contexts or
+        perturbations. A float, or `(n_draws,)` with draws."""
         self._check_data(data)
         if data.x is None:
             raise ValueError("log_likelihood needs cells: data.x is None")

@@ -455,7 +455,8 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-__all__ = ["METHODS", "UTIGSP_ALPHAS", "SachsConfig", "fit_gim", "goal_check", "graph_scores",
-           "certain_targets", "markdown_table", "mean_shift_scores", "per_reagent", "per_reagent_table",
+__all__ = ["METHODS", "UTIGSP_ALPHAS", "SachsConfig", "certain_targets", "fit_gim",
+           "goal_check", "graph_scores", "markdown_table", "mean_shift_scores", "per_reagent",
+           "per_reagent_table",
            "run_gies", "run_sachs", "run_utigsp", "sachs_markdown", "summarise",
            "target_scores", "write_sachs"]
