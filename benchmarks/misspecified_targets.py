@@ -133,11 +133,13 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--train-perturbations", type=int, default=20)
     parser.add_argument("--quick", action="store_true",
-                        help="one seed, 30 cells, 200 steps, 6 perturbations (smoke run)")
+                        help="one seed, the misspecified scenario, 30 cells, 200 steps, 6 "
+                             "perturbations (smoke run)")
     parser.add_argument("--out", default="misspecified_targets")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.cells, args.steps, args.train_perturbations = [0], [30], 200, 6
+        args.scenarios = ["misspecified"]
     rows = []
     for seed in args.seeds:
         for scenario in args.scenarios:

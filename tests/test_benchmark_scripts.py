@@ -75,3 +75,31 @@ def test_prediction_variants_unscaled_restores_the_fan_in_free_priors():
         model = variants.build(variant, bench.train)
         np.testing.assert_allclose(model.site_priors["emax_weights"].log_prob(value),
                                    dist.Normal(0.0, scale).log_prob(value).sum(), rtol=1e-5)
+
+
+def test_misspecified_targets_scores_by_hand_and_quick_run(tmp_path):
+    mis = _load("misspecified_targets")
+    labels = np.array([[True, False], [False, False]] * 30)  # 30 targets, 90 non-targets
+    probs = np.where(labels, 0.9, 0.995)
+    probs[1::2] = 0.05  # the second row of each pair: non-targets at 0.05
+    out = mis.target_scores(labels, probs)
+    # bins with >= 50 pairs: 0.05 (60 non-targets, gap 0.05) and 0.9–1 (30 targets at 0.9
+    # and 30 non-targets at 0.995: mean prob 0.9475, share 0.5 → gap 0.4475)
+    np.testing.assert_allclose(out["reliability"], 0.4475)
+    assert out["saturated"] == 30 / 90 and out["recall"] == 1.0
+    np.testing.assert_allclose(out["brier"], (30 * 0.01 + 30 * 0.995**2 + 60 * 0.0025) / 120)
+    np.testing.assert_allclose(out["auroc"], metrics_auroc(labels, probs))
+    assert np.isnan(mis.reliability_gap(labels[:10], probs[:10]))  # no bin holds 50 pairs
+
+    assert mis.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "misspecified_targets.json").read_text())
+    assert {"command", "commit", "machine", "rows", "summary"} <= set(record)
+    assert [r["coarsening"] for r in record["rows"]] == [None, 20.0]
+    assert all(0.0 <= r["auroc"] <= 1.0 for r in record["rows"])
+
+
+def metrics_auroc(labels, probs):
+    """AUROC by counting pairs (ties count ½), independent of the package."""
+    pos, neg = probs[labels], probs[~labels]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (pos.size * neg.size))
