@@ -74,3 +74,49 @@ def test_training_sets_of_different_sizes_are_nested_with_the_same_test_perturba
     np.testing.assert_array_equal(zs[0], zs[1][:12])
     np.testing.assert_array_equal(zs[1], zs[2][:40])
     assert len(zs[2]) == 90 and len(np.unique(zs[2][:, 0])) == 90
+
+
+def _true_residuals(bench):
+    """x − f(x) − t·s of the linear truth's training cells, and their contexts."""
+    from gim_ppl.core.hill import hill_shift
+
+    tr, truth = bench.train, bench.truth
+    x, ctx = np.asarray(tr.x, float), np.asarray(tr.context)
+    h = truth.hill["train"]
+    shift = np.asarray(hill_shift(np.asarray(tr.dose)[:, None], h["emax"], np.log(h["ec50"]),
+                                  np.log(h["hill"])))
+    w = truth.weights * (1 - np.eye(len(truth.bias)))
+    r = x - (x @ w + truth.bias) - truth.targets["train"][ctx] * shift[ctx]
+    return r, ctx
+
+
+def test_context_shift_adds_one_offset_per_perturbational_context():
+    small = dict(n_train_perturbations=5, n_cells=3000, n_test_perturbations=2, n_test_cells=5)
+    bench = synthetic_hill(0, context_shift=0.25, **small)
+    r, ctx = _true_residuals(bench)
+    offsets = bench.truth.context_offsets["train"]
+    assert offsets[0] == 0.0 and np.std(offsets[1:]) > 0.1  # control has none
+    means = np.stack([r[ctx == k].mean(0) for k in range(bench.train.n_contexts)])
+    # every variable of context k is moved by c_k; sd of a mean of 3000 cells ≤ 0.02
+    np.testing.assert_allclose(means, np.repeat(offsets[:, None], means.shape[1], 1),
+                               atol=0.08)
+    # the well-specified draws are untouched by the new options' own random stream
+    plain = synthetic_hill(0, **small)
+    np.testing.assert_array_equal(plain.truth.weights, bench.truth.weights)
+    assert plain.truth.context_offsets == {}
+
+
+def test_noise_df_gives_heavy_tails_with_the_same_sd():
+    small = dict(n_train_perturbations=5, n_cells=2000, n_test_perturbations=2, n_test_cells=5)
+    heavy = synthetic_hill(1, noise_df=4.0, **small)
+    gauss = synthetic_hill(1, **small)
+    for bench, lo, hi in ((gauss, -0.2, 0.2), (heavy, 1.5, np.inf)):
+        r, _ = _true_residuals(bench)
+        z = r / bench.truth.noise_scale
+        assert np.all(np.abs(z.std(0) - 1.0) < 0.1)  # t rescaled to unit variance
+        excess = np.mean(z**4, 0) / np.mean(z**2, 0) ** 2 - 3.0  # t4: infinite in theory
+        assert lo < np.median(excess) < hi, excess
+    with pytest.raises(ValueError, match="noise_df must be a number > 2"):
+        synthetic_hill(0, noise_df=2.0)
+    with pytest.raises(ValueError, match="context_shift must be a number >= 0"):
+        synthetic_hill(0, context_shift=-1.0)

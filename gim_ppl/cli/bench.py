@@ -88,11 +88,12 @@ def _sachs(args) -> int:
         return 2
     config = SachsConfig(**_given(
         methods=methods, keys=tuple(args.keys) if args.keys else None, steps=args.steps,
-        learning_rate=args.learning_rate, conditions=args.conditions))
+        learning_rate=args.learning_rate, conditions=args.conditions,
+        coarsening=args.coarsening))
     machine = machine_description()
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in dict(
         conditions=args.conditions, steps=args.steps, learning_rate=args.learning_rate,
-        methods=args.methods).items() if v is not None]
+        methods=args.methods, coarsening=args.coarsening).items() if v is not None]
     flags += [f"--keys {' '.join(map(str, args.keys))}"] if args.keys else []
     command = " ".join(["gim-ppl bench --sachs", *flags, f"--out {args.out}"])
     print(f"machine: {machine}")
@@ -216,6 +217,8 @@ def add_parser(sub) -> None:
     bench.add_argument("--conditions", choices=("inhibitors", "igsp", "all"),
                        help="with --sachs: which conditions (gim_ppl.datasets.sachs; default "
                             "inhibitors)")
+    bench.add_argument("--coarsening", type=POSITIVE_FLOAT, metavar="ALPHA",
+                       help="with --sachs: α of the *_coarsened GIMs (default: 20)")
     bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
                        help="learning curve instead: the protocol (--methods, --seeds, "
                             "--steps) at each number of training perturbations, e.g. "
