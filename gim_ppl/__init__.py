@@ -34,6 +34,7 @@ _LAZY = {
     "metrics": "gim_ppl.evaluation.metrics",
     "baselines": "gim_ppl.evaluation.baselines",
     "evaluation": "gim_ppl.evaluation",
+    "design": "gim_ppl.design",
     "plots": "gim_ppl.plots",
 }
 
@@ -54,6 +55,7 @@ __all__ = [
     "baselines",
     "cosine_ramp",
     "datasets",
+    "design",
     "diagnose",
     "fit",
     "init_from_data",

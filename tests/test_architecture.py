@@ -630,3 +630,15 @@ def test_extras_match_pyproject():
         assert dists & installed, f"extra [{extra}] does not install {module} ({dists})"
         assert not dists & core, f"{module} is optional but a core dependency"
     assert {"bench", "plots", "screen", "all", "test", "dev"} <= set(extras)
+
+
+def test_every_subpackage_is_reachable_after_import_gim_ppl():
+    """`gim_ppl.design.rank_experiments` once raised AttributeError after `import gim_ppl`
+    (a fresh interpreter: in this process another test may already have imported it)."""
+    code = ("import gim_ppl\n"
+            "for name in ('design', 'evaluation', 'plots', 'metrics', 'baselines'):\n"
+            "    assert getattr(gim_ppl, name) is not None, name\n"
+            "assert callable(gim_ppl.design.rank_experiments)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr

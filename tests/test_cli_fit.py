@@ -440,6 +440,23 @@ def test_pooled_cell_types_are_a_note_in_flag_words(h5ad, tmp_path, capsys):
             "one model. Pass --cell-type NAME to fit one cell type.") in err
 
 
+def test_an_unknown_dose_unit_is_a_note_not_a_silent_scale(capsys):
+    import argparse
+
+    from gim_ppl.cli.screen import screen_settings
+
+    args = argparse.Namespace(preset="sciplex3", features_csv=None, smiles_key=None,
+                              perturbation_key=None, dose_key=None, control=None,
+                              cell_type_key=None, dose_unit="ug/ml", dose_reference=None)
+    assert screen_settings(args)["dose_unit"] == "ug/ml"
+    err = capsys.readouterr().err
+    assert "note: --dose-unit 'ug/ml' is not a molar unit I know" in err
+    assert "nanomolar" in err and "--dose-reference" in err
+    for known in ("nanomolar", "µM"):
+        screen_settings(argparse.Namespace(**{**vars(args), "dose_unit": known}))
+        assert capsys.readouterr().err == ""
+
+
 # --- item 8: help ----------------------------------------------------------------------------
 
 

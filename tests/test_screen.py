@@ -482,6 +482,17 @@ def test_dose_scale_maps_ec50_back_to_user_units(log):
     assert dose_response(scale, [0.0], 2.0, ec50_user, hill)[0] == 0.0
 
 
+@pytest.mark.parametrize("unit, reference", [
+    ("nM", 1e3), ("nanomolar", 1e3), ("Nanomolar", 1e3), ("uM", 1.0), ("µM", 1.0),
+    ("μM", 1.0), ("micromolar", 1.0), ("mM", 1e-3), ("millimolar", 1e-3), ("pM", 1e6),
+    ("picomolar", 1e6), ("M", 1e-6), ("molar", 1e-6), ("mg/L", 1.0), ("MM", 1.0)])
+def test_every_spelling_of_a_molar_unit_gets_the_same_scale(unit, reference):
+    """1 µM becomes model dose 1 whatever the spelling (`nanomolar` once got reference 1, a
+    silent 1000-fold change); a unit that is not molar keeps its doses (reference 1)."""
+    assert DoseScale.for_unit(unit).reference == pytest.approx(reference, rel=1e-12)
+    assert DoseScale.for_unit(unit).unit == unit  # reported in the user's own spelling
+
+
 def test_dose_response_in_user_units_is_the_true_hill_curve(screen):
     _, truth = screen
     scale = DoseScale.for_unit("nM")

@@ -30,6 +30,7 @@ from gim_ppl.datasets import (
     drug_smiles,
     from_anndata_with_info,
 )
+from gim_ppl.datasets.doses import MOLAR_SPELLINGS, molar_exponent
 from gim_ppl.extras import require
 
 # The settings that the obs-key flags (or --preset) give, in `screen_settings`.
@@ -92,7 +93,9 @@ def add_screen_arguments(parser) -> None:
 
     doses = parser.add_argument_group("doses")
     doses.add_argument("--dose-unit", metavar="UNIT",
-                       help="unit of the dose column; EC50s and figures use it (default: nM)")
+                       help="unit of the dose column; EC50s and figures use it (default: nM). "
+                            "Molar units: " + ", ".join(MOLAR_SPELLINGS) + "; any other unit "
+                            "keeps the doses as given unless --dose-reference is set")
     doses.add_argument("--dose-reference", type=POSITIVE_FLOAT, metavar="DOSE",
                        help="dose (in --dose-unit) that becomes 1 in the model (default: 1 µM "
                             "for molar units, else 1)")
@@ -142,6 +145,12 @@ def screen_settings(args) -> dict:
     if args.features_csv is not None and args.smiles_key is None:
         out["smiles_key"] = None  # features come from the CSV, not the preset's SMILES
     out["dose_unit"] = out["dose_unit"] or "nM"
+    if molar_exponent(out["dose_unit"]) is None and getattr(args, "dose_reference",
+                                                            None) is None:
+        print_note(f"--dose-unit {out['dose_unit']!r} is not a molar unit I know ("
+                   f"{', '.join(MOLAR_SPELLINGS)}): doses are used as given (1 "
+                   f"{out['dose_unit']} becomes model dose 1); set --dose-reference to "
+                   "choose the dose that does")
     out["cell_type_key"] = out["cell_type_key"] or "cell_type"
     missing = [f"--{k.replace('_', '-')}" for k in ("perturbation_key", "dose_key", "control")
                if out[k] is None]

@@ -15,6 +15,21 @@ import numpy as np
 
 # Molar units as powers of ten (exact integers, so that e.g. 1 µM in nM is exactly 1000).
 MOLAR_UNITS = {"pM": -12, "nM": -9, "uM": -6, "µM": -6, "μM": -6, "mM": -3, "M": 0}
+# Spelled-out names, matched without case ("Nanomolar", "micromolar"); the symbols above
+# are matched exactly, since "mM" (milli) and "MM" must not be confused.
+MOLAR_WORDS = {"picomolar": -12, "nanomolar": -9, "micromolar": -6, "millimolar": -3,
+               "molar": 0}
+#: The molar spellings `molar_exponent` accepts (for help texts and messages).
+MOLAR_SPELLINGS = (*MOLAR_UNITS, *MOLAR_WORDS)
+
+
+def molar_exponent(unit: str) -> int | None:
+    """Power of ten of a molar `unit` (nM → −9; "micromolar", "uM", "µM", "μM" → −6), or
+    None when `unit` is not one of `MOLAR_SPELLINGS` (doses are then used as given)."""
+    text = str(unit).strip()
+    if text in MOLAR_UNITS:
+        return MOLAR_UNITS[text]
+    return MOLAR_WORDS.get(text.lower())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +58,11 @@ class DoseScale:
     @classmethod
     def for_unit(cls, unit: str, *, log: bool = False,
                  reference: float | None = None) -> DoseScale:
-        """Default scale: 1 µM expressed in a molar `unit` becomes model dose 1."""
+        """Default scale: 1 µM expressed in a molar `unit` (any of `MOLAR_SPELLINGS`) becomes
+        model dose 1; other units keep their doses (reference 1)."""
         if reference is None:
-            reference = 10.0 ** (-6 - MOLAR_UNITS[unit]) if unit in MOLAR_UNITS else 1.0
+            exponent = molar_exponent(unit)
+            reference = 1.0 if exponent is None else 10.0 ** (-6 - exponent)
         return cls(str(unit), float(reference), bool(log))
 
     @classmethod
@@ -87,4 +104,4 @@ def dose_response(scale: DoseScale, dose, emax, ec50, hill) -> np.ndarray:
     return np.asarray(emax) * np.where(c > 0, expit(logit), 0.0)
 
 
-__all__ = ["MOLAR_UNITS", "DoseScale", "dose_response"]
+__all__ = ["MOLAR_SPELLINGS", "MOLAR_UNITS", "DoseScale", "dose_response", "molar_exponent"]
