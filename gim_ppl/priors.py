@@ -8,6 +8,7 @@ the SCM (`SCM_SITES`), its mechanism and its intervention map; `ALL_SITES` unite
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import field
 
 import jax.numpy as jnp
@@ -99,11 +100,30 @@ class Priors:
         if not (bool(np.all(support(jnp.asarray(1.0)))) and not bool(np.any(support(-1.0)))):
             raise ValueError("Priors.noise_scale must have positive support (e.g. LogNormal)")
 
+    def __repr__(self) -> str:
+        fields = ",\n".join(f"    {f.name}={describe_distribution(getattr(self, f.name))}"
+                             for f in dataclasses.fields(self))
+        return f"Priors(\n{fields},\n)"
+
     def for_site(self, site: str) -> dist.Distribution:
         """The prior field that governs a model sample site (declared in `ALL_SITES`)."""
         if site not in ALL_SITES:
             raise ValueError(f"unknown sample site {site!r}; sites are {sorted(ALL_SITES)}")
         return getattr(self, ALL_SITES[site].prior)
+
+
+def describe_distribution(d: dist.Distribution) -> str:
+    """`Normal(0, 1)`-style text of a distribution: its class and its parameters in the
+    constructor's order (arrays by their shape), so defaults are readable at a glance."""
+    names = [n for n in inspect.signature(type(d).__init__).parameters
+             if n in getattr(d, "arg_constraints", {}) and hasattr(d, n)]
+    parts = []
+    for n in names:
+        value = np.asarray(getattr(d, n))
+        parts.append(f"{float(value):g}" if value.ndim == 0 else f"{n}=<array {value.shape}>")
+    if not names and isinstance(d, dist.TransformedDistribution):
+        parts = [describe_distribution(d.base_dist), f"{len(d.transforms)} transform(s)"]
+    return f"{type(d).__name__}({', '.join(parts)})"
 
 
 def scaled(prior: dist.Distribution, factor: float) -> dist.Distribution:
