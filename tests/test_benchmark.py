@@ -75,6 +75,17 @@ def test_quick_bench_markdown_has_a_row_per_method(quick_results):
     assert "Machine:" in md
 
 
+def test_markdown_shows_a_spread_only_where_there_are_several_seeds():
+    rows = [{"method": "a", "seed": 0, "graph_shd": 4.0},
+            {"method": "b", "seed": 0, "graph_shd": 4.0}, {"method": "b", "seed": 1,
+                                                           "graph_shd": 6.0}]
+    table = benchmark.markdown_table(benchmark.summarise(rows))
+    row_a = next(line for line in table.splitlines() if line.startswith("| a |"))
+    row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
+    assert "| 4.0 |" in row_a and "±" not in row_a  # one seed: no "± 0.000"
+    assert "| 5.0 ± 1.4 |" in row_b                  # sd with ddof 1 of (4, 6) = √2
+
+
 def test_quick_bench_reports_peer_metrics(quick_results):
     results, md = quick_results
     for row in results["rows"]:

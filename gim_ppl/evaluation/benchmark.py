@@ -341,7 +341,8 @@ COLUMNS = (
 
 
 def markdown_table(summary: dict) -> str:
-    """Methods × metrics, `mean ± sd`; '—' where a metric does not apply."""
+    """Methods × metrics, `mean ± sd` (the mean alone from one seed, which has no sd); '—'
+    where a metric does not apply."""
     head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
     for method, vals in summary.items():
@@ -353,10 +354,10 @@ def markdown_table(summary: dict) -> str:
             scale = 1000.0 if key == "seconds_per_step" else 1.0
             m, s = vals[key]["mean"] * scale, vals[key]["sd"] * scale
             digits = 1 if key in ("fit_seconds", "graph_shd", "seconds_per_step") else 3
-            if key == "partial_ood_mmd" or key == "full_ood_mmd":
-                cells.append(f"{m:.4f} ± {s:.4f}")
-            else:
-                cells.append(f"{m:.{digits}f} ± {s:.{digits}f}")
+            if key in ("partial_ood_mmd", "full_ood_mmd"):
+                digits = 4
+            spread = f" ± {s:.{digits}f}" if vals[key]["n"] > 1 else ""
+            cells.append(f"{m:.{digits}f}{spread}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
