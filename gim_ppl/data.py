@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -53,6 +54,32 @@ def _check_storable(name: str, arr: np.ndarray, where: str) -> None:
         raise ValueError(f"{name} has values beyond the {dtype} range (|value| > "
                          f"{np.finfo(dtype).max:.3g}) at {where} {_rows(bad)}; rescale them "
                          "or enable float64 (jax.enable_x64)")
+
+
+#: A feature column whose mean or sd over the perturbations exceeds this is "far from unit
+#: scale": the priors of the intervention map assume standardised features.
+FEATURE_SCALE_LIMIT = 5.0
+
+
+def _warn_feature_scale(features, observational, feature_names) -> None:
+    """Warn, naming the columns, when features of the perturbational contexts are far from
+    unit scale (raw descriptors such as a molecular weight of ~190): the map's unit-scale
+    priors then give flat Hill curves or, with plain SVI, overflowing steps."""
+    rows = np.asarray(features, float)[~np.asarray(observational, bool)]
+    if rows.shape[0] == 0:
+        return
+    rows = np.where(np.isfinite(rows), rows, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no verdict
+        mean, sd = np.nanmean(rows, 0), np.nanstd(rows, 0)
+    far = [str(n) for n, m, s in zip(feature_names, mean, sd, strict=True)
+           if abs(m) > FEATURE_SCALE_LIMIT or s > FEATURE_SCALE_LIMIT]
+    if far:
+        shown = ", ".join(far[:5]) + (f" and {len(far) - 5} more" if len(far) > 5 else "")
+        warnings.warn(f"features: columns {shown} are far from unit scale (mean or sd over "
+                      f"the perturbations above {FEATURE_SCALE_LIMIT:g}); standardise them "
+                      "(z-score over perturbations) — the intervention map's priors assume "
+                      "unit-scale features", UserWarning, stacklevel=3)
 
 
 def _names(name: str, value: Sequence[str] | None, length: int, default_prefix: str) -> tuple:
@@ -286,6 +313,7 @@ class PerturbationData:
         context_names = _names("context_names", context_names, dose.shape[0], "context_")
         feature_names = _names("feature_names", feature_names, features.shape[1], "feature_")
         perturbation_names = _names("perturbation_names", perturbation_names, n_pert, "pert_")
+        _warn_feature_scale(features, obs, feature_names)
 
         dtype = jnp.result_type(float)
         return cls(

@@ -135,7 +135,13 @@ def test_candidate_feature_columns_with_features_csv(screen, tmp_path):
     data, cands = _contexts(screen, tmp_path, "drug,dose,rdkit2d_pc2,rdkit2d_pc0,rdkit2d_pc1\n"
                             "Aspirin,50,0.3,0.1,0.2\n", "--features-csv", str(csv))
     assert data.feature_names == ("rdkit2d_pc0", "rdkit2d_pc1", "rdkit2d_pc2")
-    np.testing.assert_allclose(cands.features[0], [0.1, 0.2, 0.3])
+    # --features-csv is standardised over its drugs; a candidate's columns, in the CSV's
+    # units, get the same map
+    table = pd.read_csv(csv, index_col=0)
+    expected = (np.array([0.1, 0.2, 0.3]) - table.mean(0).to_numpy()) / table.std(0, ddof=0)
+    np.testing.assert_allclose(cands.features[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(data.features)[~np.asarray(data.observational)].std(0),
+                               1.0, atol=0.3)  # contexts repeat drugs: roughly unit sd
 
 
 def _one_line_error(capsys, *pieces):

@@ -548,3 +548,22 @@ def test_sources_forbid_and_coarsening_reach_the_model():
     expected[0, 2] = False
     np.testing.assert_array_equal(model.edge_mask, expected)
     assert model.coarsening == 30.0
+
+
+def test_features_csv_columns_are_standardised_with_a_note(capsys):
+    """Raw descriptors (a molecular weight of ~190) once gave flat Hill curves and no target
+    above 0.5; they are z-scored over the drugs, as the SMILES path whitens by PCA."""
+    from gim_ppl.cli.screen import standardised_features
+
+    raw = pd.DataFrame({"mol_weight": [180.2, 206.3, 151.2, 194.2], "logp": [1.2, 3.5, 0.5, -0.1],
+                        "charged": [0.0, 0.0, 0.0, 0.0]},
+                       index=["Aspirin", "Ibuprofen", "Paracetamol", "Caffeine"])
+    out = standardised_features(raw, "f.csv")
+    np.testing.assert_allclose(out[["mol_weight", "logp"]].mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(out[["mol_weight", "logp"]].std(0, ddof=0), 1.0)
+    np.testing.assert_array_equal(out["charged"], 0.0)  # constant: centred, not divided by 0
+    assert raw.loc["Aspirin", "mol_weight"] == 180.2      # the user's table is not modified
+    assert "note: --features-csv f.csv: 3 columns standardised over its 4 drugs" in (
+        capsys.readouterr().err)
+    text = raw.assign(kind=["a", "b", "c", "d"])           # not numeric: left to the loader
+    assert standardised_features(text, "f.csv") is text

@@ -261,3 +261,22 @@ def test_predictive_snippet_of_the_docs_returns_cells():
     pred = model.predict(sites, bench.train, key=jax.random.key(3), n_cells=2000)
     obs = int(np.flatnonzero(np.asarray(bench.train.observational))[0])
     np.testing.assert_allclose(x[ctx == obs].mean(0), pred.context_means()[obs], atol=0.3)
+
+
+def test_features_far_from_unit_scale_are_named_in_a_warning():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    z = np.column_stack([rng.normal(190.0, 40.0, 4), rng.normal(0.0, 1.0, 4)])  # MW, z-score
+    kw = dict(dose=np.ones(5), observational=np.r_[True, False, False, False, False],
+              perturbation=np.r_[-1, 0, 1, 2, 3], n_vars=2, require_cells=False,
+              feature_names=["mol_weight", "pc0"])
+    feats = np.vstack([np.zeros((1, 2)), z])
+    with pytest.warns(UserWarning, match=r"features: columns mol_weight are far from unit "
+                                         r"scale .* standardise them"):
+        PerturbationData.from_arrays(None, features=feats, **kw)
+    standardised = (z - z.mean(0)) / z.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unit-scale features: no warning at all
+        PerturbationData.from_arrays(None, features=np.vstack([np.zeros((1, 2)), standardised]),
+                                     **kw)

@@ -274,7 +274,13 @@ def candidate_contexts(table: CandidateTable, data: PerturbationData, features,
             rows.append(features.loc[drug].to_numpy(dtype=float))
         elif table.features is not None and np.isfinite(
                 table.features.iloc[k].to_numpy(dtype=float)).all():
-            rows.append(table.features.iloc[k][list(data.feature_names)].to_numpy(float))
+            row = table.features.iloc[k][list(data.feature_names)].to_numpy(float)
+            scale = getattr(features, "attrs", {}).get("standardised")
+            if scale is not None:  # in --features-csv's units: map as its columns were
+                names = list(data.feature_names)
+                row = ((row - np.array([scale["mean"][n] for n in names]))
+                       / np.array([scale["sd"][n] for n in names]))
+            rows.append(row)
         else:
             raise UsageError(f"{name}: drug {drug!r} (line {n}) is not a drug of the screen "
                              "and has no smiles or feature values; give one, or a drug of "

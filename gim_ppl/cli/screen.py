@@ -205,11 +205,30 @@ def read_features_csv(path_text: str):
     if not path.is_file():
         raise UsageError(f"--features-csv {path_text}: no such file")
     try:
-        return pd.read_csv(path, index_col=0)
+        table = pd.read_csv(path, index_col=0)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"--features-csv {path_text} is not a readable CSV ({first}); give "
                          "a table with the drug name in the first column") from err
+    return standardised_features(table, path_text)
+
+
+def standardised_features(table, path_text: str):
+    """Numeric columns z-scored over the table's drugs (as the SMILES path whitens by PCA):
+    raw descriptors (a molecular weight of ~190) would leave the map's unit-scale priors
+    with flat Hill curves. Constant columns are centred only. A table with a non-numeric
+    column is returned as read (the loader names the column)."""
+    numeric = table.select_dtypes("number")
+    if table.shape[1] == 0 or numeric.shape[1] != table.shape[1]:
+        return table
+    mean, sd = numeric.mean(0), numeric.std(0, ddof=0)
+    sd = sd.where(sd > 0, 1.0)
+    out = (numeric - mean) / sd
+    # the same map for feature values given elsewhere (gim-ppl design's candidate columns)
+    out.attrs["standardised"] = {"mean": mean.to_dict(), "sd": sd.to_dict()}
+    print_note(f"--features-csv {path_text}: {table.shape[1]} columns standardised over its "
+               f"{table.shape[0]} drugs (mean 0, sd 1), the scale the model's priors expect")
+    return out
 
 
 def screen_features(args, settings: dict, adata, new_smiles: Mapping[str, str] | None = None):
