@@ -340,8 +340,11 @@ def test_doses_that_are_not_numbers(screen, features):
     bad = adata.copy()
     bad.obs["dose"] = [f"{c:g} nM" for c in adata.obs["dose"]]
     with pytest.raises(TypeError, match=r"obs\['dose'\] must hold numeric doses; .* not "
-                                        r"numbers: \['10 nM', '100 nM'"):
+                                        r"numbers: \['10 nM', '100 nM'") as err:
         load(bad, features)
+    # in the CLI's words the fix names its flag (cli_words maps `name=value`)
+    from gim_ppl.cli.errors import cli_words
+    assert "give the unit as --dose-unit 'nM')" in cli_words(str(err.value))
 
 
 def test_missing_and_negative_doses(screen, features):
@@ -365,6 +368,10 @@ def test_genes_not_found(screen, features):
     with pytest.raises(KeyError, match=r"genes not found in adata.var_names: \['TP53', "
                                        r"'MYC'\]; it has 72 genes, e.g. \['G00'"):
         load(adata, features, genes=["G00", "TP53", "MYC"])
+    # a typo gets the closest gene, not only the first five
+    # (G05 and G50 are equally close to G5O: either is a fair guess)
+    with pytest.raises(KeyError, match=r"\['G5O'\]; did you mean 'G(05|50)' for 'G5O'; it "):
+        load(adata, features, genes=["G00", "G5O"])
     with pytest.raises(TypeError, match=r"genes must be a list of gene names"):
         load(adata, features, genes="G00")
 

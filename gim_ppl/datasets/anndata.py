@@ -286,7 +286,7 @@ def _numeric_doses(column, dose_key: str, keep: np.ndarray, is_control: np.ndarr
         raise TypeError(
             f"obs[{dose_key!r}] must hold numeric doses; {int(not_number.sum())} perturbed "
             f"cells have values that are not numbers: {listed(bad)} (strip units such as "
-            "'nM' and give the unit as dose_unit)"
+            "'nM' and give the unit as dose_unit='nM')"
         )
     missing = perturbed & np.isnan(values)
     if missing.any():

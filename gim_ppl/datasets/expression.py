@@ -14,6 +14,7 @@ anndata, scanpy and scipy are imported inside the functions (`pip install "gim_p
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections import Counter
 
 import numpy as np
@@ -295,7 +296,13 @@ def _named_genes(genes, names: np.ndarray, gene_key) -> np.ndarray:
     missing = [g for g in wanted if g not in where]
     if missing:
         source = "adata.var_names" if gene_key is None else f"adata.var[{gene_key!r}]"
-        raise KeyError(f"genes not found in {source}: {listed(missing)}; it has "
+        # the closest names first (a typo: ACTb → ACTB), then examples of what there is
+        close = {g: difflib.get_close_matches(g, list(where), n=1, cutoff=0.6)
+                 for g in missing}
+        close = {g: c[0] for g, c in close.items() if c}
+        hint = ("; did you mean " + ", ".join(f"{c!r} for {g!r}" for g, c in close.items())
+                if close else "")
+        raise KeyError(f"genes not found in {source}: {listed(missing)}{hint}; it has "
                        f"{len(names)} genes, e.g. {listed(names[:5])}")
     ambiguous = [g for g in wanted if len(where[g]) > 1]
     if ambiguous:
