@@ -9,7 +9,7 @@ without `observed`) and from their training cells (`predict(observed=train)`).
 
 Variants (combine with "+"): `default` (no offsets; the Hill-head priors as `Priors`
 gives them), `pooled` (offsets for the training drugs), `shared` (one target vector per
-drug in the likelihood), `coarsened` (`coarsening=20`, docs/real_cells.md), `unscaled`
+drug in the likelihood), `coarsened` (`coarsening=5`, docs/real_cells.md), `unscaled`
 (Hill-head weight priors not divided by √fan-in, the
 behaviour before it was the default).
 
@@ -59,8 +59,8 @@ def build(variant: str, train) -> gim_ppl.GIM:
         options["pooled"] = train
     if "shared" in parts:
         options["shared_targets"] = True
-    if "coarsened" in parts:  # the α that docs/real_cells.md measured on real cells
-        options["coarsening"] = 20.0
+    if "coarsened" in parts:  # the α that docs/real_cells.md recommends for real cells
+        options["coarsening"] = 5.0
     if "unscaled" in parts:  # undo the 1/√fan-in of the Hill heads' weight priors
         p = train.n_features ** 0.5
         priors = gim_ppl.Priors()

@@ -244,3 +244,50 @@ def test_posterior_targets_match_enumeration_marginals(precision):
             np.testing.assert_allclose(post[k], marg, rtol=1e3 * precision.rtol,
                                        atol=1e3 * precision.atol)
         np.testing.assert_array_equal(post[0], 0.0)
+
+
+@pytest.mark.parametrize("coarsening", [None, 3.0])
+def test_shared_target_posterior_matches_enumeration_over_a_perturbations_contexts(coarsening):
+    """With `shared_targets`, P(I_gj = 1 | all cells of perturbation g) by enumerating the 2^d
+    target sets of the group against the cells of all its doses (scipy sums); with
+    coarsening, the group's evidence raised to α / (α + n_group). Kills a sign flip or a
+    per-context (not per-group) evidence in `posterior_target_logits`."""
+    import itertools
+
+    from scipy.special import expit, logsumexp
+    from scipy.stats import norm
+
+    from tests._problems import numpy_heads, numpy_mean
+
+    with jax.enable_x64(True):
+        data = small_data(seed=8, d=3, doses=(0.5, 1.5, 3.0), n_cells=4)
+        model = gim_ppl.GIM(3, 2, shared_targets=True, coarsening=coarsening)
+        sites = random_sites(model, seed=8)
+        post = np.asarray(model.posterior_targets(sites, data))
+        x, ctx = np.asarray(data.x), np.asarray(data.context)
+        pert = np.asarray(data.perturbation)
+        f = numpy_mean(model, sites, x)
+        heads = numpy_heads(model, sites, np.asarray(data.features))
+        dose = np.asarray(data.dose)[:, None]
+        ec50, h = np.exp(heads["log_ec50"]), np.exp(heads["log_hill"])
+        s = heads["emax"] * dose**h / (ec50**h + dose**h)
+        pi = expit(heads["target"])
+        sigma = np.asarray(sites["noise_scale"])
+        for g in (0, 2):
+            members = np.flatnonzero(pert == g)
+            n = sum(int(np.sum(ctx == k)) for k in members)
+            zeta = 1.0 if coarsening is None else coarsening / (coarsening + n)
+            null = sum(norm.logpdf(x[ctx == k], f[ctx == k], sigma).sum() for k in members)
+            logw = {}
+            for bits in itertools.product([0, 1], repeat=3):
+                t = np.asarray(bits, float)
+                ll = sum(norm.logpdf(x[ctx == k], f[ctx == k] + t * s[k], sigma).sum()
+                         for k in members)
+                prior = np.sum(t * np.log(pi[members[0]]) + (1 - t) * np.log1p(-pi[members[0]]))
+                logw[bits] = prior + zeta * (ll - null)
+            z = logsumexp(list(logw.values()))
+            marg = [np.exp(logsumexp([v for b, v in logw.items() if b[j]]) - z)
+                    for j in range(3)]
+            for k in members:  # every context of the group carries the group's posterior
+                np.testing.assert_allclose(post[k], marg, rtol=1e-7, atol=1e-10)
+        assert np.any((post[pert >= 0] > 0.01) & (post[pert >= 0] < 0.99))

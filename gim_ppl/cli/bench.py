@@ -218,7 +218,7 @@ def add_parser(sub) -> None:
                        help="with --sachs: which conditions (gim_ppl.datasets.sachs; default "
                             "inhibitors)")
     bench.add_argument("--coarsening", type=POSITIVE_FLOAT, metavar="ALPHA",
-                       help="with --sachs: α of the *_coarsened GIMs (default: 20)")
+                       help="with --sachs: α of the *_coarsened GIMs (default: 5)")
     bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
                        help="learning curve instead: the protocol (--methods, --seeds, "
                             "--steps) at each number of training perturbations, e.g. "

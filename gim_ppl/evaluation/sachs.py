@@ -68,7 +68,7 @@ class SachsConfig:
     learning_rate: float = 1e-2
     keys: tuple = (0, 1, 2)
     methods: tuple = METHODS
-    coarsening: float = 20.0
+    coarsening: float = 5.0
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
