@@ -170,11 +170,26 @@ def test_prior_predictive_with_plain_numpyro():
     assert out["x"].shape == (4, ctx.size, 3)
     assert out["targets"].shape == (4, contexts.n_contexts, 3)
     assert np.all(np.isfinite(out["x"]))
-    # observational contexts never get targets
-    obs = np.asarray(contexts.observational)
     sampled = handlers.trace(handlers.seed(model, 1)).get_trace(gen)
     assert "targets" in sampled and "cells" not in sampled
-    assert np.all(np.asarray(out["targets"])[:, obs] >= 0)
+    # observational contexts never get targets: with the `targets` site forced to all ones
+    # or all zeros (same parameters and noise), their cells are identical, while those of
+    # the perturbed contexts move (the site holds the unmasked draw, so it cannot say this).
+    # A replace intervention, because a shift at dose 0 is 0 whether targeted or not.
+    model = gim_ppl.GIM(3, 2, intervention_effect="replace")
+    sampled = handlers.trace(handlers.seed(model, 1)).get_trace(gen)
+    obs_cells = np.asarray(contexts.observational)[np.asarray(ctx)]
+    fixed = {k: v for k, v in sampled.items() if v["type"] == "sample" and k != "targets"}
+    fixed = {k: v["value"] for k, v in fixed.items()}
+
+    def cells(value):
+        forced = {**fixed, "targets": jnp.full((contexts.n_contexts, 3), value)}
+        tr = handlers.trace(handlers.condition(handlers.seed(model, 1), forced)).get_trace(gen)
+        return np.asarray(tr["x"]["value"])
+
+    on, off = cells(1.0), cells(0.0)
+    np.testing.assert_array_equal(on[obs_cells], off[obs_cells])
+    assert np.abs(on[~obs_cells] - off[~obs_cells]).max() > 1e-3
 
 
 def test_with_cells_the_model_has_only_continuous_sites():
