@@ -7,13 +7,16 @@ to the caller's arrays.
 
 The inputs start from a valid call and break one or two arguments: NaN/inf, huge values,
 negative doses, out-of-range contexts, wrong ranks and shapes, empty arrays, wrong dtypes
-and wrong types. 200 derandomised examples per entry point; `predict` gets 50 because every
+and wrong types. An error must name a broken argument as a word (a dose message that lost
+the word "dose" once passed, because "x" and "context" matched inside other words).
+200 derandomised examples per entry point; `predict` gets 50 because every
 valid call traces a `Predictive` pass (~0.3 s), and `fit` stops at the first SVI
 construction (all of fit's validation comes before it) so that no example compiles a fit.
 """
 
 import copy
 import importlib
+import re
 import warnings
 from collections import Counter
 
@@ -88,7 +91,9 @@ def check_call(what, call, inputs: dict, names):
             out = call()
     except (ValueError, TypeError) as err:
         message = str(err)
-        assert any(n in message for n in names), (
+        # the name as a word: "x" inside "index" or "context" does not count
+        assert any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", message)
+                   for n in names), (
             f"{what}: {type(err).__name__} does not name the argument {sorted(names)}: "
             f"{message!r}")
         # jax's own errors subclass these (e.g. a traced shape error); they name no argument
@@ -165,6 +170,9 @@ def _valid_arrays():
 
 
 ARRAY_ARGS = ["x", "context", "features", "dose", "observational", "perturbation"]
+_CELLS, _CONTEXTS = {"x", "context"}, {"features", "dose", "observational", "perturbation"}
+PARTNERS = {a: (_CELLS | {"observational"} if a in _CELLS else _CONTEXTS | {"context"})
+            for a in ARRAY_ARGS}
 
 
 @st.composite
@@ -187,10 +195,12 @@ def test_from_arrays_validates_or_builds_finite_data(case):
     kw, _ = case
     x, ctx = kw.pop("x"), kw.pop("context")
     inputs = dict(x=x, context=ctx, **kw)
-    # a shape mismatch may be reported on the other array of the pair (x and context,
-    # dose and features): any array argument's name will do
+    # a mismatch may be reported on the other array of its group (the cells: x and context;
+    # the contexts: features, dose, observational, perturbation): a broken argument's own
+    # name or a partner's, as a word
+    names = set().union(*(PARTNERS[b] for b in case[1]))
     data = check_call("from_arrays", lambda: PerturbationData.from_arrays(x, ctx, **kw),
-                      inputs, set(ARRAY_ARGS))
+                      inputs, names)
     if data is not None:
         assert data.x.shape[0] == data.context.shape[0] == np.asarray(x).shape[0]
         assert np.all((np.asarray(data.context) >= 0)
