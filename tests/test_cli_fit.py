@@ -567,3 +567,34 @@ def test_features_csv_columns_are_standardised_with_a_note(capsys):
         capsys.readouterr().err)
     text = raw.assign(kind=["a", "b", "c", "d"])           # not numeric: left to the loader
     assert standardised_features(text, "f.csv") is text
+
+
+def test_overwrite_is_complete_or_absent_when_the_final_rename_fails(tmp_path, monkeypatch):
+    """`--overwrite` keeps the old folder when moving the new one into place fails (a full
+    disk, a permission change): the old results come back, the partial folder goes."""
+    from gim_ppl.cli import outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "graph.csv").write_text("old results")
+    folder = outputs.OutputFolder.prepare(str(out), overwrite=True)
+    (folder.tmp / "graph.csv").write_text("new results")
+    real_replace = os.replace
+
+    def failing(src, dst):
+        if str(src) == str(folder.tmp):  # the move of the finished folder fails
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    with pytest.raises(OSError, match="No space left"):
+        folder.commit()
+    folder.discard()
+    assert (out / "graph.csv").read_text() == "old results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .partial, no .old
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    folder = outputs.OutputFolder.prepare(str(out), overwrite=True)
+    (folder.tmp / "graph.csv").write_text("new results")
+    folder.commit()
+    assert (out / "graph.csv").read_text() == "new results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
