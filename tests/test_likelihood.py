@@ -109,11 +109,7 @@ def test_coarsened_target_evidence_stops_growing_with_cells():
 
 def test_coarsened_relaxed_mc_approaches_the_coarsened_exact_marginal():
     with jax.enable_x64(True):
-        data = small_data(seed=3, d=3, n_cells=3)
-        model = gim_ppl.GIM(3, 2)
-        sites = random_sites(model, seed=3)
-        stats, shift, logits = _stats_and_terms(model, sites, data)
-        l0, l1 = target_terms(stats, sites["noise_scale"], shift)
+        data, sites, stats, shift, logits, l0, l1 = _tiny_problem(3)
         kw = dict(count=stats.count, coarsening=2.0)
         exact = float(exact_marginal(l0, l1, logits, data.observational, **kw))
         plain = float(exact_marginal(l0, l1, logits, data.observational))
@@ -133,6 +129,17 @@ def test_coarsening_is_refused_where_it_has_no_meaning():
         model.observed_model(small_data().for_prediction(2))
 
 
+def _tiny_problem(seed):
+    """3 variables, 3 cells per context, random sites: `(data, sites, stats, shift, logits,
+    l0, l1)` for the relaxed-MC checks (call inside `jax.enable_x64`)."""
+    data = small_data(seed=seed, d=3, n_cells=3)
+    model = gim_ppl.GIM(3, 2)
+    sites = random_sites(model, seed=seed)
+    stats, shift, logits = _stats_and_terms(model, sites, data)
+    l0, l1 = target_terms(stats, sites["noise_scale"], shift)
+    return data, sites, stats, shift, logits, l0, l1
+
+
 def _stats_and_terms(model, sites, data):
     x = data.x
     w = sites["weights"] * (1 - jnp.eye(data.n_vars))
@@ -146,11 +153,7 @@ def _stats_and_terms(model, sites, data):
 
 def test_relaxed_mc_approaches_exact_as_temperature_falls_and_draws_grow():
     with jax.enable_x64(True):
-        data = small_data(seed=3, d=3, n_cells=3)
-        model = gim_ppl.GIM(3, 2)
-        sites = random_sites(model, seed=3)
-        stats, shift, logits = _stats_and_terms(model, sites, data)
-        l0, l1 = target_terms(stats, sites["noise_scale"], shift)
+        data, sites, stats, shift, logits, l0, l1 = _tiny_problem(3)
         exact = float(exact_marginal(l0, l1, logits, data.observational))
 
         def error(temperature, n):
@@ -169,11 +172,7 @@ def test_relaxed_mc_approaches_exact_as_temperature_falls_and_draws_grow():
 def test_relaxed_mc_is_a_lower_bound_on_average():
     # Jensen: E log mean exp ≤ log E exp, with exact equality only as τ→0, M→∞.
     with jax.enable_x64(True):
-        data = small_data(seed=4, d=3, n_cells=3)
-        model = gim_ppl.GIM(3, 2)
-        sites = random_sites(model, seed=4)
-        stats, shift, logits = _stats_and_terms(model, sites, data)
-        l0, l1 = target_terms(stats, sites["noise_scale"], shift)
+        data, sites, stats, shift, logits, l0, l1 = _tiny_problem(4)
         exact = float(exact_marginal(l0, l1, logits, data.observational))
         vals = [float(relaxed_mc_marginal(jax.random.key(s), stats, sites["noise_scale"], shift,
                                           logits, data.observational, temperature=0.01,
