@@ -122,6 +122,8 @@ def test_writes_figures_and_run_summary(fitted):
     assert run["genes"] == GENES and run["dose_scale"] == {"unit": "nM", "reference": 1000.0,
                                                            "log": False}
     assert len(run["heldout_contexts"]) == 10 and run["fit_message"] == ""
+    assert run["coarsening"] is None and run["sources"] is None and run["forbid"] is None
+    assert run["features_standardised"] is False  # SMILES features: PCA-whitened instead
     assert run["preprocessing"]["detected"] == "raw counts"
     assert run["preprocessing"]["normalized"] and run["preprocessing"]["normalize"] == "auto"
     assert run["expression_unit"] == "log1p expr." and "Hill coefficient" in \
