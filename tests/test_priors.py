@@ -26,3 +26,16 @@ def test_describe_distribution_shows_arrays_by_shape_and_wrapped_bases():
                                           dist.transforms.AffineTransform(0.0, 2.0))
     assert describe_distribution(affine) == ("TransformedDistribution(Normal(0, 1), "
                                              "1 transform(s))")
+
+
+def test_the_default_priors_table_of_the_docs_is_the_code():
+    """docs/method.md's table of default priors equals `Priors()` field by field."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text()
+    pairs = re.findall(r"`(\w+)` \| ([A-Za-z]+\([^)]*\))", text)
+    assert len(pairs) == 16
+    priors = gim_ppl.Priors()
+    for name, shown in pairs:
+        assert describe_distribution(getattr(priors, name)) == shown.replace("−", "-"), name
