@@ -156,6 +156,8 @@ def _one_line_error(capsys, *pieces):
      r"--dose-key 'concentration' is not an obs column; obs has \['product_name', 'dose'"),
     (["--preset", "sciplex3", "--control", "DMSO"],
      r"--control 'DMSO' is neither an obs column nor a value of obs\['product_name'\]"),
+    (["--preset", "sciplex3", "--cell-type-key", "cell_line"],
+     r"--cell-type-key 'cell_line' is not an obs column; obs has \['product_name'"),
     (["--preset", "sciplex3", "--cell-type", "HeLa"],
      r"--cell-type 'HeLa' matches no cell; obs\['cell_type'\] holds \['A549', 'MCF7'\]"),
     (["--preset", "sciplex3", "--genes", "G00,NOPE"],

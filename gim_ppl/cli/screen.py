@@ -257,6 +257,11 @@ def screen_data(args, settings: dict, adata, features):
     `DoseScale`) and what was done to its expression values; notes go to stderr."""
     genes = None if args.genes is None else [g.strip() for g in args.genes.split(",")
                                              if g.strip()]
+    given_key = getattr(args, "cell_type_key", None)
+    if given_key is not None and given_key not in adata.obs.columns:
+        # without --cell-type a missing column once pooled every cell line silently
+        raise UsageError(f"--cell-type-key {given_key!r} is not an obs column; obs has "
+                         f"{list(adata.obs.columns)[:10]}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data, info = from_anndata_with_info(
