@@ -308,3 +308,19 @@ def test_replace_effect_counterfactual_matches_the_closed_form(scm):
     e = means[2] + noise
     e[:, 0] = 1.0
     np.testing.assert_allclose(out, solve(e, cut), rtol=0, atol=ATOL)
+
+
+def test_cells_of_a_query_use_every_posterior_draw_in_turn(scm):
+    """Two draws that differ only in the bias of x0 (0.5 and 50.5): cell c of a context uses
+    draw ⌊2c / n⌋, so the first half of every context's cells sits at the first draw and the
+    second half at the second. (A batch that used draw 0 for every cell passed before.)"""
+    model, sites, contexts = scm
+    with jax.enable_x64(True):
+        draws = {s: jnp.stack([v, v]) for s, v in sites.items()}
+        draws["bias"] = draws["bias"].at[1, 0].add(50.0)
+        held = do_variables(model, draws, contexts, {2: 0.0}, key=jax.random.key(3),
+                            n_cells=N)
+    x0 = np.asarray(held.x)[:, 0].reshape(3, N)  # contexts × cells, context-major
+    # x0 has no parents: x0 = bias + σ ε with σ = 0.6, so 10 sd apart from 50 is impossible
+    assert np.all(np.abs(x0[:, : N // 2] - BIAS[0]) < 6.0)
+    assert np.all(np.abs(x0[:, N // 2:] - (BIAS[0] + 50.0)) < 6.0)
