@@ -324,3 +324,26 @@ def test_cells_of_a_query_use_every_posterior_draw_in_turn(scm):
     # x0 has no parents: x0 = bias + σ ε with σ = 0.6, so 10 sd apart from 50 is impossible
     assert np.all(np.abs(x0[:, : N // 2] - BIAS[0]) < 6.0)
     assert np.all(np.abs(x0[:, N // 2:] - (BIAS[0] + 50.0)) < 6.0)
+
+
+def test_combination_under_replace_sets_targets_to_the_summed_hill_means(scm):
+    """With `intervention_effect="replace"` a targeted variable loses its mechanism: x_j =
+    (t_a s_a + t_b s_b)_j + σ_j ε_j, no bias, no parents; the others keep theirs. Closed form
+    per cell with the noise of the shift model's baseline (same key, same noise)."""
+    _, sites, contexts = scm
+    with jax.enable_x64(True):
+        model = gim_ppl.GIM(3, 2, intervention_effect="replace")
+        first, second = contexts.subset([1, 2]), contexts.subset([2, 2])
+        key = jax.random.key(5)
+        _, rows, noise = baseline(scm, key, first)
+        both = combine(model, sites, first, second, key=key, n_cells=N)
+    shifts = exogenous_shift(first) + exogenous_shift(second)        # (2, 3)
+    targeted = (TARGETS[[0, 1]] + TARGETS[[1, 1]]) > 0               # union per context
+    expected = np.empty((rows.size, 3))
+    for k in range(2):
+        w = W.copy()
+        w[:, targeted[k]] = 0.0                                      # mechanisms replaced
+        e = np.where(targeted[k], shifts[k], BIAS) + noise[rows == k]
+        expected[rows == k] = solve(e, w)
+    np.testing.assert_allclose(both.x, expected, rtol=0, atol=ATOL)
+    assert targeted[0].tolist() == [False, True, True]  # x1 from both, x2 from the second
