@@ -93,3 +93,25 @@ def test_bad_input_is_named(bench):
     model = gim_ppl.GIM(other.train.n_vars, other.train.n_features)
     with pytest.raises(ValueError, match="n_vars"):  # the start of another data set
         _start(model, other.train, init_from_data(bench.train), 0)
+
+
+def test_jitter_is_multiplicative_on_positive_sites_whatever_their_scale():
+    """Jitter is added in the unconstrained space: a noise scale moves by a factor exp(0.1 z)
+    whether it starts at 0.05 or 50 (log-ratio sd 0.1 for both). Jitter added to the
+    constrained value instead (contrary to the docstring) moves 50 by a factor ~1.002 and
+    can push 0.05 below zero."""
+    import numpyro.distributions as dist
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2)) * np.array([0.05, 50.0])
+    data = gim_ppl.PerturbationData.from_arrays(
+        x, np.zeros(400, int), features=np.zeros((1, 1)), dose=np.zeros(1),
+        observational=np.array([True]))
+    init = init_from_data(data, jitter=0.1)
+    start = data_start(data)["noise_scale"]
+    draws = np.stack([init({"type": "sample", "is_observed": False, "name": "noise_scale",
+                            "fn": dist.LogNormal(0.0, 1.0).expand((2,)),
+                            "kwargs": {"rng_key": jax.random.key(k)}}) for k in range(300)])
+    log_ratio = np.log(draws / np.asarray(start))
+    # sd of a sample sd from 300 normal draws is ~0.1 / √600 = 0.004: 0.08–0.12 is ±5 of it
+    assert np.all((0.08 < log_ratio.std(0)) & (log_ratio.std(0) < 0.12)), log_ratio.std(0)
