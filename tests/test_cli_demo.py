@@ -1,0 +1,23 @@
+"""`gim-ppl demo` (README command 1) through its real code path, in a short mode."""
+
+import re
+
+import numpy as np
+
+from gim_ppl.cli import main
+
+
+def test_demo_runs_and_prints_every_metric_row(capsys):
+    assert main(["demo", "--steps", "20", "--n-vars", "3", "--marginal", "exact",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0] == "| metric | exact |"
+    values = {line.split(" | ")[0][2:]: line.split(" | ")[1].rstrip(" |") for line in rows[1:]}
+    assert len(values) == 10  # 9 metrics and the fit time, each with a number
+    assert all(np.isfinite(float(v)) for v in values.values()), values
+    assert re.search(r"best simple baseline \((dose_interpolation|mean_shift_dose|ridge|"
+                     r"mean_shift|nearest_neighbour)\)", out)
+    for name, value in values.items():
+        if name.startswith("target AUROC"):
+            assert 0.0 <= float(value) <= 1.0, name
