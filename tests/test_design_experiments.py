@@ -200,3 +200,30 @@ def test_a_restart_ensemble_is_a_posterior_for_ranking():
                              key=jax.random.key(1), n_cells=10)
     assert sorted(table["rank"]) == [1, 2] and (table.n_draws == 3).all()
     assert np.isfinite(table.eig).all() and np.isfinite(table.mc_se).all()
+
+
+def test_two_differing_draws_one_binary_unknown_give_log_2():
+    """Two draws that differ in one binary unknown, and cells that always tell them apart:
+    the information is that unknown's whole entropy, log 2, and the inner weights must do
+    the telling. (a) Targets: x0 a certain target under draw 0 (logit +30), a certain
+    non-target under draw 1 (−30); 100 cells, shift 0.5, σ 0.8: the draws' log likelihoods
+    differ by ~10 nats while ±30 still decides each draw's own posterior — equal inner
+    weights would leave P = ½ and information 0. (b) Graph: edge x0 → x1 of weight 1.5 in
+    draw 0 only (threshold 0.3); the prior's edge entropy is log 2 — an estimate that
+    returned the prior's entropy for the posterior would give 0."""
+    model = GIM(D, P)
+    post = {s: np.array(v) for s, v in fixed_posterior(model, 2).items()}
+    post["target_bias"][:, 1] = -30.0                  # x1 never a target
+    post["target_bias"][:, 0] = [30.0, -30.0]          # x0: the unknown
+    post["emax_bias"][:, 0] = 0.5 * 2.0                # shift 0.5 at dose 1 (EC50 1, h 1)
+    post = {s: jnp.asarray(v) for s, v in post.items()}
+    terms = information_terms(model, post, candidates([1.0]), key=jax.random.key(0),
+                              n_cells=100)
+    np.testing.assert_allclose(terms, np.log(2.0), atol=1e-3)
+
+    graph = {s: np.array(v) for s, v in fixed_posterior(model, 2).items()}
+    graph["weights"][0, 0, 1] = 1.5
+    graph = {s: jnp.asarray(v) for s, v in graph.items()}
+    terms = information_terms(model, graph, candidates([1.0]), key=jax.random.key(1),
+                              about="graph", n_cells=100, scm="draws")
+    np.testing.assert_allclose(terms, np.log(2.0), atol=1e-3)
