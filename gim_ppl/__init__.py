@@ -2,7 +2,8 @@
 
 Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `allowed_edges` (background
 knowledge as an edge mask), `fit` (with `cosine_ramp`,
-`DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`, and the submodules
+`DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`,
+`initialize_distributed` and `share_moments` (multi-process fits), and the submodules
 `datasets`, `metrics`, `baselines` and `plots`.
 
 `import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
@@ -21,7 +22,9 @@ from gim_ppl.inference import (
     diagnose,
     fit,
     init_from_data,
+    initialize_distributed,
     run_mcmc,
+    share_moments,
     to_arviz,
 )
 from gim_ppl.knowledge import allowed_edges
@@ -59,8 +62,10 @@ __all__ = [
     "diagnose",
     "fit",
     "init_from_data",
+    "initialize_distributed",
     "metrics",
     "plots",
     "run_mcmc",
+    "share_moments",
     "to_arviz",
 ]

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gim_ppl.core.likelihood import CellMoments, cell_moments
+
 _MAX_SHOWN = 10
 
 
@@ -106,7 +108,8 @@ class ContextMoments(NamedTuple):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["x", "context", "features", "dose", "observational", "perturbation"],
+    data_fields=["x", "context", "features", "dose", "observational", "perturbation",
+                 "moments"],
     meta_fields=["var_names", "context_names", "feature_names", "perturbation_names",
                  "dose_scale"],
 )
@@ -127,6 +130,8 @@ class PerturbationData:
             is all there is. Any object with `unit`, `to_model(dose)` and `to_user(dose)`
             (`gim_ppl.datasets.DoseScale`, set by `from_anndata`); the splits, tables and
             figures read doses in `dose_scale.unit` through it.
+        moments: `CellMoments` of each context's cells (count, mean, scatter) or `None`;
+            a linear GIM's likelihood reads them instead of the cells (see `with_moments`).
 
     A frozen dataclass pytree: arrays are children (it passes through `jit`, `SVI.run` and
     `Predictive`), names and the dose scale are static. Build it with `from_arrays`
@@ -145,11 +150,56 @@ class PerturbationData:
     feature_names: tuple
     perturbation_names: tuple
     dose_scale: Any = None
+    moments: Any = None
 
     def replace(self, **changes) -> PerturbationData:
         """A copy with some fields changed (unvalidated: the caller keeps shapes consistent,
-        as `jax.tree_util` does; use `from_arrays` for user input)."""
+        as `jax.tree_util` does; use `from_arrays` for user input). New cells (`x` or
+        `context`) drop the moments unless `moments=` is given too: stale moments would
+        silently fit the old cells."""
+        if ("x" in changes or "context" in changes) and "moments" not in changes:
+            changes["moments"] = None
         return dataclasses.replace(self, **changes)
+
+    # -- moments -----------------------------------------------------------------------
+    def moments_pay_off(self) -> bool:
+        """Whether per-context moments make a linear model's step cheaper than the cells:
+        `n_contexts · n_vars ≤ n_cells` (a step from moments costs O(n_contexts · n_vars³),
+        from cells O(n_cells · n_vars²); the moments then also take no more memory than
+        the cells)."""
+        return self.has_cells and self.n_contexts * self.n_vars <= self.n_cells
+
+    def with_moments(self, only_if_cheaper: bool = False) -> PerturbationData:
+        """A copy carrying each context's cell count, mean and scatter (`CellMoments`,
+        accumulated in float64, stored in the cells' dtype), from which a linear GIM
+        computes its likelihood without a pass over the cells. `from_arrays`, the data
+        loaders and `fit` attach them by themselves when they pay off.
+
+        Args:
+            only_if_cheaper: return `self` unchanged unless `moments_pay_off()`, and warn
+                instead of raising on overflow (the cells still work).
+
+        Raises:
+            ValueError: no cells, or moments that overflow the cells' dtype.
+        """
+        if only_if_cheaper and (self.moments is not None or not self.moments_pay_off()):
+            return self
+        if self.x is None:
+            raise ValueError("with_moments: data has no cells (x is None)")
+        moments = cell_moments(self.x, self.context, self.n_contexts)
+        dtype = np.dtype(jnp.asarray(self.x).dtype)
+        with np.errstate(over="ignore"):
+            stored = [np.asarray(m, dtype=dtype) for m in moments]
+        bad = np.flatnonzero(~np.all(np.isfinite(stored[2].reshape(self.n_contexts, -1)), 1))
+        if bad.size:
+            message = (f"with_moments: the cells' scatter overflows {dtype} in contexts "
+                       f"{_rows(bad)}; normalise the cells (e.g. log1p of counts) or enable "
+                       "float64 (jax.enable_x64)")
+            if not only_if_cheaper:
+                raise ValueError(message)
+            warnings.warn(message + "; using the cells instead", RuntimeWarning, stacklevel=2)
+            return self
+        return dataclasses.replace(self, moments=CellMoments(*(jnp.asarray(m) for m in stored)))
 
     # -- sizes -----------------------------------------------------------------------
     @property
@@ -328,7 +378,7 @@ class PerturbationData:
             feature_names=feature_names,
             perturbation_names=perturbation_names,
             dose_scale=dose_scale,
-        )
+        ).with_moments(only_if_cheaper=True)
 
     # -- views -----------------------------------------------------------------------
     def subset(self, contexts) -> PerturbationData:
@@ -346,11 +396,35 @@ class PerturbationData:
             ctx = jnp.asarray(remap[old][keep].astype(np.int32))
             x = None if self.x is None else jnp.asarray(np.asarray(self.x)[keep])
         take = jnp.asarray(idx)
+        # a context keeps all its cells, so its moments are rows of the old ones
+        moments = None if self.moments is None or x is None else \
+            CellMoments(*(m[take] for m in self.moments))
         return self.replace(
             x=x, context=ctx, features=self.features[take], dose=self.dose[take],
             observational=self.observational[take], perturbation=self.perturbation[take],
-            context_names=tuple(self.context_names[i] for i in idx),
+            context_names=tuple(self.context_names[i] for i in idx), moments=moments,
         )
+
+    def take_cells(self, part: int, n_parts: int) -> PerturbationData:
+        """Every `n_parts`-th cell from cell `part` on, all contexts kept: one process's
+        shard in a multi-process fit (`inference.distributed`). Any `n_parts` works; the
+        parts' sizes differ by at most one cell.
+
+        Raises:
+            ValueError: no cells, or `part` not in `[0, n_parts)`, or more parts than cells.
+        """
+        if self.x is None:
+            raise ValueError("take_cells: data has no cells (x is None)")
+        if isinstance(n_parts, bool) or not isinstance(n_parts, (int, np.integer)) \
+                or not 1 <= n_parts <= self.n_cells:
+            raise ValueError(f"n_parts must be an integer in [1, {self.n_cells}] (the cells), "
+                             f"got {n_parts!r}")
+        if isinstance(part, bool) or not isinstance(part, (int, np.integer)) \
+                or not 0 <= part < n_parts:
+            raise ValueError(f"part must be an integer in [0, {n_parts}), got {part!r}")
+        keep = np.arange(int(part), self.n_cells, int(n_parts))
+        return self.replace(x=jnp.asarray(np.asarray(self.x)[keep]),
+                            context=jnp.asarray(np.asarray(self.context)[keep]))
 
     def split_by(self, labels) -> dict:
         """Split contexts by a `(n_contexts,)` label array: `{label: subset}`."""

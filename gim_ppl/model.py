@@ -43,6 +43,7 @@ from gim_ppl.core.interventions import (
 from gim_ppl.core.likelihood import (
     INTERVENTION_EFFECTS,
     MARGINALS,
+    STATISTICS,
     CellModel,
     log_likelihood,
     make_groups,
@@ -107,6 +108,12 @@ class GIM:
             so target probabilities stop saturating with many cells when the model is only
             approximately right (real cells). None: the plain marginal. Measured:
             docs/real_cells.md.
+        statistics: where the likelihood's per-context sums come from: "auto" (default)
+            — a linear mechanism reads the data's per-context moments when the data carries
+            them (`PerturbationData.with_moments`; `from_arrays` attaches them when there
+            are at least n_vars cells per context), so a step does not grow with the cells;
+            anything else reads the cells. "moments": require them (linear mechanisms
+            only). "cells": always one pass over the cells.
     """
 
     def __init__(
@@ -132,6 +139,7 @@ class GIM:
         map_anchors=None,
         edge_mask=None,
         coarsening: float | None = None,
+        statistics: str = "auto",
     ):
         n_vars, n_features = check_integer("n_vars", n_vars), check_integer("n_features",
                                                                              n_features)
@@ -151,6 +159,14 @@ class GIM:
             raise ValueError(f"intervention_effect must be one of {INTERVENTION_EFFECTS}, got "
                              f"{intervention_effect!r}")
         mech, imap = as_mechanism(mechanism), as_intervention_map(intervention_map)
+        if not isinstance(statistics, str) or statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
+        if statistics == "moments" and not mech.is_linear:
+            raise ValueError(f"statistics='moments' needs a linear mechanism: the residuals "
+                             f"of mechanism={mech.name!r} are not linear in the cells, so "
+                             "their sums are no function of the cells' moments; use "
+                             "statistics='auto' or 'cells'")
+        self.statistics = statistics
         if shrinkage is not None:
             imap = shrink(imap, shrinkage)
         self.shrinkage = shrinkage
@@ -186,7 +202,7 @@ class GIM:
         self.temperature, self.n_mc = float(temperature), int(n_mc)
         self.shared_targets = bool(shared_targets)
         self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
-                                    self.n_mc, self.coarsening)
+                                    self.n_mc, self.coarsening, statistics)
         # One table: each site's axes (→ shape and ArviZ dims) and prior field.
         if isinstance(pooled, PerturbationData):  # the training data: its perturbations
             ids, _ = pooled.perturbation_contexts()
@@ -249,7 +265,8 @@ class GIM:
         if data.x is None:
             n_scale = 1
         elif cell_weights is None:
-            n_scale = data.x.shape[0]
+            # with moments, the cells behind them (in a multi-process fit more than data.x)
+            n_scale = data.x.shape[0] if data.moments is None else jnp.sum(data.moments.count)
         else:
             if jnp.shape(cell_weights) != data.x.shape[:1]:
                 raise ValueError(f"cell_weights must have shape ({data.x.shape[0]},) (one per "
@@ -376,6 +393,15 @@ class GIM:
         return make_groups(data.perturbation, data.observational,
                            max(len(data.perturbation_names), 1))
 
+    def with_moments(self, data: PerturbationData) -> PerturbationData:
+        """`data` with per-context moments attached where this model reads them
+        (`statistics="auto"`, a linear mechanism) and they pay off
+        (`PerturbationData.moments_pay_off`); else `data` itself. `fit` and `run_mcmc`
+        call it; call it before `SVI.run` on data built with `replace`."""
+        if self.statistics != "auto" or not self.cell_model.mechanism.is_linear:
+            return data
+        return data.with_moments(only_if_cheaper=True)
+
     def _check_data(self, data):
         if not isinstance(data, PerturbationData):
             raise TypeError(f"data must be a gim_ppl.PerturbationData, got {type(data).__name__}")
@@ -389,6 +415,9 @@ class GIM:
                 f"data.features has {data.features.shape[-1]} columns but the model was built "
                 f"with n_features={self.n_features}"
             )
+        if self.statistics == "moments" and data.x is not None and data.moments is None:
+            raise ValueError("statistics='moments': data carries no moments; pass "
+                             "data.with_moments()")
 
     # -- reading a fit -----------------------------------------------------------------
     # Convention: every read-off returns one value per draw when `sites` carry a leading draw

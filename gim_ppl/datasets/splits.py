@@ -132,7 +132,10 @@ def shift_cells(data: PerturbationData, offset) -> PerturbationData:
         raise ValueError(f"offset must have shape ({data.n_vars},), got {offset.shape}")
     if data.x is None:
         raise ValueError("shift_cells needs cells (data.x is None)")
-    return data.replace(x=data.x + jnp.asarray(offset, data.x.dtype))
+    moments = data.moments  # a shift moves the means and leaves the scatter as it is
+    if moments is not None:
+        moments = moments._replace(mean=moments.mean + jnp.asarray(offset, moments.mean.dtype))
+    return data.replace(x=data.x + jnp.asarray(offset, data.x.dtype), moments=moments)
 
 
 __all__ = [

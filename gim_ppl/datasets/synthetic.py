@@ -92,7 +92,7 @@ class SyntheticBenchmark:
         x, ctx = sample_true_cells(self.truth, self.truth.targets[split],
                                    self.truth.hill[split], contexts, key, int(n_cells),
                                    self.truth.context_offsets.get(split))
-        return contexts.replace(x=x, context=ctx)
+        return contexts.replace(x=x, context=ctx).with_moments(only_if_cheaper=True)
 
 
 def sample_true_cells(truth: GroundTruth, targets, h, contexts: PerturbationData, key, n_cells,
@@ -299,7 +299,7 @@ def synthetic_hill(
             ctx = jnp.concatenate([jnp.zeros(n_observational, jnp.int32), ctx[n_cells:]])
         else:
             x, ctx = sample_true_cells(truth, tg, h, ctx_data, key, n_test_cells, off)
-        splits[split] = ctx_data.replace(x=x, context=ctx)
+        splits[split] = ctx_data.replace(x=x, context=ctx).with_moments(only_if_cheaper=True)
     return SyntheticBenchmark(truth=truth, **splits)
 
 

@@ -2,13 +2,15 @@
 
 One concept per module, as in `numpyro.infer`: `fit` (the loop and dual ascent on λ),
 `init` (starts from the data), `schedules`, `restarts` (selection on held-out
-perturbations), `batching`, `mcmc`, `arviz`, `diagnostics` (`diagnose`: R-hat, ESS, divergences,
-E-BFMI). Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
+perturbations), `batching`, `distributed` (multi-process fits), `mcmc`, `arviz`,
+`diagnostics` (`diagnose`: R-hat, ESS, divergences, E-BFMI).
+Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
 """
 
 from gim_ppl.inference.arviz import to_arviz
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
 from gim_ppl.inference.diagnostics import Diagnosis, Thresholds, diagnose
+from gim_ppl.inference.distributed import initialize_distributed, share_moments
 from gim_ppl.inference.fit import (
     CHUNK_STEPS,
     DualAscent,
@@ -50,10 +52,12 @@ __all__ = [
     "dual_ascent_step",
     "fit",
     "init_from_data",
+    "initialize_distributed",
     "restart_agreement",
     "run_mcmc",
     "select_restart",
     "shard_cells",
+    "share_moments",
     "split_validation",
     "stratified_batch",
     "to_arviz",

@@ -75,6 +75,8 @@ def data_fingerprint(data: PerturbationData | None) -> str | None:
         h.update(arr.tobytes())
     h.update(json.dumps([data.var_names, data.context_names, data.feature_names,
                          data.perturbation_names]).encode())
+    # moments change the likelihood's rounding, hence the run's bits
+    h.update(f"moments:{data.moments is not None};".encode())
     return h.hexdigest()
 
 
@@ -120,7 +122,8 @@ def model_description(model) -> dict:
     names = ("n_vars", "n_features", "mechanism", "marginal", "intervention_map",
              "intervention_effect", "hidden", "acyclicity", "acyclicity_weight",
              "power_iterations", "target_sparsity", "temperature", "n_mc", "shared_targets",
-             "pooled", "shrinkage", "map_anchors", "edge_mask", "coarsening", "priors")
+             "pooled", "shrinkage", "map_anchors", "edge_mask", "coarsening", "statistics",
+             "priors")
     out = {"repr": repr(model), **{n: describe(getattr(model, n, None)) for n in names}}
     out["site_shapes"] = {s: list(shape) for s, shape in sorted(model.site_shapes.items())}
     return out

@@ -30,6 +30,7 @@ from gim_ppl.core.interventions import warn_constant_features
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference import checkpoint as ckpt
 from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
+from gim_ppl.inference.distributed import share_moments
 from gim_ppl.inference.restarts import (
     Restarts,
     keep_live_restarts,
@@ -306,6 +307,21 @@ def fit(
         if checkpoint is None:
             raise ValueError("checkpoint_every needs checkpoint=path")
         checkpoint_every = check_integer("checkpoint_every", checkpoint_every)
+    if jax.process_count() > 1:  # one shard of the cells per process: share the moments
+        if not model.cell_model.mechanism.is_linear or model.statistics == "cells":
+            raise ValueError(f"fit over {jax.process_count()} processes needs moments: a "
+                             f"linear mechanism and statistics='auto' or 'moments' (got "
+                             f"mechanism={model.mechanism!r}, statistics="
+                             f"{model.statistics!r}); fit an MLP in one process with "
+                             "devices=")
+        data = share_moments(data)
+    data = model.with_moments(data)
+    if batch_size is not None and data.moments is not None and model.statistics == "auto" \
+            and model.cell_model.mechanism.is_linear:
+        warnings.warn(f"batch_size={batch_size}: a linear GIM's full-batch step reads each "
+                      "context's moments and costs the same for any number of cells, with "
+                      "no minibatch noise; drop batch_size (minibatches of cells are used "
+                      "as asked)", UserWarning, stacklevel=2)
     saved = None if resume is None else ckpt.read_checkpoint(resume)
     settings = _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
                                     validation, batch_size, devices)

@@ -25,6 +25,7 @@ import numpy as np
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_mean, init_to_median
 
+from gim_ppl.core.likelihood import CellMoments, merge_moments
 from gim_ppl.data import PerturbationData
 from gim_ppl.priors import ALL_SITES
 
@@ -44,14 +45,23 @@ def data_start(data: PerturbationData) -> dict[str, np.ndarray]:
     if not isinstance(data, PerturbationData) or not data.has_cells:
         raise ValueError("init_from_data needs a PerturbationData with cells (data.x)")
     obs = np.asarray(data.observational)
-    x = data.control_cells() if obs[np.asarray(data.context)].any() else np.asarray(data.x)
+    dtype = np.dtype(jnp.asarray(data.x).dtype)  # float64 data (x64) gives float64 starts
+    if data.moments is not None:  # all cells behind them (a multi-process fit: every shard)
+        count = np.asarray(data.moments.count)
+        keep = obs if (count[obs] > 0).any() else np.ones_like(obs)
+        pooled = merge_moments(CellMoments(*(np.asarray(m)[keep][:, None] for m in
+                                             data.moments)))
+        mean = pooled.mean[0]
+        std = np.sqrt(np.diag(pooled.scatter[0]) / pooled.count[0])
+    else:
+        x = data.control_cells() if obs[np.asarray(data.context)].any() else np.asarray(data.x)
+        mean, std = x.mean(0), x.std(0)
     dose = np.asarray(data.dose)[~obs]
     positive = dose[dose > 0]
     log_ec50 = float(np.median(np.log(positive))) if positive.size else 0.0
-    dtype = x.dtype  # float64 data (jax_enable_x64) gives float64 starts
     return {
-        "bias": x.mean(0).astype(dtype),
-        "noise_scale": np.maximum(x.std(0), MIN_NOISE_SCALE).astype(dtype),
+        "bias": mean.astype(dtype),
+        "noise_scale": np.maximum(std, MIN_NOISE_SCALE).astype(dtype),
         "log_ec50_bias": np.full(data.n_vars, log_ec50, dtype),
     }
 

@@ -56,7 +56,7 @@ def run_mcmc(
     mcmc = MCMC(NUTS(model, **nuts_kwargs), num_warmup=num_warmup, num_samples=num_samples,
                 num_chains=num_chains, chain_method=chain_method, progress_bar=progress)
     # energy: for E-BFMI in `diagnose`; diverging: divergent transitions
-    mcmc.run(key, data, extra_fields=("diverging", "energy"))
+    mcmc.run(key, model.with_moments(data), extra_fields=("diverging", "energy"))
     return mcmc
 
 
