@@ -164,9 +164,9 @@ class PerturbationData:
     # -- moments -----------------------------------------------------------------------
     def moments_pay_off(self) -> bool:
         """Whether per-context moments make a linear model's step cheaper than the cells:
-        `n_contexts · n_vars ≤ n_cells` (a step from moments costs O(n_contexts · n_vars³),
-        from cells O(n_cells · n_vars²); the moments then also take no more memory than
-        the cells)."""
+        `n_contexts · n_vars ≤ n_cells` (a step from moments costs at most
+        O(n_contexts · n_vars³), from cells O(n_cells · n_vars²); the moments then also
+        take no more memory than the cells)."""
         return self.has_cells and self.n_contexts * self.n_vars <= self.n_cells
 
     def with_moments(self, only_if_cheaper: bool = False) -> PerturbationData:

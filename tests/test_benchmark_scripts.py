@@ -103,3 +103,16 @@ def metrics_auroc(labels, probs):
     pos, neg = probs[labels], probs[~labels]
     wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(wins / (pos.size * neg.size))
+
+
+def test_scale_quick_run_times_both_paths_and_restarts(tmp_path):
+    scale = _load("scale")
+    assert scale.main(["--quick", "--parts", "step", "restarts", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "scale.json").read_text())
+    assert [r["n_cells"] for r in record["step"]] == [2_000, 20_000]
+    assert all(r["moments_ms"] > 0 and r["cells_ms"] > 0 and r["floor_ms"] > 0
+               for r in record["step"])
+    assert [r["restarts"] for r in record["restarts"]] == [1, 8]
+    assert record["restarts"][0]["ratio_to_one"] == 1.0
+    md = (tmp_path / "scale.md").read_text()
+    assert "| from moments (ms) |" in md and "| restarts | ms per step |" in md

@@ -57,6 +57,14 @@ def test_moment_stats_equal_per_cell_sums(replace, kron_max_vars, monkeypatch):
         moments = CellMoments(*(jnp.asarray(v) for v in cell_moments(x, ctx, 6)))
         fast = moment_stats(jnp.asarray(w), jnp.asarray(b), moments, replace)
         assert (fast.sum_f is None) == (not replace)
+        assert (fast.within_r2 is None) == replace
+        if not replace:  # the within-context part of Σ r² comes as its total over contexts
+            np.testing.assert_allclose(np.asarray(fast.sum_r2.sum(0) + fast.within_r2),
+                                       np.asarray(full.sum_r2.sum(0)), rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(fast.sum_r2),  # n r̄², r̄ the mean residual
+                                       np.asarray(full.sum_r ** 2 / np.maximum(
+                                           full.count, 1)[:, None]), rtol=1e-11, atol=1e-9)
+            fast = fast._replace(sum_r2=full.sum_r2, within_r2=None)  # checked above
         for name, a, c in zip(full._fields, full, fast, strict=True):
             if a is not None:
                 np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-11,

@@ -14,8 +14,8 @@ Everything is computed from per-context sufficient statistics (`ResidualStats`),
 likelihood evaluation is one pass over the cells plus O(n_contexts · n_vars · M). For a
 linear mechanism not even that pass is needed: with `r = x (I − W) − b` the statistics are
 linear and quadratic forms of each context's cell count, mean and scatter (`CellMoments`,
-computed once from the data), so a step costs O(n_contexts · n_vars³) whatever the number of
-cells (`moment_stats`).
+computed once from the data), so a step costs O(n_contexts · n_vars² + n_vars³) for shift
+interventions (O(n_contexts · n_vars³) for replace) whatever the number of cells (`moment_stats`).
 
 Coarsened target evidence (`coarsening=α`). With hundreds of cells per context, any shift the
 model cannot explain makes `L(1) − L(0)` grow linearly in the cells and the target posterior
@@ -52,6 +52,12 @@ class ResidualStats(NamedTuple):
     """Per-context sums over cells; `(n_contexts,)` for `count`, else `(n_contexts, n_vars)`.
 
     `sum_f`, `sum_f2`, `sum_rf` (fitted means f(x)) are needed by replace interventions only.
+
+    `within_r2` `(n_vars,)`, when not None, is a part of `Σ r²` summed over all contexts and
+    left out of `sum_r2` (`moment_stats` of shift interventions: the within-context
+    scatter). It moves every `L_kj(t)` by a constant that does not depend on the targets, so
+    `L(1) − L(0)`, the target posteriors and the mixtures are unchanged; `log_likelihood`
+    adds its `−½ Σ_j within_r2_j / σ_j²` once.
     """
 
     count: jnp.ndarray
@@ -60,6 +66,7 @@ class ResidualStats(NamedTuple):
     sum_f: jnp.ndarray | None = None
     sum_f2: jnp.ndarray | None = None
     sum_rf: jnp.ndarray | None = None
+    within_r2: jnp.ndarray | None = None
 
 
 def residual_stats(residuals, context, n_contexts: int, fitted=None,
@@ -142,23 +149,30 @@ def merge_moments(parts) -> CellMoments:
 
 
 def moment_stats(weights, bias, moments: CellMoments, replace: bool = False) -> ResidualStats:
-    """`ResidualStats` of a linear mechanism `f(x) = x W + b` from `CellMoments`, equal to
-    `residual_stats` of the cells. With `A = I − W`, `r̄ = m A − b`, `f̄ = m W + b`:
-    `Σ r = n r̄`, `Σ r² = diag(Aᵀ C A) + n r̄²` (C the scatter), and for replace
-    `Σ f = n f̄`, `Σ f² = diag(Wᵀ C W) + n f̄²`, `Σ r f = diag(Aᵀ C W) + n r̄ f̄`.
+    """`ResidualStats` of a linear mechanism `f(x) = x W + b` from `CellMoments`. With
+    `A = I − W`, `r̄ = m A − b`, `f̄ = m W + b` and C the scatter: `Σ r = n r̄`,
+    `Σ r² = diag(Aᵀ C A) + n r̄²`, and for replace `Σ f = n f̄`, `Σ f² = diag(Wᵀ C W) + n f̄²`,
+    `Σ r f = diag(Aᵀ C W) + n r̄ f̄`.
+
+    Shift interventions: a target moves only the mean of its context's residuals, so the
+    within-context part `diag(Aᵀ C A)` enters the likelihood only as its sum over contexts,
+    `diag(Aᵀ (Σ_k C_k) A)`: returned as `within_r2`, and `sum_r2` holds `n r̄²` alone. A step
+    then costs O(n_contexts · n_vars² + n_vars³). Replace interventions need each context's
+    `diag(Aᵀ C_k W)`: O(n_contexts · n_vars³), and every sum complete (`within_r2` None).
 
     Args:
         weights: `(n_vars, n_vars)` diagonal-masked W; bias: `(n_vars,)`.
     Returns:
-        `ResidualStats`, `(n_contexts, n_vars)` sums; O(n_contexts · n_vars³).
+        `ResidualStats`, sums `(n_contexts, n_vars)`.
     """
     count, mean, scatter = moments
     n = count[:, None]
     a = jnp.eye(weights.shape[-1], dtype=weights.dtype) - weights
     mean_r = mean @ a - bias
-    sum_r2 = _scatter_diag(scatter, a, a) + n * mean_r * mean_r
     if not replace:
-        return ResidualStats(count, n * mean_r, sum_r2)
+        within = _scatter_diag(jnp.sum(scatter, axis=0)[None], a, a)[0]
+        return ResidualStats(count, n * mean_r, n * mean_r * mean_r, within_r2=within)
+    sum_r2 = _scatter_diag(scatter, a, a) + n * mean_r * mean_r
     mean_f = mean @ weights + bias
     return ResidualStats(count, n * mean_r, sum_r2, n * mean_f,
                          _scatter_diag(scatter, weights, weights) + n * mean_f * mean_f,
@@ -403,11 +417,14 @@ def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shi
         key: PRNG key of the relaxed-MC draws (unused by the exact marginal).
     """
     stats = context_stats(cell_model, params, data, cell_weights)
+    within = 0.0
+    if stats.within_r2 is not None:  # the part of Σ r² no target moves (ResidualStats)
+        within = -0.5 * jnp.sum(stats.within_r2 / params["noise_scale"] ** 2)
     if cell_model.marginal == "exact":
         l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
-        return exact_marginal(l0, l1, target_logits, data.observational, groups,
-                              count=stats.count, coarsening=cell_model.coarsening)
-    return relaxed_mc_marginal(
+        return within + exact_marginal(l0, l1, target_logits, data.observational, groups,
+                                       count=stats.count, coarsening=cell_model.coarsening)
+    return within + relaxed_mc_marginal(
         key, stats, params["noise_scale"], shift, target_logits, data.observational,
         temperature=cell_model.temperature, n_samples=cell_model.n_mc, kind=cell_model.effect,
         groups=groups, coarsening=cell_model.coarsening,
