@@ -5,6 +5,7 @@ model's log density with `statistics="cells"`, in float64 where both are exact u
 ~1e-15 relative round-off; the moments themselves against numpy's own mean and covariance.
 """
 
+import itertools
 import warnings
 
 import jax
@@ -17,8 +18,15 @@ from numpyro.infer.util import log_density
 
 import gim_ppl
 from gim_ppl.core import likelihood
-from gim_ppl.core.likelihood import CellMoments, cell_moments, moment_stats, residual_stats
+from gim_ppl.core.likelihood import (
+    CellMoments,
+    cell_moments,
+    merge_moments,
+    moment_stats,
+    residual_stats,
+)
 from gim_ppl.datasets.splits import shift_cells
+from gim_ppl.inference import data_start
 from tests._problems import random_sites, small_data
 
 
@@ -180,3 +188,34 @@ def test_moments_that_overflow_float32_are_refused_or_skipped():
     assert data.moments is None  # the cells still work
     with pytest.raises(ValueError, match="normalise the cells"):
         data.with_moments()
+
+
+def test_merged_moments_equal_the_moments_of_all_cells():
+    """Chan's parallel update over parts of unequal sizes (one part without cells of a
+    context) against the moments of the concatenated cells."""
+    x, ctx, _, _ = _problem(2)
+    cuts = [0, 37, 38, 400]  # a one-cell part, a large one
+    parts = [cell_moments(x[a:b], ctx[a:b], 6) for a, b in itertools.pairwise(cuts)]
+    merged = merge_moments(parts)
+    whole = cell_moments(x, ctx, 6)
+    for a, b in zip(merged, whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("controls", [True, False])
+def test_data_start_from_moments_equals_the_start_from_cells(controls):
+    """Two observational contexts (pooled by `merge_moments`), or none (all cells)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        ctx = np.repeat(np.arange(4), [30, 50, 20, 20])
+        x = rng.normal(size=(120, 3)) * [1.0, 2.0, 0.5] + 3.0 * (ctx[:, None] == 1)
+        obs = np.array([True, True, False, False]) if controls else np.zeros(4, bool)
+        data = gim_ppl.PerturbationData.from_arrays(
+            x, ctx, features=np.eye(4)[:, :2], dose=np.where(obs, 0.0, 1.0),
+            observational=obs)
+        assert data.moments is not None
+        fast, slow = data_start(data), data_start(data.replace(moments=None))
+        for name in fast:
+            np.testing.assert_allclose(fast[name], slow[name], rtol=1e-12, err_msg=name)
+        ref = x[obs[ctx]] if controls else x
+        np.testing.assert_allclose(fast["noise_scale"], ref.std(0), rtol=1e-12)
