@@ -227,7 +227,9 @@ def main(argv=None) -> int:
     sizes = dict(n_train=500, n_cells=325, n_vars=50)
     n_steps, repeats, restart_steps = 100, 5, 1000
     if args.quick:
-        args.cells, args.demo_steps, args.sciplex_steps = [2_000, 20_000], 300, 200
+        args.demo_steps, args.sciplex_steps = 300, 200
+        if args.cells == parser.get_default("cells"):
+            args.cells = [2_000, 20_000]
         sizes, n_steps, repeats, restart_steps = dict(n_train=6, n_cells=40, n_vars=5), 10, 2, 20
     record: dict = {}
     with warnings.catch_warnings():

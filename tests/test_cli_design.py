@@ -39,7 +39,9 @@ def _check_ranking(out, drugs_doses):
     assert table["rank"].tolist() == list(range(1, len(drugs_doses) + 1))
     assert sorted(zip(table["drug"], table["dose_nM"], strict=True)) == sorted(drugs_doses)
     assert np.isfinite(table["eig"]).all() and (np.isfinite(table["mc_se"])).all()
-    assert (table["mc_se"] > 0).all() and table["eig"].is_monotonic_decreasing
+    # terms that all agree have no Monte Carlo error (a dose-0 candidate: all exactly 0)
+    assert (table["mc_se"] >= 0).all() and table["eig"].is_monotonic_decreasing
+    assert (table["mc_se"][table["eig"] > 1e-3] > 0).all()
     assert set(table["n_draws"]) == {20} and set(table["n_cells"]) == {50}
     return table
 
@@ -78,8 +80,9 @@ def test_ranks_known_drugs_at_new_doses(screen, tmp_path):
                                  (truth.drugs[1], 3000.0)])
     eig = dict(zip(table["dose_nM"][table["drug"] == drug],
                    table["eig"][table["drug"] == drug], strict=True))
-    # no dose, no shift: the cells say about the drug's targets only what they say about θ
-    assert eig[0.0] < eig[10000.0]
+    # no dose, no shift: the cells do not depend on the targets, and with the SCM at its
+    # median (the default for targets) not on the draws either: no information at all
+    assert abs(eig[0.0]) < 1e-5 < eig[30.0] < eig[10000.0]
     # an existing --out is kept without --overwrite
     before = out.read_text()
     assert main(["design", "--h5ad", str(path), "--candidates", candidates, "--out", str(out),

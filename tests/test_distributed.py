@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import gim_ppl
+from tests._problems import small_data
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_distributed_worker.py"
@@ -26,13 +27,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(n_processes: int, out: Path, *extra: str) -> list[subprocess.CompletedProcess]:
-    address = f"localhost:{_free_port()}"
+def _run(*runs: tuple) -> list[subprocess.CompletedProcess]:
+    """Start every `(n_processes, out, *extra)` run at once (each its own coordinator),
+    wait for all; the results in order, rank by rank."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), address, str(n_processes),
-                               str(rank), str(out), *extra], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for rank in range(n_processes)]
+    procs = []
+    for n_processes, out, *extra in runs:
+        address = f"localhost:{_free_port()}"
+        procs += [subprocess.Popen([sys.executable, str(WORKER), address, str(n_processes),
+                                    str(rank), str(out), *extra], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for rank in range(n_processes)]
     deadline = time.monotonic() + TIMEOUT
     results = []
     try:
@@ -49,10 +54,7 @@ def _run(n_processes: int, out: Path, *extra: str) -> list[subprocess.CompletedP
 
 
 def test_two_processes_fit_what_one_process_fits(tmp_path):
-    one = _run(1, tmp_path / "one.npz")
-    assert one[0].returncode == 0, one[0].stderr[-3000:]
-    two = _run(2, tmp_path / "two.npz")
-    for r in two:
+    for r in _run((1, tmp_path / "one.npz"), (2, tmp_path / "two.npz")):
         assert r.returncode == 0, r.stderr[-3000:]
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     assert int(b["n_cells"]) * 2 in (int(a["n_cells"]), int(a["n_cells"]) + 1)  # half each
@@ -66,7 +68,7 @@ def test_two_processes_fit_what_one_process_fits(tmp_path):
 
 
 def test_processes_with_other_contexts_are_refused(tmp_path):
-    runs = _run(2, tmp_path / "bad.npz", "--other-contexts")
+    runs = _run((2, tmp_path / "bad.npz", "--other-contexts"))
     assert all(r.returncode != 0 for r in runs)
     assert "processes [1] hold other contexts than process 0" in runs[0].stderr
 
@@ -89,7 +91,7 @@ def test_bad_launch_arguments(args, match):
 
 
 def test_take_cells_splits_every_cell_once_for_any_count():
-    data = gim_ppl.datasets.synthetic_hill(0, n_train_perturbations=2, n_cells=5).train
+    data = small_data(seed=0, d=3, n_cells=5, n_obs=6)  # 36 cells
     for n in (1, 3, 7):  # 7 does not divide the cells: parts differ by one cell at most
         parts = [data.take_cells(i, n) for i in range(n)]
         sizes = [p.n_cells for p in parts]
