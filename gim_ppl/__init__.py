@@ -4,11 +4,13 @@ Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `allowed_edges` (b
 knowledge as an edge mask), `fit` (with `cosine_ramp`,
 `DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`,
 `initialize_distributed` and `share_moments` (multi-process fits), and the submodules
-`datasets`, `metrics`, `baselines` and `plots`.
+`datasets`, `metrics`, `baselines`, `plots`, `summary` (result tables), `design` and
+`evaluation`.
 
 `import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
 submodules that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn),
-`plots` (`[plots]`: matplotlib, networkx) — are imported on first attribute access.
+`plots` (`[plots]`: matplotlib, networkx) — and the tables of `summary` (pandas, imported
+inside its functions) are imported on first attribute access.
 """
 
 import importlib
@@ -39,6 +41,7 @@ _LAZY = {
     "evaluation": "gim_ppl.evaluation",
     "design": "gim_ppl.design",
     "plots": "gim_ppl.plots",
+    "summary": "gim_ppl.summary",
 }
 
 
@@ -67,5 +70,6 @@ __all__ = [
     "plots",
     "run_mcmc",
     "share_moments",
+    "summary",
     "to_arviz",
 ]

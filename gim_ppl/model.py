@@ -483,19 +483,54 @@ class GIM:
 
         return np.asarray(self._map_sites(fn, sites, contexts))
 
-    def posterior_targets(self, sites, data: PerturbationData) -> np.ndarray:
-        """`P(I_kj = 1 | cells of context k, model)`, `(n_contexts, n_vars)` (`(n_draws, …)`
-        with draws), exact. With `shared_targets`, conditions on all contexts of the
-        perturbation."""
+    def posterior_targets(self, sites, data: PerturbationData, *, per: str = "context",
+                          min_effect: float | None = None) -> np.ndarray:
+        """`P(I_kj = 1 | cells, model)`, `(n_contexts, n_vars)` (`(n_draws, …)` with draws),
+        exact; 0 for observational contexts.
+
+        Args:
+            per: "context": each context's own targets given its cells (with
+                `shared_targets`, its perturbation's, as the model was fit); "perturbation":
+                the perturbation targets the variable at all its doses, its effect at each
+                dose the Hill curve — one indicator conditioned on the cells of every dose
+                of `data` (what a dose-limited target shows: cells at low doses carry
+                little evidence either way, the high dose decides); every context of the
+                perturbation gets its value.
+            min_effect: δ ≥ 0 in the units of the cells: the probability that the variable
+                is a target *and* the model's effect on it (the Hill shift at the context's
+                dose; with per="perturbation", at the highest dose in `data`) is at least δ
+                in absolute value. Averaged over draws, the posterior probability of that
+                event. Shift interventions only.
+        """
         self._check_data(data)
         if data.x is None:
             raise ValueError("posterior_targets needs cells: data.x is None")
+        if per not in ("context", "perturbation"):
+            raise ValueError(f"per must be 'context' or 'perturbation', got {per!r}")
+        if min_effect is not None:
+            if not np.isfinite(min_effect) or min_effect < 0:
+                raise ValueError(f"min_effect must be a finite number >= 0, got {min_effect!r}")
+            if self.intervention_effect != "shift":
+                raise ValueError("min_effect needs intervention_effect='shift' (a replace "
+                                 "intervention sets a value, it has no shift to compare)")
+        groups = self._groups(data)
+        if per == "perturbation":
+            groups = make_groups(data.perturbation, data.observational,
+                                 max(len(data.perturbation_names), 1))
 
         def fn(params, data):
             heads = self._heads(params, data)
             shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
-            return cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
-                                          shift, groups=self._groups(data))
+            post = cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
+                                          shift, groups=groups)
+            if min_effect is None:
+                return post
+            size = jnp.abs(shift)
+            if per == "perturbation":  # a Hill curve is monotone: its largest dose decides
+                largest = jax.ops.segment_max(jnp.where(data.observational[:, None], 0.0, size),
+                                              groups.index, groups.n_groups)
+                size = largest[groups.index]
+            return jnp.where(size >= min_effect, post, 0.0)
 
         return np.asarray(self._map_sites(fn, sites, data))
 
@@ -535,6 +570,19 @@ class GIM:
 
         out = self._map_sites(fn, sites, contexts)
         return {k: np.asarray(v) for k, v in out.items()}
+
+    def hill_effects(self, sites, contexts: PerturbationData) -> np.ndarray:
+        """The effect a target gets: the Hill shift at each context's dose, `(n_contexts,
+        n_vars)` (`(n_draws, …)` with draws), in the units of the cells; 0 for
+        observational contexts. (For replace interventions, the value set.)"""
+        self._check_data(contexts)
+
+        def fn(params, data):
+            heads = self._heads(params, data)
+            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+            return jnp.where(data.observational[:, None], 0.0, shift)
+
+        return np.asarray(self._map_sites(fn, sites, contexts))
 
     def edge_weights(self, sites) -> np.ndarray:
         """`(n_vars, n_vars)` weights (i → j) with zero diagonal; `(n_draws, …)` with draws."""

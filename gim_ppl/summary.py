@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from gim_ppl.core.mechanisms import mechanism_mean
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale
 from gim_ppl.extras import require
@@ -33,24 +36,87 @@ def _perturbations_by_name(contexts: PerturbationData) -> tuple[list[str], np.nd
     return [contexts.perturbation_names[ids[i]] for i in order], first[order]
 
 
+def observed_effects(model, sites, data: PerturbationData) -> np.ndarray:
+    """`(n_contexts, n_vars, 2)`: mean and standard error of the observed effect on each
+    variable in each context of `data` (which needs cells).
+
+    Shift interventions: the effect is the residual `x − f(x)` (f the model's mechanism,
+    averaged over draws), what a Hill shift predicts; replace interventions: the value `x`
+    itself. The standard error is `s/√n` with the unbiased within-context sd (0 for one cell).
+    """
+    if data.x is None:
+        raise ValueError("observed_effects needs cells: data.x is None")
+    draws = model.check_sites(sites)
+    x = jnp.asarray(data.x)
+    if model.intervention_effect == "shift":
+        params = {s: jnp.asarray(sites[s]) for s in model.site_shapes}
+        params = params if draws else {s: v[None] for s, v in params.items()}
+
+        def fitted(p):
+            return mechanism_mean(model.mechanism,
+                                  {**p, "weights": model.scm_weights(p["weights"])}, x)
+
+        effect = np.asarray(x - jax.vmap(fitted)(params).mean(0))
+    else:
+        effect = np.asarray(x)
+    moments = data.replace(x=effect).context_moments()
+    n = moments.count[:, None]
+    var = moments.var * n / np.maximum(n - 1.0, 1.0)  # unbiased
+    return np.stack([moments.mean, np.sqrt(var / n)], axis=-1)
+
+
+def _mean_over_draws(model, sites, values) -> np.ndarray:
+    values = np.asarray(values)
+    return values.mean(0) if model.check_sites(sites) else values
+
+
+def _highest_dose_rows(data: PerturbationData, names: list[str]) -> np.ndarray:
+    """`(len(names),)` context of each named perturbation's highest dose in `data` (−1: the
+    perturbation has no context there)."""
+    pert, dose = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
+    rows = np.full(len(names), -1)
+    for i, name in enumerate(names):
+        if name in data.perturbation_names:
+            mine = np.flatnonzero(pert == data.perturbation_names.index(name))
+            if mine.size:
+                rows[i] = mine[np.argmax(dose[mine])]
+    return rows
+
+
 def target_table(model, sites, contexts: PerturbationData,
                  train: PerturbationData | None = None, *,
-                 interval: float = 0.9) -> pd.DataFrame:
-    """One row per (perturbation, variable): `target_probability` (π from features) and, with
-    `train`, `posterior_probability` (P(I = 1 | cells), mean over the perturbation's training
-    contexts; NaN for perturbations without training cells).
+                 interval: float = 0.9, min_effect: float | None = None) -> pd.DataFrame:
+    """One row per (perturbation, variable), in name order: how likely the variable is a
+    target of the perturbation, and how large the model says the effect is.
+
+    Columns:
+    - `target_probability`: π(z) from the features (what an unseen perturbation gets);
+    - `posterior_probability`: with `train`, P(the perturbation targets the variable |
+      cells of all its doses in `train`) (`GIM.posterior_targets(per="perturbation")`: one
+      indicator for all doses, each dose's effect the Hill curve; a target seen only at the
+      highest dose counts). With `min_effect` δ: the probability that it is a target *and*
+      moves the variable by at least δ at the highest training dose. NaN for perturbations
+      without training cells;
+    - `effect`: the model's effect (Hill shift) at the perturbation's highest dose in
+      `contexts`, in the units of the cells — what a target would do;
+    - `observed_effect`, `observed_effect_se`: with `train`, the observed effect
+      (`observed_effects`) ± its standard error at the perturbation's highest training dose
+      (NaN without training cells);
+    - `score`: `posterior_probability` (π where there is none) × |`effect`|: the column to
+      rank likely, large targets by (`table.sort_values("score", ascending=False)`).
 
     Args:
         model, sites: a fitted `GIM` and its sites (a point, or draws: then posterior means,
             and `target_probability_low`/`_high`, the equal-tailed `interval` of π over
             the draws: how sure the map is about a new perturbation).
         contexts: the perturbations to list (in name order); cells are not needed.
-        train: the cells the model was fit to (for the posterior column).
+        train: the cells the model was fit to (for the posterior and observed columns).
         interval: mass of the interval, in (0, 1).
+        min_effect: δ ≥ 0 (units of the cells) or None; see `posterior_probability`.
     Returns:
         DataFrame with columns `perturbation, gene, target_probability,
-        posterior_probability` (+ the interval columns with draws), `n_perturbations ·
-        n_vars` rows.
+        [target_probability_low, target_probability_high,] posterior_probability, effect,
+        observed_effect, observed_effect_se, score`, `n_perturbations · n_vars` rows.
     """
     pd = require("pandas")
     if not 0 < interval < 1:
@@ -63,23 +129,70 @@ def target_table(model, sites, contexts: PerturbationData,
         low, high = np.quantile(prior, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
         bounds = {"target_probability_low": low.ravel(), "target_probability_high": high.ravel()}
     prior = prior.mean(0) if draws else prior
+    effect = _mean_over_draws(model, sites, model.hill_effects(
+        sites, contexts.contexts_only().subset(_highest_dose_rows(contexts, names))))
     post = np.full_like(prior, np.nan)
+    observed = np.full((*prior.shape, 2), np.nan)
     if train is not None:
-        p_train = np.asarray(model.posterior_targets(sites, train))
-        p_train = p_train.mean(0) if draws else p_train
-        t_pert = np.asarray(train.perturbation)
-        for i, name in enumerate(names):
-            if name in train.perturbation_names:
-                mine = t_pert == train.perturbation_names.index(name)
-                if mine.any():
-                    post[i] = p_train[mine].mean(0)
+        p_train = _mean_over_draws(model, sites, model.posterior_targets(
+            sites, train, per="perturbation", min_effect=min_effect))
+        top = _highest_dose_rows(train, names)
+        seen = top >= 0
+        post[seen] = p_train[top[seen]]
+        observed[seen] = observed_effects(model, sites, train)[top[seen]]
+    elif min_effect is not None:
+        raise ValueError("min_effect needs train (the posterior column is computed from cells)")
     d = contexts.n_vars
+    score = np.where(np.isnan(post), prior, post) * np.abs(effect)
     return pd.DataFrame({
         "perturbation": np.repeat(names, d),
         "gene": np.tile(contexts.var_names, len(names)),
         "target_probability": prior.ravel(),
         **bounds,
         "posterior_probability": post.ravel(),
+        "effect": effect.ravel(),
+        "observed_effect": observed[..., 0].ravel(),
+        "observed_effect_se": observed[..., 1].ravel(),
+        "score": score.ravel(),
+    })
+
+
+def dose_target_table(model, sites, data: PerturbationData,
+                      dose_scale: DoseScale | None = None, *,
+                      min_effect: float | None = None) -> pd.DataFrame:
+    """One row per (perturbational context, variable) of `data` (which needs cells), by
+    perturbation name and dose: the per-dose view of `target_table`.
+
+    Columns: `perturbation, context, dose` (in `dose_unit`), `dose_unit`, `gene`,
+    `posterior_probability` (P(I = 1 | this context's cells), `GIM.posterior_targets`; with
+    `min_effect` δ, and the model's effect at this dose ≥ δ), `effect` (the model's Hill
+    shift at this dose), `observed_effect`, `observed_effect_se` (`observed_effects`).
+
+    Args:
+        dose_scale: the unit of the dose column; default the data's own (`DoseScale.of`).
+    """
+    pd = require("pandas")
+    scale = DoseScale.of(data) if dose_scale is None else dose_scale
+    post = _mean_over_draws(model, sites,
+                            model.posterior_targets(sites, data, min_effect=min_effect))
+    effect = _mean_over_draws(model, sites, model.hill_effects(sites, data))
+    observed = observed_effects(model, sites, data)
+    pert = np.asarray(data.perturbation)
+    dose = np.asarray(data.dose, dtype=float)
+    rows = sorted(np.flatnonzero(~np.asarray(data.observational)),
+                  key=lambda k: (data.perturbation_names[pert[k]], dose[k]))
+    rows = np.asarray(rows, dtype=int)
+    d = data.n_vars
+    return pd.DataFrame({
+        "perturbation": np.repeat([data.perturbation_names[g] for g in pert[rows]], d),
+        "context": np.repeat(np.asarray(data.context_names, dtype=object)[rows], d),
+        "dose": np.repeat(scale.to_user(dose[rows]), d),
+        "dose_unit": scale.unit,
+        "gene": np.tile(data.var_names, rows.size),
+        "posterior_probability": post[rows].ravel(),
+        "effect": effect[rows].ravel(),
+        "observed_effect": observed[rows, :, 0].ravel(),
+        "observed_effect_se": observed[rows, :, 1].ravel(),
     })
 
 
@@ -154,4 +267,5 @@ def _tested_doses(contexts: PerturbationData, names: list[str],
     return lowest, highest
 
 
-__all__ = ["DEGENERATE_RULE", "MIN_HILL", "hill_table", "target_table"]
+__all__ = ["DEGENERATE_RULE", "MIN_HILL", "dose_target_table", "hill_table", "observed_effects",
+           "target_table"]

@@ -161,17 +161,23 @@ def test_dose_response_uses_given_axes_and_checks_arguments(fitted):
 
 
 def _expected_pairs(model, sites, data, heldout, top, cut):
-    """The dose-response grid's rule, computed here: π or the posterior over the fitted
-    contexts ≥ cut, at most `top` per perturbation, most probable first."""
+    """The dose-response grid's rule, computed here: π or the perturbation-level posterior
+    over the fitted contexts ≥ cut, at most `top` per perturbation, ranked by that
+    probability × |the Hill curve at the perturbation's highest dose| (closed form)."""
     ids, first = data.perturbation_contexts()
     prior = np.asarray(model.target_probabilities(sites, data.subset(first)))
     fitted = ~np.isin(data.context_names, heldout)
-    post = np.asarray(model.posterior_targets(sites, data.subset(fitted)))
-    pert = np.asarray(data.perturbation)[fitted]
+    post = np.asarray(model.posterior_targets(sites, data.subset(fitted), per="perturbation"))
+    hill = model.hill_parameters(sites, data.subset(first))
+    pert_all, dose = np.asarray(data.perturbation), np.asarray(data.dose)
+    pert = pert_all[fitted]
     pairs = []
     for i, g in enumerate(ids):
-        best = np.maximum(prior[i], post[pert == g].mean(0))
-        pairs += [(g, j) for j in np.argsort(-best, kind="stable")[:top] if best[j] >= cut]
+        best = np.maximum(prior[i], post[pert == g][0])
+        size = np.abs(_hill(dose[pert_all == g].max(), hill["emax"][i], hill["ec50"][i],
+                            hill["hill"][i]))
+        ranked = [j for j in np.argsort(-best * size, kind="stable") if best[j] >= cut]
+        pairs += [(g, j) for j in ranked[:top]]
     return pairs
 
 
@@ -255,8 +261,9 @@ def test_dose_response_grid_in_user_units_with_draws_and_given_axes(fitted):
     with pytest.raises(ValueError, match="must hold 4 axes"):
         plots.plot_dose_response_grid(model, result.sites, data, top=1, min_probability=0.0,
                                       ax=axes[0])
-    # nothing likely: one panel that says so
-    fig, (only,) = plots.plot_dose_response_grid(model, result.sites, data, min_probability=1.0)
+    # nothing likely (no cells, so π alone, which stays below 1): one panel that says so
+    fig, (only,) = plots.plot_dose_response_grid(model, result.sites, data.contexts_only(),
+                                                 min_probability=1.0)
     assert "no perturbation has a variable with target probability ≥ 1" in only.texts[0].get_text()
 
 
@@ -271,8 +278,7 @@ def test_targets_heatmaps_prior_posterior_and_truth(fitted):
     pert = np.asarray(data.perturbation)
     first = [int(np.flatnonzero(pert == g)[0]) for g in range(4)]
     prior = model.target_probabilities(result.sites, data)[first]
-    post_ctx = model.posterior_targets(result.sites, data)
-    post = np.stack([post_ctx[pert == g].mean(0) for g in range(4)])
+    post = model.posterior_targets(result.sites, data, per="perturbation")[first]
     for a, expected in zip(axes, (prior, post), strict=True):
         (image,) = a.get_images()
         np.testing.assert_allclose(image.get_array(), expected, rtol=1e-6)
@@ -323,9 +329,9 @@ def test_targets_posterior_from_training_cells_similarity_order_and_labels(fitte
     rows = [data.perturbation_names.index(n) for n in order]
     _, first = data.perturbation_contexts()
     prior = np.asarray(model.target_probabilities(sites, data.subset(first)))[rows]
-    post_ctx = np.asarray(model.posterior_targets(sites, train))
+    post_ctx = np.asarray(model.posterior_targets(sites, train, per="perturbation"))
     pert = np.asarray(train.perturbation)
-    post = np.stack([post_ctx[pert == g].mean(0) if (pert == g).any() else np.full(4, np.nan)
+    post = np.stack([post_ctx[pert == g][0] if (pert == g).any() else np.full(4, np.nan)
                      for g in rows])
     prior_img, post_img = (a.get_images()[0].get_array() for a in axes)
     np.testing.assert_allclose(prior_img, prior, rtol=1e-6)

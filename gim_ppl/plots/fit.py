@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gim_ppl.core.hill import hill_shift
-from gim_ppl.core.mechanisms import mechanism_mean
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.model import GIM
@@ -33,14 +30,7 @@ from gim_ppl.plots.layout import (
     resolve,
     single_axes,
 )
-
-
-def _draw_params(model: GIM, sites) -> tuple[dict, bool]:
-    """Site values as jnp arrays with a leading draw axis, and whether draws were given."""
-    draws = model.check_sites(sites)
-    params = {s: jnp.asarray(sites[s]) for s in model.site_shapes}
-    return (params if draws else {s: v[None] for s, v in params.items()}), draws
-
+from gim_ppl.summary import observed_effects
 
 # --- loss -------------------------------------------------------------------------------
 
@@ -84,27 +74,6 @@ def plot_loss(losses, *, ax: Axes | None = None, window: int | None = None,
 
 
 # --- dose-response ----------------------------------------------------------------------
-
-
-def _residual_means(model: GIM, params: dict, data: PerturbationData) -> np.ndarray:
-    """`(n_contexts, n_vars, 2)`: mean and standard error of the effect on each variable.
-
-    Shift interventions: the effect is the residual `x − f(x)` (f averaged over draws);
-    replace interventions: the value `x` itself (the Hill curve is its mean).
-    """
-    x = jnp.asarray(data.x)
-    if model.intervention_effect == "shift":
-        def fitted(p):
-            p = {**p, "weights": model.scm_weights(p["weights"])}
-            return mechanism_mean(model.mechanism, p, x)
-        effect = np.asarray(x - jax.vmap(fitted)(params).mean(0))
-    else:
-        effect = np.asarray(x)
-    moments = data.replace(x=effect).context_moments()
-    n = moments.count[:, None]
-    mean = moments.mean
-    var = moments.var * n / np.maximum(n - 1.0, 1.0)  # unbiased
-    return np.stack([mean, np.sqrt(var / n)], axis=-1)
 
 
 def plot_dose_response(
@@ -157,7 +126,7 @@ def plot_dose_response(
     pert_ids, first = pick_perturbations(data, perturbations)
     if perturbations is None:
         pert_ids, first = pert_ids[:1], first[:1]
-    params, has_draws = _draw_params(model, sites)
+    has_draws = model.check_sites(sites)
     firsts = data.subset(first)
     hill = model.hill_parameters(sites, firsts)  # each (n_draws?, n_pert, d)
     prob = posterior_mean(model, sites, model.target_probabilities(sites, firsts))
@@ -173,7 +142,7 @@ def plot_dose_response(
     curves = np.asarray(hill_shift(
         doses[None, None, None, :], hill["emax"][..., None], np.log(hill["ec50"])[..., None],
         np.log(hill["hill"])[..., None]))  # (n_draws, n_pert, d, n_doses)
-    effects = _residual_means(model, params, data) if data.x is not None else None
+    effects = observed_effects(model, sites, data) if data.x is not None else None
 
     n_rows, n_cols = len(pert_ids), len(var_ids)
     fig, axes = axes_grid(ax, n_rows * n_cols, n_cols, (3.0, 2.4), sharex=True)
@@ -233,10 +202,13 @@ def dose_response_pairs(model: GIM, sites: Mapping, data: PerturbationData, *,
     """The (perturbation id, variable) pairs `plot_dose_response_grid` draws, in panel order.
 
     Rule: a variable is shown for a perturbation when its prior target probability π(z) or,
-    given cells, its posterior `P(I = 1 | cells)` (mean over the perturbation's contexts not
-    in `heldout`) reaches `min_probability`; at most `top` per perturbation, the most
-    probable first (by the larger of the two). A Hill curve says what the perturbation does
-    to a variable *if* it is a target, so the others are not drawn.
+    given cells, its posterior probability of being a target at its doses
+    (`GIM.posterior_targets(per="perturbation")` on the contexts not in `heldout`: a
+    target seen only at the highest dose counts) reaches `min_probability`; at most `top`
+    per perturbation, ranked by that probability (the larger of the two) × |the model's
+    effect at the highest dose| (`gim_ppl.summary.target_table`'s `score`). A Hill curve
+    says what the perturbation does to a variable *if* it is a target, so the others are
+    not drawn.
     """
     if not 0.0 <= min_probability <= 1.0:
         raise ValueError(f"min_probability must be in [0, 1], got {min_probability}")
@@ -249,15 +221,20 @@ def dose_response_pairs(model: GIM, sites: Mapping, data: PerturbationData, *,
     fitted = ~np.isin(np.asarray(data.context_names), list(heldout))
     if data.x is not None and fitted.any():
         seen = data.subset(fitted)
-        post = posterior_mean(model, sites, model.posterior_targets(sites, seen))
+        post = posterior_mean(model, sites, model.posterior_targets(sites, seen,
+                                                                    per="perturbation"))
         pert = np.asarray(seen.perturbation)
         for i, g in enumerate(pert_ids):
             if (pert == g).any():
-                best[i] = np.maximum(best[i], post[pert == g].mean(0))
+                best[i] = np.maximum(best[i], post[np.flatnonzero(pert == g)[0]])
+    pert, dose = np.asarray(data.perturbation), np.asarray(data.dose, dtype=float)
+    top_rows = [int(np.flatnonzero(pert == g)[np.argmax(dose[pert == g])]) for g in pert_ids]
+    size = np.abs(posterior_mean(model, sites, model.hill_effects(
+        sites, data.contexts_only().subset(top_rows))))
     pairs = []
     for i, g in enumerate(pert_ids):
-        order = np.argsort(-best[i], kind="stable")
-        pairs += [(int(g), int(j)) for j in order[:top] if best[i, j] >= min_probability]
+        order = np.argsort(-best[i] * size[i], kind="stable")
+        pairs += [(int(g), int(j)) for j in order if best[i, j] >= min_probability][:top]
     return pairs
 
 
@@ -340,13 +317,13 @@ def plot_dose_response_grid(
     pert = np.asarray(data.perturbation)
     effects = post = None
     if data.x is not None:
-        params, _ = _draw_params(model, sites)
-        effects = _residual_means(model, params, data)
+        effects = observed_effects(model, sites, data)
         if fitted_ctx.any():
             seen = data.subset(fitted_ctx)
-            post_ctx = posterior_mean(model, sites, model.posterior_targets(sites, seen))
+            post_ctx = posterior_mean(model, sites, model.posterior_targets(
+                sites, seen, per="perturbation"))
             seen_pert = np.asarray(seen.perturbation)
-            post = {int(g): post_ctx[seen_pert == g].mean(0) for g in pert_ids
+            post = {int(g): post_ctx[np.flatnonzero(seen_pert == g)[0]] for g in pert_ids
                     if (seen_pert == g).any()}
     shift = model.intervention_effect == "shift"
     unit = f" ({expression_unit})" if expression_unit else ""

@@ -58,9 +58,10 @@ def plot_targets(
     """Heatmaps of target probabilities, perturbations × variables, in [0, 1].
 
     Left: the prior π(z) the intervention model assigns from the features (what is used
-    for an unseen perturbation). Right (when there are cells): the posterior
-    `P(I = 1 | cells)`, averaged over the perturbation's contexts (doses); with
-    `shared_targets` all doses share one posterior. Perturbations without cells (e.g. held
+    for an unseen perturbation). Right (when there are cells): the posterior probability
+    that the perturbation targets the variable given the cells of all its doses
+    (`GIM.posterior_targets(per="perturbation")`; a target seen only at the highest dose
+    counts). Perturbations without cells (e.g. held
     out entirely) are blank (grey) there. True targets, when given, are outlined.
 
     Args:
@@ -91,10 +92,11 @@ def plot_targets(
         sites, data.contexts_only().subset(first)))
     panels = [("prior π(z)\nfrom features", prior)]
     if posterior:
-        post_ctx = posterior_mean(model, sites, model.posterior_targets(sites, cells))
+        post_ctx = posterior_mean(model, sites, model.posterior_targets(sites, cells,
+                                                                        per="perturbation"))
         post = _per_perturbation_name(post_ctx, cells, [data.perturbation_names[g]
                                                         for g in pert_ids])
-        title = "posterior P(I=1 | cells)" + ("" if model.shared_targets else "\nmean over doses")
+        title = "posterior P(I=1 | cells)\nof all its doses"
         panels.append((title, post))
     truth = None
     if true_targets is not None:
