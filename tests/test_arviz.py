@@ -1,3 +1,6 @@
+import logging
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,7 +11,10 @@ import numpy as np
 import pytest
 
 import gim_ppl
-from tests._problems import random_sites
+from gim_ppl.inference import arviz as arviz_module
+from gim_ppl.inference.fit import FitResult
+from gim_ppl.inference.restarts import Agreement, Restarts
+from tests._problems import random_sites, small_data
 
 
 def _problem():
@@ -81,3 +87,124 @@ def test_per_perturbation_rejects_mixed_features_and_unknown_per():
         gim_ppl.to_arviz(model, draws, mixed, per="perturbation")
     with pytest.raises(ValueError, match="per must be"):
         gim_ppl.to_arviz(model, draws, data, per="drug")
+
+
+class _ArvizLog(logging.Handler):
+    """Collects what ArviZ logs (its `_log` is no child of the root logger, and it drops a
+    message it has logged before in this process, so the cache is emptied first)."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.messages = []
+        monkeypatch.setattr(az._log, "cache", [])
+        az._log.addHandler(self)
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def arviz_log(monkeypatch):
+    handler = _ArvizLog(monkeypatch)
+    yield handler.messages
+    az._log.removeHandler(handler)
+
+
+def test_posterior_target_is_posterior_targets_per_context_and_per_perturbation(monkeypatch):
+    model, draws, data = _problem()
+    # blocks of 4 draws: the 6 draws take two calls of posterior_targets
+    monkeypatch.setattr(arviz_module, "POSTERIOR_TARGET_BLOCK", 4)
+    post = gim_ppl.to_arviz(model, draws, data).posterior
+    assert post["posterior_target"].dims == ("chain", "draw", "context", "var")
+    np.testing.assert_array_equal(post["posterior_target"].values[0],
+                                  model.posterior_targets(draws, data))
+    assert np.all(post["posterior_target"].values[0, :, 0] == 0)  # the control context
+    by_pert = gim_ppl.to_arviz(model, draws, data, per="perturbation").posterior
+    assert by_pert["posterior_target"].dims == ("chain", "draw", "perturbation", "var")
+    # one indicator per drug given the cells of both its doses (contexts 1-2, 3-4, 5-6)
+    whole = model.posterior_targets(draws, data, per="perturbation")
+    np.testing.assert_array_equal(by_pert["posterior_target"].values[0], whole[:, [1, 3, 5]])
+    np.testing.assert_array_equal(whole[:, [1, 3, 5]], whole[:, [2, 4, 6]])
+    # P(I = 1 | cells) is not the prior π(z)
+    assert not np.allclose(post["posterior_target"].values, post["target_prob"].values)
+    # without cells there is no evidence: no posterior_target
+    assert "posterior_target" not in gim_ppl.to_arviz(model, draws,
+                                                      data.contexts_only()).posterior
+
+
+def test_point_exports_as_one_chain_one_draw_without_warnings(arviz_log):
+    model, draws, data = _problem()
+    point = {k: v[0] for k, v in draws.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        idata = gim_ppl.to_arviz(model, point, data)
+        # the reading the note gives: the values, no spread, no warnings
+        table = az.summary(idata, kind="stats", stat_focus="median", round_to="none")
+    assert arviz_log == []
+    post = idata.posterior
+    assert post.attrs["point_estimate"] == arviz_module.POINT_NOTE
+    assert "draws" not in post.attrs
+    assert post["weights"].shape == (1, 1, 3, 3)
+    assert post["posterior_target"].shape == (1, 1, data.n_contexts, 3)
+    np.testing.assert_array_equal(post["posterior_target"].values[0, 0],
+                                  model.posterior_targets(point, data))
+    assert table.loc["weights[GENE1, GENE2]", "median"] == pytest.approx(
+        float(point["weights"][0, 1]), rel=1e-6)
+    assert (table["mad"] == 0).all()
+
+
+def test_draws_export_as_one_chain_without_warnings(arviz_log):
+    model, draws, data = _problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        idata = gim_ppl.to_arviz(model, draws, data)
+        table = az.summary(idata, kind="stats", round_to="none")
+    assert arviz_log == []  # e.g. no "More chains than draws": the draws are on `draw`
+    post = idata.posterior
+    assert (post.sizes["chain"], post.sizes["draw"]) == (1, 6)
+    assert post["emax"].shape == (1, 6, data.n_contexts, 3)
+    assert post.attrs["draws"] == arviz_module.DRAWS_NOTE
+    assert "point_estimate" not in post.attrs
+    np.testing.assert_allclose(table.loc["noise_scale[GENE2]", "mean"],
+                               np.mean(draws["noise_scale"][:, 1]), rtol=1e-5)
+
+
+def _fit_result(model, restart_sites=None, selected=0):
+    """A `FitResult` as `fit` returns it (without running a fit: `to_arviz` reads `sites`
+    and `restarts`)."""
+    restarts = None
+    if restart_sites is not None:
+        n = next(iter(restart_sites.values())).shape[0]
+        restarts = Restarts(restart_sites, np.zeros((n, 1)), np.zeros(n), selected,
+                            "training loss", None, Agreement(1.0, 1.0, 0.0, ""))
+        sites = {k: v[selected] for k, v in restart_sites.items()}
+    else:
+        sites = random_sites(model, seed=7)
+    return FitResult(sites, np.zeros(1), None, None, "", 0.0, restarts)
+
+
+def test_fit_result_exports_its_point_or_its_restarts_as_chains(arviz_log):
+    data = small_data()
+    model = gim_ppl.GIM(3, 2)
+    one = _fit_result(model)
+    restart_sites = {k: np.stack([np.asarray(random_sites(model, seed=s)[k]) for s in range(3)])
+                     for k in model.site_shapes}
+    three = _fit_result(model, restart_sites, selected=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        point = gim_ppl.to_arviz(model, one, data).posterior
+        chains = gim_ppl.to_arviz(model, three, data, per="perturbation").posterior
+    assert arviz_log == []
+    assert point.attrs["point_estimate"] == arviz_module.POINT_NOTE
+    np.testing.assert_array_equal(point["weights"].values[0, 0], one.sites["weights"])
+    assert (chains.sizes["chain"], chains.sizes["draw"]) == (3, 1)
+    assert chains.attrs["point_estimate"] == arviz_module.RESTARTS_NOTE
+    assert chains.attrs["selected_restart"] == three.restarts.selected
+    np.testing.assert_array_equal(chains["weights"].values[:, 0],
+                                  three.restarts.sites["weights"])
+    np.testing.assert_array_equal(
+        chains["weights"].values[three.restarts.selected, 0], three.sites["weights"])
+    _, first = data.perturbation_contexts()
+    np.testing.assert_array_equal(
+        chains["posterior_target"].values[:, 0],
+        model.posterior_targets(three.restarts.sites, data, per="perturbation")[:, first])

@@ -200,6 +200,10 @@ def test_a_restart_ensemble_is_a_posterior_for_ranking():
                              key=jax.random.key(1), n_cells=10)
     assert sorted(table["rank"]) == [1, 2] and (table.n_draws == 3).all()
     assert np.isfinite(table.eig).all() and np.isfinite(table.mc_se).all()
+    # the FitResult itself ranks the same (its restarts are the draws)
+    same = rank_experiments(model, result, candidates([0.5, 2.0]), key=jax.random.key(1),
+                            n_cells=10)
+    np.testing.assert_array_equal(same.eig, table.eig)
 
 
 def test_two_differing_draws_one_binary_unknown_give_log_2():
@@ -227,3 +231,37 @@ def test_two_differing_draws_one_binary_unknown_give_log_2():
     terms = information_terms(model, graph, candidates([1.0]), key=jax.random.key(1),
                               about="graph", n_cells=100, scm="draws")
     np.testing.assert_allclose(terms, np.log(2.0), atol=1e-3)
+
+
+def test_a_fit_result_with_restarts_ranks_as_its_restarts_and_a_point_says_how_to_get_draws():
+    """`rank_experiments(model, FitResult)`: the restarts that did not diverge are the draws
+    (the same table as passing them); one point raises with the ways to get draws."""
+    from numpyro.infer.autoguide import AutoDelta, AutoNormal
+
+    from gim_ppl.inference.fit import FitResult
+    from gim_ppl.inference.restarts import Agreement, Restarts
+
+    model = GIM(D, P)
+    post = fixed_posterior(model, 4)
+    post["emax_bias"] = post["emax_bias"] * jnp.arange(1.0, 5.0)[:, None]  # draws differ
+    scores = np.array([-1.0, -np.inf, -2.0, -1.5])  # restart 1 diverged
+    restarts = Restarts(post, np.zeros((4, 1)), scores, 0, "training loss", None,
+                        Agreement(1.0, 1.0, 0.0, ""))
+    result = FitResult({k: v[0] for k, v in post.items()}, np.zeros(1), None,
+                       AutoDelta(model), "", 0.0, restarts)
+    cands, key = candidates([0.5, 2.0]), jax.random.key(1)
+    table = rank_experiments(model, result, cands, key=key, n_cells=10)
+    alive = {k: v[np.array([0, 2, 3])] for k, v in post.items()}
+    expected = rank_experiments(model, alive, cands, key=key, n_cells=10)
+    assert (table.n_draws == 3).all()
+    np.testing.assert_array_equal(table.eig, expected.eig)
+    assert list(table.candidate) == list(expected.candidate)
+    point = result._replace(restarts=None)
+    with pytest.raises(ValueError, match=r"one point, not draws; fit with restarts=R \(R >= 2"
+                       r".*result\.posterior_draws\(key, n_draws\).*run_mcmc"):
+        rank_experiments(model, point, cands, key=key)
+    with pytest.raises(ValueError, match=r"one point, not draws; pass "
+                       r"result\.posterior_draws\(key, n_draws\) \(draws from the fitted"):
+        rank_experiments(model, point._replace(guide=AutoNormal(model)), cands, key=key)
+    with pytest.raises(TypeError, match="posterior must be a dict of draws or a FitResult"):
+        rank_experiments(model, [post], cands, key=key)

@@ -50,12 +50,14 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.infer.autoguide import AutoDelta
 
 from gim_ppl.checks import check_integer, check_real
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.likelihood import context_stats, sample_cells, target_terms
 from gim_ppl.data import PerturbationData
 from gim_ppl.extras import require
+from gim_ppl.inference.fit import FitResult
 from gim_ppl.model import GIM
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover
 QUANTITIES = ("targets", "graph", "readout", "parameters")
 
 
-def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+def rank_experiments(model: GIM, posterior: Mapping | FitResult,
+                     candidates: PerturbationData, *, key,
                      about: str = "targets", n_cells: int = 100, readout=None,
                      threshold: float = 0.3, n_pred_cells: int = 100, of=None,
                      scm: str | None = None, progress: bool = False,
@@ -74,7 +77,10 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
     Args:
         model: the fitted `GIM` (exact marginal used whatever it was fitted with).
         posterior: draws of every sample site, each `(n_draws, *site_shape)`, n_draws ≥ 2:
-            `mcmc.get_samples()`, `FitResult.posterior_draws(key, n)`, or stacked restarts.
+            `mcmc.get_samples()`, `FitResult.posterior_draws(key, n)`, or stacked restarts;
+            or a `FitResult` of `fit(..., restarts=R)`, whose restarts that did not diverge
+            are the draws (a `FitResult` of one point raises a ValueError saying how to
+            get draws).
         candidates: contexts only (`x=None`), one row per candidate, none observational
             (e.g. `PerturbationData.from_arrays(None, features=..., dose=..., observational=
             np.zeros(k, bool), n_vars=d, require_cells=False)`).
@@ -121,14 +127,15 @@ def rank_experiments(model: GIM, posterior: Mapping, candidates: PerturbationDat
     })
 
 
-def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+def information_terms(model: GIM, posterior: Mapping | FitResult,
+                      candidates: PerturbationData, *, key,
                       about: str = "targets", n_cells: int = 100, readout=None,
                       threshold: float = 0.3, n_pred_cells: int = 100, of=None,
                       scm: str | None = None, progress: bool = False,
                       observed: PerturbationData | None = None) -> np.ndarray:
     """The nested Monte Carlo terms, `(n_candidates, n_draws)`: one per candidate and outer
     draw; their mean over draws is the EIG estimate (`rank_experiments`)."""
-    n_draws = _check_inputs(model, posterior, candidates, about)
+    posterior, n_draws = _check_inputs(model, posterior, candidates, about)
     n_cells = check_integer("n_cells", n_cells)
     threshold = check_real("threshold", threshold, minimum=0.0)
     n_pred_cells = check_integer("n_pred_cells", n_pred_cells)
@@ -176,12 +183,12 @@ def information_terms(model: GIM, posterior: Mapping, candidates: PerturbationDa
     return np.asarray(gain.reshape(*gain.shape[:2], -1).sum(-1))
 
 
-def inner_ess(model: GIM, posterior: Mapping, candidates: PerturbationData, *, key,
+def inner_ess(model: GIM, posterior: Mapping | FitResult, candidates: PerturbationData, *, key,
               n_cells: int = 100, scm: str = "median") -> np.ndarray:
     """Effective sample size `1 / Σ_m w_nm²` of the estimator's inner weights, `(n_candidates,
     n_draws)`: near 1, one draw takes all the weight and the estimate is a per-draw quantity
     (see the module docstring on `scm`); near n_draws, the experiment would teach little."""
-    _check_inputs(model, posterior, candidates, "parameters")
+    posterior, _ = _check_inputs(model, posterior, candidates, "parameters")
     n_cells = check_integer("n_cells", n_cells)
     loglik = _simulate_and_weigh(model, posterior, candidates, key=key, n_cells=n_cells,
                                  scm=scm, progress=False)[3]
@@ -319,14 +326,19 @@ def _check_contexts(model: GIM, name: str, contexts) -> None:
                          f"{np.flatnonzero(bad)[:10].tolist()} are not")
 
 
-def _check_inputs(model, posterior, candidates, about: str) -> int:
+def _check_inputs(model, posterior, candidates, about: str) -> tuple[Mapping, int]:
+    """`(draws, n_draws)` after checking the inputs; `draws` is `posterior`, or the
+    restarts of a `FitResult` (`fit_result_draws`)."""
     if not isinstance(model, GIM):
         raise TypeError(f"model must be a gim_ppl.GIM, got {type(model).__name__}")
     if not isinstance(about, str) or about not in QUANTITIES:
         raise ValueError(f"about must be one of {QUANTITIES}, got {about!r}")
     _check_contexts(model, "candidates", candidates)
+    if isinstance(posterior, FitResult):
+        posterior = fit_result_draws(posterior)
     if not isinstance(posterior, Mapping):
-        raise TypeError(f"posterior must be a dict of draws, got {type(posterior).__name__}")
+        raise TypeError("posterior must be a dict of draws or a FitResult, got "
+                        f"{type(posterior).__name__}")
     try:
         has_draws = model.check_sites(posterior)
     except ValueError as err:
@@ -336,7 +348,29 @@ def _check_inputs(model, posterior, candidates, about: str) -> int:
         raise ValueError("posterior must hold at least 2 draws (a leading draw axis): the "
                          "information gain is an expectation over the posterior; got "
                          f"{'one point' if not has_draws else '1 draw'}")
-    return n_draws
+    return posterior, n_draws
 
 
-__all__ = ["QUANTITIES", "information_terms", "inner_ess", "rank_experiments"]
+def fit_result_draws(result: FitResult) -> dict:
+    """The draws a `FitResult` holds: the fitted sites of its restarts that did not diverge
+    (finite score), each `(n_restarts, *site_shape)`.
+
+    Raises:
+        ValueError: a fit without restarts holds one point, not draws; the message says how
+            to get draws.
+    """
+    if result.restarts is None:
+        if isinstance(result.guide, AutoDelta):
+            how = ("fit with restarts=R (R >= 2; the restarts are the draws), or fit with "
+                   "guide=AutoNormal(model, init_loc_fn=init_from_data(data)) and pass "
+                   "result.posterior_draws(key, n_draws), or pass "
+                   "run_mcmc(model, data, ...).get_samples()")
+        else:
+            how = "pass result.posterior_draws(key, n_draws) (draws from the fitted guide)"
+        raise ValueError(f"posterior: this FitResult holds one point, not draws; {how}")
+    alive = np.isfinite(np.asarray(result.restarts.scores))
+    return {k: v[alive] for k, v in result.restarts.sites.items()}
+
+
+__all__ = ["QUANTITIES", "fit_result_draws", "information_terms", "inner_ess",
+           "rank_experiments"]
