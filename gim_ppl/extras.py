@@ -3,7 +3,8 @@
 `import gim_ppl` needs only jax, numpyro, optax and numpy. Features beyond fitting live in
 extras: `[bench]` (ott-jax, scikit-learn: metrics, baselines, benchmarks), `[plots]`
 (matplotlib, networkx), `[screen]` (anndata, scanpy, rdkit, pandas: drug screens),
-`[peers]` (causaldag's UT-IGSP, GIES: the peers of the Sachs benchmark).
+`[peers]` (causaldag's UT-IGSP, GIES: the peers of the Sachs benchmark), `[celleval]`
+(the cell-eval package, the Virtual Cell Challenge's scorer, as a cross-check).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ EXTRA_OF = {
     "conditional_independence": "peers",
     "causaldag": "peers",
     "gies": "peers",
+    "cell_eval": "celleval",
 }
 
 

@@ -4,10 +4,11 @@ numbers, and the oracle at or below the control prediction on every distance."""
 import json
 import math
 
+import jax
 import pytest
 
 from gim_ppl import cli
-from gim_ppl.evaluation import benchmark
+from gim_ppl.evaluation import baselines, benchmark
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,10 @@ def test_best_simple_baseline_row_is_the_minimum_of_the_simple_baselines(quick_r
     rows = quick_results[0]["rows"]
     best = next(r for r in rows if r["method"] == benchmark.BEST_SIMPLE)
     simple = [r for r in rows if r["method"] in benchmark.SIMPLE_BASELINES]
-    for key in ("partial_ood_mean_error", "full_ood_energy_distance", "full_ood_r2"):
+    for key in ("partial_ood_mean_error", "full_ood_energy_distance", "full_ood_r2",
+                "partial_ood_mae", "full_ood_discrimination", "partial_ood_de_overlap"):
         values = {r["method"]: r[key] for r in simple if key in r}
-        pick = max if "_r2" in key else min
+        pick = max if key.endswith(("_r2", "_discrimination", "_de_overlap")) else min
         assert best[key] == pick(values.values())
         assert values[best[f"{key}_by"]] == best[key]
     assert best["partial_ood_mean_error"] <= next(
@@ -129,3 +131,58 @@ def test_learning_curve_runs_every_size_and_writes_tables_and_figure(tmp_path):
 def test_learning_curve_rejects_bad_sizes(capsys):
     assert cli.main(["bench", "--learning-curve", "1,4"]) == 2
     assert "training perturbations >= 2" in capsys.readouterr().err
+
+
+def test_quick_bench_reports_cell_eval_metrics(quick_results):
+    results, md = quick_results
+    for row in results["rows"]:
+        for split in benchmark.SPLITS:
+            if split == "full_ood" and row["method"] in benchmark.KNOWN_ONLY:
+                assert f"{split}_mae" not in row
+                continue
+            assert 0.0 <= row[f"{split}_mae"] < math.inf, (row["method"], split)
+            for name in ("discrimination", "de_overlap"):
+                assert 0.0 <= row[f"{split}_{name}"] <= 1.0, (row["method"], split, name)
+    s = results["summary"]
+    for split in benchmark.SPLITS:
+        # the oracle knows the truth: it tells contexts apart and finds their DE genes far
+        # better than the control prediction, which calls no DE gene and predicts one cell
+        assert (s["oracle"][f"{split}_discrimination"]["mean"]
+                > s["observational"][f"{split}_discrimination"]["mean"] + 0.2)
+        assert (s["oracle"][f"{split}_de_overlap"]["mean"]
+                > s["observational"][f"{split}_de_overlap"]["mean"] + 0.2)
+        assert s["oracle"][f"{split}_mae"]["mean"] < s["observational"][f"{split}_mae"]["mean"]
+    for label in ("partial MAE", "partial PDS", "partial DES", "full MAE", "full PDS",
+                  "full DES"):
+        assert f"| {label} |" in md
+
+
+def test_cell_eval_scores_are_the_metrics_on_the_same_cells():
+    from gim_ppl.datasets import synthetic_hill
+    from gim_ppl.evaluation import metrics
+
+    bench = synthetic_hill(0, n_vars=4, n_test_perturbations=3, n_test_cells=20)
+    observed = bench.split("full_ood")
+    pred = baselines.MeanShift().fit(bench.train).predict(observed, key=jax.random.key(0),
+                                                          n_cells=30)
+    control = bench.train.control_cells()
+    got = benchmark._cell_eval_scores("full_ood", pred, observed, control)
+    assert got == {
+        "full_ood_mae": metrics.mean_absolute_error(pred, observed),
+        "full_ood_discrimination": metrics.discrimination_score(pred, observed),
+        "full_ood_de_overlap": metrics.de_overlap(pred, observed, control,
+                                                  effect=metrics.mean_change),
+    }
+    assert benchmark.higher_is_better("full_ood_de_overlap")
+    assert not benchmark.higher_is_better("full_ood_mae")
+
+
+def test_best_simple_row_takes_the_largest_discrimination_and_de_overlap():
+    rows = [{"method": "mean_shift", "seed": 0, "full_ood_mae": 0.2,
+             "full_ood_discrimination": 0.4, "full_ood_de_overlap": 0.7},
+            {"method": "ridge", "seed": 0, "full_ood_mae": 0.1,
+             "full_ood_discrimination": 0.9, "full_ood_de_overlap": 0.3}]
+    (best,) = benchmark.best_simple_rows(rows)
+    assert (best["full_ood_mae"], best["full_ood_mae_by"]) == (0.1, "ridge")
+    assert (best["full_ood_discrimination"], best["full_ood_discrimination_by"]) == (0.9, "ridge")
+    assert (best["full_ood_de_overlap"], best["full_ood_de_overlap_by"]) == (0.7, "mean_shift")

@@ -48,31 +48,39 @@ def test_writes_graph_targets_and_hill_tables(fitted, h5ad):
 
     targets = pd.read_csv(fitted / "targets.csv")
     assert list(targets.columns) == ["perturbation", "gene", "target_probability",
-                                     "posterior_probability"]
+                                     "posterior_probability", "effect", "observed_effect",
+                                     "observed_effect_se", "score"]
     assert len(targets) == 10 * 12 and set(targets["perturbation"]) == set(truth.drugs)
     assert targets["target_probability"].between(0, 1).all()
     assert targets["posterior_probability"].between(0, 1).all()  # every drug has train cells
+    # ranked: likely, large targets first
+    assert targets["score"].is_monotonic_decreasing
+    by_dose = pd.read_csv(fitted / "targets_by_dose.csv")
+    assert list(by_dose.columns) == ["perturbation", "context", "dose", "dose_unit", "gene",
+                                     "posterior_probability", "effect", "observed_effect",
+                                     "observed_effect_se"]
+    assert set(by_dose["dose_unit"]) == {"nM"} and by_dose["dose"].max() <= 10000.0
 
     hill = pd.read_csv(fitted / "hill.csv")
     assert list(hill.columns) == [
-        "perturbation", "gene", "target_probability", "posterior_probability",
-        "emax_log1p_expr", "ec50_nM", "hill", "lowest_tested_dose_nM", "highest_tested_dose_nM",
-        "degenerate", "degenerate_reason"]
+        "perturbation", "gene", "target_probability", "posterior_probability", "effect",
+        "observed_effect", "observed_effect_se", "score", "emax_log1p_expr", "ec50_nM", "hill",
+        "lowest_tested_dose_nM", "highest_tested_dose_nM", "degenerate", "degenerate_reason"]
     assert len(hill) == 120 and (hill["ec50_nM"] > 0).all()
     # EC50 is reported in nM: typical values lie within the screen's dose range (10 nM–10 µM
     # give the model 1e-2–10), not in the model's µM units
     assert 1.0 < hill["ec50_nM"].median() < 1e5
     assert set(hill["lowest_tested_dose_nM"]) == {10.0}
     assert set(hill["highest_tested_dose_nM"]) == {10000.0}
-    # each drug's rows, most likely target first; the flag follows the documented rule
+    # each drug's rows, most likely large target first; the flag follows the documented rule
     for _, rows in hill.groupby("perturbation", sort=False):
-        assert rows["target_probability"].is_monotonic_decreasing
+        assert rows["score"].is_monotonic_decreasing
     rule = (hill["hill"] < 0.2) | (hill["ec50_nM"] < 10.0) | (hill["ec50_nM"] > 10000.0)
     assert (hill["degenerate"] == rule).all()
     assert set(hill.loc[~rule, "degenerate_reason"].fillna("")) == {""}
     # numbers with 4 significant digits
     text = (fitted / "hill.csv").read_text().splitlines()[1:]
-    numbers = [float(v) for line in text for v in line.split(",")[2:9] if v]
+    numbers = [float(v) for line in text for v in line.split(",")[2:13] if v]
     assert numbers and all(v == float(f"{v:.4g}") for v in numbers)
     assert ",10.0,10000.0," in text[0]  # tested doses written plainly
 
@@ -110,6 +118,61 @@ def test_writes_predictions_and_metrics_of_the_held_out_doses(fitted, h5ad):
         predicted = pred.X[(pred.obs["context"] == row["context"]).to_numpy()]
         err = np.linalg.norm(predicted.mean(0) - logged[cells].mean(0))
         assert err == pytest.approx(row["mean_error"], rel=1e-4, abs=1e-4)
+        assert np.abs(predicted.mean(0) - logged[cells].mean(0)).mean() == pytest.approx(
+            row["mae"], rel=1e-4, abs=1e-5)
+
+
+def test_metrics_carry_cell_eval_scores_of_the_same_cells(fitted, h5ad):
+    import anndata
+
+    import gim_ppl
+    from gim_ppl.evaluation import metrics
+
+    _, adata, _ = h5ad
+    scores = json.loads((fitted / "metrics.json").read_text())
+    simple = ("mean_shift", "mean_shift_dose", "ridge", "nearest_neighbour",
+              "dose_interpolation")
+    for metric in ("mae", "discrimination_score", "de_overlap"):
+        for key in (metric, f"{metric}_control", *(f"{metric}_{name}" for name in simple)):
+            assert np.isfinite(scores[key]), key
+        assert scores[metric] == pytest.approx(
+            np.mean([r[metric] for r in scores["per_context"]]))
+    assert 0 <= scores["de_overlap"] <= 1 and 0 < scores["discrimination_score"] <= 1
+    # the log1p cells are ranked as cell-eval ranks them
+    assert scores["de_genes_ranked_by"] == "log2_fold_change"
+    # the GIM beats predicting the control cells on every cell-eval metric of the toy screen
+    assert scores["mae"] < scores["mae_control"]
+    assert scores["discrimination_score"] > scores["discrimination_score_control"]
+    assert scores["de_overlap"] > scores["de_overlap_control"]
+
+    # recompute from the files: predicted cells against the held-out A549 cells at 10 µM and
+    # the vehicle cells of the training split, log1p-normalised here
+    pred = anndata.read_h5ad(fitted / "predictions.h5ad")
+    obs, counts = adata.obs, adata.X.toarray()
+    logged = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)[:, :12]
+    a549 = (obs["cell_type"] == "A549").to_numpy()
+    control = logged[a549 & obs["vehicle"].to_numpy(bool)]
+    names = [r["context"] for r in scores["per_context"]]
+    observed, predicted = [], []
+    for name in names:
+        drug = name.split("@")[0]
+        observed.append(logged[a549 & ((obs["product_name"] == drug)
+                                       & (obs["dose"] == 10000.0)).to_numpy()])
+        predicted.append(pred.X[(pred.obs["context"] == name).to_numpy()])
+
+    def as_data(groups):
+        k = len(groups)
+        return gim_ppl.PerturbationData.from_arrays(
+            np.concatenate(groups), np.repeat(np.arange(k), [len(g) for g in groups]),
+            features=np.ones((k, 1)), dose=np.ones(k), observational=np.zeros(k, bool))
+
+    p, o = as_data(predicted), as_data(observed)
+    np.testing.assert_allclose([r["discrimination_score"] for r in scores["per_context"]],
+                               metrics.discrimination_score(p, o, per_context=True))
+    np.testing.assert_allclose([r["de_overlap"] for r in scores["per_context"]],
+                               metrics.de_overlap(p, o, control, per_context=True))
+    assert [r["n_observed_de_genes"] for r in scores["per_context"]] == [
+        metrics.de_genes(x, control).size for x in observed]
 
 
 def test_writes_figures_and_run_summary(fitted):
@@ -280,6 +343,19 @@ def test_a_missing_extra_is_named_before_the_fit(h5ad, tmp_path, capsys, monkeyp
     assert _nothing_left(tmp_path)
 
 
+def test_cell_eval_without_its_extra_is_named_before_the_fit(h5ad, tmp_path, capsys,
+                                                             monkeypatch):
+    import sys
+
+    path, _, _ = h5ad
+    monkeypatch.setitem(sys.modules, "cell_eval", None)  # cell-eval not installed
+    assert main(["fit", "--h5ad", str(path), "--preset", "sciplex3", "--cell-eval", "--out",
+                 str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, r'cell_eval is needed for this feature: pip install '
+                            r'"gim_ppl\[celleval\]" \(--cell-eval scores the held-out contexts')
+    assert _nothing_left(tmp_path)
+
+
 # --- item 2: the output folder -------------------------------------------------------------
 
 
@@ -346,7 +422,8 @@ def test_existing_out_is_refused_and_replaced_whole_with_overwrite(h5ad, tmp_pat
     run = json.loads((out / "run.json").read_text())
     assert run["holdout"] == "none" and not (out / "metrics.json").exists()
     assert sorted(p.name for p in out.iterdir()) == [
-        "figures", "graph.csv", "hill.csv", "predictions.h5ad", "run.json", "targets.csv"]
+        "figures", "graph.csv", "hill.csv", "predictions.h5ad", "run.json", "targets.csv",
+        "targets_by_dose.csv"]
     assert _nothing_left(tmp_path, "out")
     # an empty folder is fine without --overwrite
     empty = tmp_path / "empty"

@@ -261,3 +261,137 @@ def test_reliability_curve_of_calibrated_probabilities_is_the_diagonal():
     sharp = np.clip((p - 0.5) * 3 + 0.5, 0, 1)
     off = metrics.reliability_curve(y, sharp, n_bins=10)
     assert np.max(np.abs(off["frequency"] - off["mean_prob"])) > 0.15
+
+
+# -- cell-eval's metrics: MAE, perturbation discrimination, DE overlap --------------------
+
+def test_mean_absolute_error_hand_case_and_perfect_prediction():
+    obs = [np.array([[1.0, 2, 3], [3, 2, 1]]), np.array([[0.0, 1, 4]])]  # means (2,2,2), (0,1,4)
+    pred = [np.array([[3.0, 2, 0]]), np.array([[0.0, 0, 4], [0, 2, 4]])]  # (3,2,0), (0,1,4)
+    got = metrics.mean_absolute_error(clouds(pred), clouds(obs), per_context=True)
+    np.testing.assert_allclose(got, [(1 + 0 + 2) / 3, 0.0])
+    assert metrics.mean_absolute_error(clouds(pred), clouds(obs)) == pytest.approx(0.5)
+    assert metrics.mean_absolute_error(clouds(obs), clouds(obs)) == 0.0
+
+
+def test_discrimination_score_hand_ranks_ties_and_control_prediction():
+    obs = clouds([np.zeros((2, 3)), np.array([[1.0, 0, 0]] * 2), np.array([[4.0, 0, 0]] * 2)])
+    # predicted means (0.4,0,0), (3,0,0), (0,0,1): L1 distances to the observed means
+    # (0,0,0), (1,0,0), (4,0,0) are (0.4,0.6,3.6), (3,2,1), (1,2,5): own context at
+    # positions 0, 1, 2 of K = 3 → scores 1, 2/3, 1/3
+    pred = clouds([np.array([[0.4, 0, 0]]), np.array([[3.0, 0, 0]]), np.array([[0.0, 0, 1]])])
+    got = metrics.discrimination_score(pred, obs, per_context=True)
+    np.testing.assert_allclose(got, [1.0, 2 / 3, 1 / 3])
+    assert metrics.discrimination_score(pred, obs) == pytest.approx(2 / 3)
+    assert metrics.discrimination_score(obs, obs) == 1.0  # perfect prediction
+    # a tie (0.5 from contexts 0 and 1) goes to the earlier context, as a stable sort
+    tie = clouds([np.zeros((1, 3)), np.array([[0.5, 0, 0]]), np.array([[4.0, 0, 0]])])
+    assert metrics.discrimination_score(tie, obs, per_context=True)[1] == pytest.approx(2 / 3)
+    # predicting the control cells (0,0,0) everywhere ranks the observed means by their
+    # distance from control: only the unchanged context 0 is nearest its prediction
+    still = clouds([np.zeros((2, 3))] * 3)
+    np.testing.assert_allclose(metrics.discrimination_score(still, obs, per_context=True),
+                               [1.0, 2 / 3, 1 / 3])
+    # L1, not L2: (0.6, 0.6, 0.6) is 1.8 from (0, 0, 0) and 1.6 from (0.6, 0.6, 2.2) in L1
+    # (in L2 1.04 and 1.6: the other order)
+    two = clouds([np.zeros((1, 3)), np.array([[0.6, 0.6, 2.2]])])
+    spread = clouds([np.full((1, 3), 0.6), np.array([[0.6, 0.6, 2.2]])])
+    np.testing.assert_allclose(metrics.discrimination_score(spread, two, per_context=True),
+                               [0.5, 1.0])
+
+
+def test_mann_whitney_p_hand_cases_and_scipy():
+    from math import erfc, sqrt
+
+    from scipy.stats import mannwhitneyu
+
+    low, high = np.arange(6.0)[:, None], np.arange(6.0)[:, None] + 10
+    # separated samples, 6 vs 6, no ties: U = 36, μ = 18, σ² = 36·13/12 = 39
+    z = (36 - 18 - 0.5) / sqrt(39)
+    assert metrics._mann_whitney_p(high, low)[0] == pytest.approx(erfc(z / sqrt(2)))
+    assert metrics._mann_whitney_p(low, high)[0] == pytest.approx(erfc(z / sqrt(2)))
+    # two constant groups: two runs of 6 ties, Σ(t³ − t) = 420, σ² = 3·(13 − 420/132)
+    z = (36 - 18 - 0.5) / sqrt(3 * (13 - 420 / 132))
+    got = metrics._mann_whitney_p(np.full((6, 1), 2.0), np.full((6, 1), 1.0))[0]
+    assert got == pytest.approx(erfc(z / sqrt(2)))
+    assert metrics._mann_whitney_p(np.ones((3, 1)), np.ones((4, 1)))[0] == 1.0  # all tied
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (7, 5)).astype(float), rng.integers(0, 4, (11, 5)).astype(float)
+    x[:, 3] += 2.0
+    np.testing.assert_allclose(metrics._mann_whitney_p(x, y),
+                               mannwhitneyu(x, y, method="asymptotic", axis=0).pvalue)
+
+
+def test_effects_hand_values():
+    cells = np.log1p(np.array([[1.0, 0, 5], [7, 0, 5]]))
+    control = np.log1p(np.array([[1.0, 0, 0]]))
+    lfc = metrics.log2_fold_change(cells, control)
+    # geometric means in count space: expm1((log 2 + log 8)/2) = 3 over 1 (the arithmetic
+    # mean of the counts would be 4); 0/0 is 0; a zero control mean gives +inf
+    assert lfc[0] == pytest.approx(np.log2(3.0)) and lfc[1] == 0.0 and lfc[2] == np.inf
+    np.testing.assert_allclose(metrics.mean_change(cells, control),
+                               [np.log(4.0) - np.log(2.0), 0.0, np.log(6.0)])
+
+
+def test_de_genes_fdr_and_ranking_by_effect():
+    control = np.tile(np.arange(6.0)[:, None], (1, 4))
+    # gene 0 up by 10, gene 2 down by 6 (both separated: p = 0.00507), genes 1, 3 unchanged
+    # (p = 1); Benjamini–Hochberg over 4 genes: q = 0.00507 · 4/2 = 0.0101 < 0.05
+    cells = control + np.array([10.0, 0, -6, 0])
+    np.testing.assert_array_equal(
+        metrics.de_genes(cells, control, effect=metrics.mean_change), [0, 2])
+    # adjusted, not raw p-values: p = 0.00507 < 0.008 but q = 0.0101 > 0.008
+    assert metrics.de_genes(cells, control, fdr=0.008, effect=metrics.mean_change).size == 0
+    # 4 genes separated with 4 cells a side: U = 16, z = 7.5/√12, p = 0.0304 for each, so
+    # q = p and the FDR threshold decides
+    few = np.arange(4.0)[:, None] + np.zeros((1, 4))
+    assert metrics.de_genes(few + 10, few, effect=metrics.mean_change).size == 4
+    assert metrics.de_genes(few + 10, few, fdr=0.03, effect=metrics.mean_change).size == 0
+    # log1p data: gene 1 changes more in log1p units (1.0 vs log 2) but less as a fold change
+    # of counts (270.8/99 vs 3/1); each effect ranks by its own size
+    base = np.log1p([1.0, 99.0])
+    control = np.tile(base, (6, 1))
+    cells = np.tile(np.array([np.log1p(3.0), base[1] + 1.0]), (6, 1))
+    np.testing.assert_array_equal(metrics.de_genes(cells, control), [0, 1])
+    np.testing.assert_array_equal(
+        metrics.de_genes(cells, control, effect=metrics.mean_change), [1, 0])
+
+
+def test_de_overlap_hand_case_perfect_and_control_predictions():
+    control = np.tile(np.arange(6.0)[:, None], (1, 4))
+    # observed: context A moves gene 0 (+10) and gene 2 (−12); context B moves nothing
+    obs = clouds([control + np.array([10.0, 0, -12, 0]), control + 0.0])
+    # predicted: A moves gene 2 (−15) and gene 1 (+6); B moves gene 3
+    pred = clouds([control + np.array([0.0, 6, -15, 0]), control + np.array([0.0, 0, 0, 10])])
+    kw = dict(effect=metrics.mean_change)
+    # A: observed DE by |effect| (2, 0), k = 2; predicted (2, 1): {2, 0} ∩ {2, 1} → 1/2.
+    # B: no observed DE genes → 0 (k = 0), whatever is predicted
+    got = metrics.de_overlap(pred, obs, control, per_context=True, **kw)
+    np.testing.assert_allclose(got, [0.5, 0.0])
+    assert metrics.de_overlap(pred, obs, control, **kw) == pytest.approx(0.25)
+    # top_k = 1: (2) against (2) → 1 (ranked by the signed effect it would be (0) vs (1))
+    np.testing.assert_allclose(
+        metrics.de_overlap(pred, obs, control, top_k=1, per_context=True, **kw), [1.0, 0.0])
+    # top_k beyond the observed DE genes: k = 2 still (cell-eval's overlap_at_50 on 2 genes)
+    np.testing.assert_allclose(
+        metrics.de_overlap(pred, obs, control, top_k=50, per_context=True, **kw), [0.5, 0.0])
+    # a perfect prediction recovers every observed DE gene (1 where there are some)
+    np.testing.assert_allclose(
+        metrics.de_overlap(obs, obs, control, per_context=True, **kw), [1.0, 0.0])
+    # predicting the control cells calls no DE gene
+    still = clouds([control, control])
+    np.testing.assert_allclose(
+        metrics.de_overlap(still, obs, control, per_context=True, **kw), [0.0, 0.0])
+
+
+def test_cell_eval_metrics_reject_bad_input():
+    a = clouds([np.zeros((3, 4)), np.ones((3, 4))])
+    with pytest.raises(ValueError, match="control_cells"):
+        metrics.de_overlap(a, a, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="fdr"):
+        metrics.de_overlap(a, a, np.zeros((5, 4)), fdr=1.5)
+    with pytest.raises(ValueError, match="top_k"):
+        metrics.de_overlap(a, a, np.zeros((5, 4)), top_k=0)
+    for score in (metrics.mean_absolute_error, metrics.discrimination_score):
+        with pytest.raises(ValueError, match="contexts"):
+            score(clouds([np.zeros((3, 4))]), a)

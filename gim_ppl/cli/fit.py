@@ -89,6 +89,16 @@ def add_parser(sub) -> None:
                           "(default: %(default)s)")
     out.add_argument("--n-pred-cells", type=POSITIVE_INT, default=200, metavar="N",
                      help="cells predicted per held-out context (default: %(default)s)")
+    out.add_argument("--min-effect", type=NON_NEGATIVE_FLOAT, default=None, metavar="DELTA",
+                     help="call a gene a target only if the drug moves it by at least DELTA "
+                          "(units of the cells, e.g. log1p expression) at its highest dose: "
+                          "posterior_probability in targets.csv becomes P(target and "
+                          "|effect| >= DELTA | cells) (default: no minimum)")
+    out.add_argument("--cell-eval", action="store_true",
+                     help="also score the held-out contexts with the cell-eval package "
+                          "itself (the [celleval] extra; log1p expression only) and write its "
+                          "MAE, discrimination score and DE overlap into metrics.json beside "
+                          "ours, under cell_eval_package")
     out.add_argument("--top-targets", type=POSITIVE_INT, default=3, metavar="N",
                      help="at most this many likely targets per drug in dose_response.png "
                           "(default: %(default)s)")
@@ -128,7 +138,11 @@ def run(args) -> int:
     if scores is not None:
         print(f"held-out mean error {scores['mean_error']:.3f} (control prediction "
               f"{scores['mean_error_control']:.3f}) over {len(scores['per_context'])} contexts")
-    print(f"wrote graph.csv, targets.csv, hill.csv, predictions.h5ad"
+        print("cell-eval metrics (control prediction): " + ", ".join(
+            f"{label} {scores[key]:.3f} ({scores[key + '_control']:.3f})"
+            for label, key in (("MAE", "mae"), ("PDS", "discrimination_score"),
+                               ("DES", "de_overlap"))))
+    print(f"wrote graph.csv, targets.csv, targets_by_dose.csv, hill.csv, predictions.h5ad"
           f"{', metrics.json' if scores else ''}, run.json and figures/ to {args.out}")
     return 0
 
@@ -144,6 +158,12 @@ def _require_extras(args) -> None:
         except ImportError as err:
             raise UsageError(f"{err} (it scores the held-out contexts; with --holdout none "
                              "nothing is held out or scored)") from err
+    if getattr(args, "cell_eval", False):
+        try:
+            require("cell_eval")
+        except ImportError as err:
+            raise UsageError(f"{err} (--cell-eval scores the held-out contexts with it)") \
+                from err
 
 
 def _load_screen(args, settings: dict) -> Screen:

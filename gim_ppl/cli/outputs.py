@@ -2,10 +2,11 @@
 
 `OutputFolder` is `--out`, written atomically: checked before anything is read, filled in a
 hidden temporary folder beside it (`.NAME.partial-XXXX`) and moved into place at the end, so
-`--out` is either complete or absent. `write_outputs` writes graph.csv, targets.csv,
-hill.csv, predictions.h5ad, metrics.json (when contexts were held out), figures/ and
-run.json from `Screen` (what was loaded) and `Fitted` (what was fitted); `write_csv` (numbers
-to `SIGNIFICANT_DIGITS`) also writes the ranking of `gim-ppl design`. The held-out scores
+`--out` is either complete or absent. `write_outputs` writes graph.csv, targets.csv
+(ranked by probability × effect), targets_by_dose.csv, hill.csv, predictions.h5ad,
+metrics.json (when contexts were held out), figures/ and run.json from `Screen` (what was
+loaded) and `Fitted` (what was fitted); `write_csv` (numbers to `SIGNIFICANT_DIGITS`) also
+writes the ranking of `gim-ppl design`. The held-out scores
 use `gim_ppl.evaluation.metrics`, imported only then."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gim_ppl.datasets import AnnDataInfo, shift_cells
 from gim_ppl.evaluation.baselines import Observational
 from gim_ppl.inference import FitResult
 from gim_ppl.model import GIM
-from gim_ppl.summary import DEGENERATE_RULE, hill_table, target_table
+from gim_ppl.summary import DEGENERATE_RULE, dose_target_table, hill_table, target_table
 
 SIGNIFICANT_DIGITS = 4  # numbers in the CSV tables
 
@@ -154,8 +155,10 @@ def expression_unit(info: AnnDataInfo) -> tuple[str, str]:
 
 
 def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | None:
-    """Write graph.csv, targets.csv, hill.csv, predictions.h5ad, metrics.json (when contexts
-    were held out), figures/ and run.json into `out`; return the held-out scores (or None)."""
+    """Write graph.csv, targets.csv (`target_table`, highest `score` first),
+    targets_by_dose.csv (`dose_target_table`), hill.csv, predictions.h5ad, metrics.json (when
+    contexts were held out), figures/ and run.json into `out`; return the held-out scores (or
+    None)."""
     import pandas as pd
 
     model, sites, data = fitted.model, fitted.result.sites, screen.data
@@ -166,7 +169,11 @@ def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | Non
                           "target": [data.var_names[j] for j in dst],
                           "weight": np.asarray(weights)[src, dst]})
     write_csv(edges, out / "graph.csv")
-    write_csv(target_table(model, sites, data, train=fitted.centred), out / "targets.csv")
+    min_effect = getattr(args, "min_effect", None)
+    targets = target_table(model, sites, data, train=fitted.centred, min_effect=min_effect)
+    write_csv(targets.sort_values("score", ascending=False, kind="stable"), out / "targets.csv")
+    write_csv(dose_target_table(model, sites, fitted.centred, data.dose_scale,
+                                min_effect=min_effect), out / "targets_by_dose.csv")
     write_csv(_hill_csv(model, sites, screen, fitted), out / "hill.csv")
 
     # Predictions: the held-out contexts, or (nothing held out) every perturbational context.
@@ -181,7 +188,10 @@ def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | Non
     scores = None
     if test.n_contexts:
         scores = _heldout_metrics(pred, test, screen.train, key=jax.random.key(args.seed + 2),
-                                  n_cells=args.n_pred_cells)
+                                  n_cells=args.n_pred_cells,
+                                  log1p=expression_unit(screen.info)[0] != "expr")
+        if getattr(args, "cell_eval", False):
+            scores["cell_eval_package"] = _cell_eval_package(pred, test, screen, scores)
         (out / "metrics.json").write_text(json.dumps(scores, indent=2))
     _write_figures(out / "figures", args, screen, fitted)
     (out / "run.json").write_text(json.dumps(_run_record(args, screen, fitted), indent=2))
@@ -211,7 +221,7 @@ def _hill_csv(model, sites, screen: Screen, fitted: Fitted):
         "emax": f"emax_{expr}", "ec50": f"ec50_{unit}",
         "lowest_tested_dose": f"lowest_tested_dose_{unit}",
         "highest_tested_dose": f"highest_tested_dose_{unit}"})
-    return table.sort_values(["perturbation", "target_probability"], ascending=[True, False],
+    return table.sort_values(["perturbation", "score"], ascending=[True, False],
                              kind="stable")
 
 
@@ -229,6 +239,7 @@ def _run_record(args, screen: Screen, fitted: Fitted) -> dict:
         "heldout_contexts": list(screen.test.context_names), "steps": args.steps,
         "learning_rate": args.learning_rate, "target_sparsity": args.target_sparsity,
         "seed": args.seed, "coarsening": fitted.model.coarsening,
+        "min_effect": getattr(args, "min_effect", None),
         "sources": getattr(args, "sources", None), "forbid": getattr(args, "forbid", None),
         "features_standardised": args.features_csv is not None,
         "final_loss": float(result.losses[-1]) if result.losses.size else None,
@@ -267,35 +278,79 @@ def _write_predictions(path, pred: PerturbationData, screen: Screen) -> None:
 
 
 def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
-                     train: PerturbationData, *, key, n_cells: int) -> dict:
-    """Per held-out context: error of the predicted mean, of the control prediction and of
-    the simple baselines (dose interpolation only when every held-out drug was measured)."""
+                     train: PerturbationData, *, key, n_cells: int, log1p: bool) -> dict:
+    """Per held-out context and over all: the error of the predicted mean cell
+    (`mean_error`) and cell-eval's `mae`, `discrimination_score` and `de_overlap` (the
+    Virtual Cell Challenge's MAE, PDS and DES), of the GIM, the control prediction
+    (`_control`) and the simple baselines (`_<name>`; dose interpolation only when every
+    held-out drug was measured). DE genes are called against the training controls and
+    ranked by log2 fold change when the cells are log1p values (`log1p`, cell-eval's
+    ranking), else by the change of the mean."""
     # [bench] (ott-jax), needed only here
     from gim_ppl.evaluation import metrics
     from gim_ppl.evaluation.baselines import perturbation_labels
     from gim_ppl.evaluation.benchmark import KNOWN_ONLY, SIMPLE_BASELINES
 
-    control = Observational().fit(train).predict(test.contexts_only(), key=key, n_cells=n_cells)
-    gim_err = metrics.mean_error(pred, test, per_context=True)
-    ctrl_err = metrics.mean_error(control, test, per_context=True)
+    control_cells = train.control_cells()
+    effect = metrics.log2_fold_change if log1p else metrics.mean_change
+
+    def scores(predicted: PerturbationData) -> dict:
+        return {
+            "mean_error": metrics.mean_error(predicted, test, per_context=True),
+            "mae": metrics.mean_absolute_error(predicted, test, per_context=True),
+            "discrimination_score": metrics.discrimination_score(predicted, test,
+                                                                 per_context=True),
+            "de_overlap": metrics.de_overlap(predicted, test, control_cells, effect=effect,
+                                             per_context=True),
+        }
+
+    contexts = test.contexts_only()
     known = set(perturbation_labels(train)) >= set(perturbation_labels(test)) - {""}
-    simple = {name: metrics.mean_error(
-        make().fit(train).predict(test.contexts_only(), key=key, n_cells=n_cells), test,
-        per_context=True) for name, make in SIMPLE_BASELINES.items()
-        if known or name not in KNOWN_ONLY}
-    best = min(simple, key=lambda name: float(np.mean(simple[name])))
-    return {
-        "mean_error": float(np.mean(gim_err)),
-        "mean_error_control": float(np.mean(ctrl_err)),
-        **{f"mean_error_{name}": float(np.mean(err)) for name, err in simple.items()},
-        "best_simple_baseline": best,
-        "per_context": [
-            {"context": name, "n_observed_cells": int(n), "mean_error": float(g),
-             "mean_error_control": float(c)}
-            for name, n, g, c in zip(test.context_names, test.cells_per_context(), gim_err,
-                                     ctrl_err, strict=True)
-        ],
+    simple = [name for name in SIMPLE_BASELINES if known or name not in KNOWN_ONLY]
+    by_method = {
+        "": scores(pred),
+        "_control": scores(Observational().fit(train).predict(contexts, key=key,
+                                                              n_cells=n_cells)),
+        **{f"_{name}": scores(SIMPLE_BASELINES[name]().fit(train).predict(
+            contexts, key=key, n_cells=n_cells)) for name in simple},
     }
+    best = min(simple, key=lambda name: float(np.mean(by_method[f"_{name}"]["mean_error"])))
+    x, ctx = np.asarray(test.x), np.asarray(test.context)
+    n_de = [metrics.de_genes(x[ctx == k], control_cells, effect=effect).size
+            for k in range(test.n_contexts)]
+    per_context = [{"context": name, "n_observed_cells": int(n), "n_observed_de_genes": d}
+                   for name, n, d in zip(test.context_names, test.cells_per_context(), n_de,
+                                         strict=True)]
+    overall: dict = {}
+    for metric in ("mean_error", "mae", "discrimination_score", "de_overlap"):
+        for suffix, values in by_method.items():
+            overall[f"{metric}{suffix}"] = float(np.mean(values[metric]))
+        for row, gim, ctrl in zip(per_context, by_method[""][metric],
+                                  by_method["_control"][metric], strict=True):
+            row[metric], row[f"{metric}_control"] = float(gim), float(ctrl)
+    return {**overall, "best_simple_baseline": best,
+            "de_genes_ranked_by": effect.__name__, "per_context": per_context}
+
+
+def _cell_eval_package(pred: PerturbationData, test: PerturbationData, screen: Screen,
+                       scores: dict) -> dict:
+    """`--cell-eval`: the cell-eval package's own MAE, discrimination score and DE overlap
+    of the same cells (`gim_ppl.evaluation.celleval`), means and per context; or, where it
+    cannot score them, `{"skipped": why}`."""
+    from gim_ppl.evaluation.celleval import cell_eval_scores
+
+    if scores["de_genes_ranked_by"] != "log2_fold_change":
+        return {"skipped": "cell-eval scores log1p expression; these cells are on the file's "
+                           "own scale (--normalize no)"}
+    try:
+        theirs = cell_eval_scores(pred, test, screen.train.control_cells())
+    except ValueError as err:  # cell-eval refuses the values (negative predictions, ...)
+        return {"skipped": f"cell-eval refused the cells: {err}"}
+    metrics = ("mae", "discrimination_score", "de_overlap")
+    return {"version": theirs["version"],
+            **{m: float(np.mean(theirs[m])) for m in metrics},
+            "per_context": [{"context": name, **{m: float(theirs[m][k]) for m in metrics}}
+                            for k, name in enumerate(test.context_names)]}
 
 
 def _write_figures(folder: Path, args, screen: Screen, fitted: Fitted) -> None:

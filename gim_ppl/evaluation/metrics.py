@@ -17,6 +17,17 @@ contexts (`per_context=True` returns the `(n_contexts,)` values):
   the control mean, over all variables or the top k most changed (chemCPA's R² on mean
   expression, taken on changes so that baseline expression cannot inflate it).
 
+The Virtual Cell Challenge's metrics, as `cell-eval` (ArcInstitute, v0.8.2: its profile
+"vcc" = `mae`, `discrimination_score_l1`, `overlap_at_N`) computes them on pseudobulks, each
+context scored as one perturbation:
+
+- `mean_absolute_error`: MAE between the predicted and observed mean cell.
+- `discrimination_score`: 1 − (rank of the context's observed mean cell among all observed
+  mean cells by L1 distance to its predicted mean cell) / n_contexts.
+- `de_overlap`: share of the observed differentially expressed genes (vs control cells:
+  two-sided Mann–Whitney U, Benjamini–Hochberg FDR < 0.05, ranked by |effect|) that the
+  prediction also calls, top k against top k. `de_genes` calls them.
+
 Calibration of target probabilities: `brier_score` and `reliability_curve`.
 
 Contexts with different numbers of cells are padded with zero-weight points, so all contexts
@@ -31,6 +42,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
+import scipy.stats
 
 from gim_ppl.checks import check_integer
 from gim_ppl.data import PerturbationData
@@ -147,6 +160,156 @@ def r2_mean_change(predicted: PerturbationData, observed: PerturbationData, cont
     r2 = 1.0 - resid / np.maximum(total, np.finfo(float).tiny)
     return r2 if per_context else float(r2.mean())
 
+
+
+# -- cell-eval's metrics (Virtual Cell Challenge) -----------------------------------------
+# Read from cell-eval 0.8.2 (`cell_eval/metrics/_anndata.py`: `mae`, `discrimination_score`;
+# `cell_eval/_types/_de.py`: `DEComparison.compute_overlap`) and the DE it runs, pdex 0.3.0
+# (`pdex/__init__.py::_pdex_ref`, `pdex/_math.py`) with numba-mwu's asymptotic Mann–Whitney U.
+
+
+def mean_absolute_error(predicted: PerturbationData, observed: PerturbationData, *,
+                        per_context: bool = False):
+    """Mean absolute error between the predicted and observed mean cell of each context,
+    `mean_j |x̂̄_j − x̄_j|` (cell-eval's `mae`: `sklearn.metrics.mean_absolute_error` of the
+    two pseudobulks, not of the changes from control).
+
+    Returns the average over contexts (or the `(n_contexts,)` values).
+    """
+    _check_pair(predicted, observed)
+    err = np.abs(predicted.context_means() - observed.context_means()).mean(axis=1)
+    return err if per_context else float(err.mean())
+
+
+def discrimination_score(predicted: PerturbationData, observed: PerturbationData, *,
+                         per_context: bool = False):
+    """Perturbation discrimination score (cell-eval's `discrimination_score_l1`, PDS).
+
+    For context k with predicted mean cell x̂̄_k, the observed mean cells x̄_1..x̄_K are sorted
+    by L1 distance `Σ_j |x̂̄_kj − x̄_ij|`, ties in context order; with r_k the 0-based position
+    of x̄_k, the score is `1 − r_k / K`: 1 when the prediction is nearest its own context,
+    1/K when it is farthest. cell-eval compares changes from each file's control pseudobulk;
+    with the same control cells in the predicted and the real file (the Challenge's files,
+    and how this package scores) the control cancels from every L1 distance. cell-eval also
+    drops the gene named like the perturbation (CRISPR targets); a drug names no gene.
+
+    Returns the average over contexts (or the `(n_contexts,)` values).
+    """
+    _check_pair(predicted, observed)
+    pred, obs = predicted.context_means(), observed.context_means()
+    # (k predicted, i observed), one row at a time: no (K, K, n_vars) array
+    dist = np.stack([np.abs(obs - row).sum(1) for row in pred])
+    order = np.argsort(dist, axis=1, kind="stable")
+    rank = np.argmax(order == np.arange(dist.shape[0])[:, None], axis=1)
+    score = 1.0 - rank / dist.shape[0]
+    return score if per_context else float(score.mean())
+
+
+def log2_fold_change(cells, control_cells) -> np.ndarray:
+    """`(n_vars,)` log2 fold change of log1p-scale cells `(n, n_vars)` over control cells
+    `(m, n_vars)`: `log2(expm1(mean cells) / expm1(mean control))`, the ratio of geometric
+    means in count space (pdex's default for log1p data, which cell-eval ranks DE genes by);
+    0/0 is 0 and a zero control mean gives ±inf, as there."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lfc = np.log2(np.expm1(np.mean(cells, 0)) / np.expm1(np.mean(control_cells, 0)))
+    return np.where(np.isnan(lfc), 0.0, lfc)
+
+
+def mean_change(cells, control_cells) -> np.ndarray:
+    """`(n_vars,)` mean of `cells (n, n_vars)` minus mean of `control_cells (m, n_vars)`:
+    the effect by which `de_genes` ranks genes of data not on a log1p scale."""
+    return np.mean(cells, 0) - np.mean(control_cells, 0)
+
+
+def _mann_whitney_p(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`(n_vars,)` two-sided Mann–Whitney U p-values of each column of `x (n1, d)` against
+    `y (n2, d)`: normal approximation with tie and continuity corrections (scipy's
+    `mannwhitneyu(method="asymptotic")`, numba-mwu's kernel); 1 where every value ties."""
+    n1, n2 = x.shape[0], y.shape[0]
+    n = n1 + n2
+    pooled = np.concatenate([x, y]).astype(float)
+    u1 = scipy.stats.rankdata(pooled, axis=0)[:n1].sum(0) - n1 * (n1 + 1) / 2.0
+    u = np.maximum(u1, n1 * n2 - u1)
+    # tie term Σ (t³ − t) over runs of equal values, per column
+    runs = np.sort(pooled, axis=0).T  # (d, n)
+    start = np.ones(runs.shape, bool)
+    start[:, 1:] = runs[:, 1:] != runs[:, :-1]
+    first = np.flatnonzero(start.ravel())
+    length = np.diff(np.r_[first, runs.size]).astype(float)
+    tie = np.bincount(first // n, length**3 - length, minlength=runs.shape[0])
+    var = n1 * n2 / 12.0 * ((n + 1.0) - tie / (n * (n - 1.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (u - n1 * n2 / 2.0 - 0.5) / np.sqrt(var)
+    p = np.clip(2.0 * scipy.special.ndtr(-z), 0.0, 1.0)
+    return np.where(var > 0, p, 1.0)
+
+
+def de_genes(cells, control_cells, *, fdr: float = 0.05, effect=log2_fold_change) -> np.ndarray:
+    """Differentially expressed genes of `cells (n, n_vars)` against `control_cells
+    (m, n_vars)`, as cell-eval calls them (pdex "ref" mode): a two-sided Mann–Whitney U test
+    per gene (`_mann_whitney_p`), Benjamini–Hochberg over the genes, kept where the adjusted
+    p-value is below `fdr`, ordered by |`effect(cells, control_cells)`| descending (ties in
+    gene order).
+
+    Returns:
+        `(n_de,)` int gene indices, most changed first.
+    """
+    x, c = np.asarray(cells, float), np.asarray(control_cells, float)
+    if x.shape[0] < 1 or c.shape[0] < 1:
+        raise ValueError("cells and control_cells need at least one cell each")
+    q = scipy.stats.false_discovery_control(_mann_whitney_p(x, c))
+    size = np.abs(np.asarray(effect(x, c), float))
+    order = np.argsort(-size, kind="stable")
+    return order[q[order] < fdr]
+
+
+def de_overlap(predicted: PerturbationData, observed: PerturbationData, control_cells, *,
+               fdr: float = 0.05, top_k: int | None = None, effect=log2_fold_change,
+               per_context: bool = False):
+    """Overlap of differentially expressed genes (cell-eval's `overlap_at_N`, DES).
+
+    Per context, `de_genes` of the observed and of the predicted cells against the same
+    `control_cells`; with k = the number of observed DE genes (or `min(top_k, that)`), the
+    score is |first k observed ∩ first k predicted| / k, and 0 when k = 0 (a context without
+    observed DE genes scores 0 however it is predicted, as in cell-eval). The predicted DE
+    genes depend on how many cells are predicted: more cells, smaller p-values.
+
+    Args:
+        control_cells: `(n_control_cells, n_vars)` control cells, used for both.
+        effect: how genes are ranked, `log2_fold_change` (cell-eval's, for log1p data) or
+            `mean_change`.
+    Returns:
+        The average over contexts, or the `(n_contexts,)` values.
+    """
+    _check_pair(predicted, observed)
+    for name, data in (("predicted", predicted), ("observed", observed)):
+        if not data.cells_per_context().all():
+            raise ValueError(f"{name} has contexts without cells")
+    control = np.asarray(control_cells, float)
+    if control.ndim != 2 or control.shape[1] != observed.n_vars or control.shape[0] < 1:
+        raise ValueError(f"control_cells must have shape (n_control_cells, "
+                         f"{observed.n_vars}), got {control.shape}")
+    if not np.isfinite(control).all():
+        raise ValueError("control_cells has non-finite values")
+    if not 0 < fdr < 1:
+        raise ValueError(f"fdr must be in (0, 1), got {fdr}")
+    if top_k is not None:
+        check_integer("top_k", top_k)
+    out = np.zeros(observed.n_contexts)
+    for k, (x_obs, x_pred) in enumerate(zip(_cells_by_context(observed),
+                                            _cells_by_context(predicted), strict=True)):
+        real = de_genes(x_obs, control, fdr=fdr, effect=effect)
+        n = real.size if top_k is None else min(int(top_k), real.size)
+        if n:
+            pred = de_genes(x_pred, control, fdr=fdr, effect=effect)
+            out[k] = np.intersect1d(real[:n], pred[:n]).size / n
+    return out if per_context else float(out.mean())
+
+
+def _cells_by_context(data: PerturbationData) -> list[np.ndarray]:
+    """The cells of each context, `[(n_k, n_vars)]` in context order."""
+    x, ctx = np.asarray(data.x), np.asarray(data.context)
+    return [x[ctx == k] for k in range(data.n_contexts)]
 
 def _labels_probs(labels, probs):
     y, p = _flat_labels(labels, probs, "probs")
