@@ -7,49 +7,42 @@ knowledge as an edge mask), `fit` (with `cosine_ramp`,
 `datasets`, `metrics`, `baselines`, `plots`, `summary` (result tables), `design` and
 `evaluation`.
 
-`import gim_ppl` loads only the core dependencies (jax, numpyro, optax, numpy). The
-submodules that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn),
-`plots` (`[plots]`: matplotlib, networkx) — and the tables of `summary` (pandas, imported
-inside its functions) are imported on first attribute access.
+Every name is imported on first use (`gim_ppl.lazy`): `import gim_ppl` itself loads neither
+jax nor any extra, so that `gim-ppl` can check its arguments before jax loads. The names of
+the API above need only the core dependencies (jax, numpyro, optax, numpy); the submodules
+that need extras — `metrics` and `baselines` (`[bench]`: ott-jax, scikit-learn), `plots`
+(`[plots]`: matplotlib, networkx) — and the tables of `summary` (pandas, imported inside its
+functions) need them only when used.
 """
 
-import importlib
-
-from gim_ppl import datasets
-from gim_ppl.data import PerturbationData
-from gim_ppl.inference import (
-    DualAscent,
-    FitResult,
-    cosine_ramp,
-    diagnose,
-    fit,
-    init_from_data,
-    initialize_distributed,
-    run_mcmc,
-    share_moments,
-    to_arviz,
-)
-from gim_ppl.knowledge import allowed_edges
-from gim_ppl.model import GIM
-from gim_ppl.priors import Priors
+from gim_ppl.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "metrics": "gim_ppl.evaluation.metrics",
-    "baselines": "gim_ppl.evaluation.baselines",
-    "evaluation": "gim_ppl.evaluation",
-    "design": "gim_ppl.design",
-    "plots": "gim_ppl.plots",
-    "summary": "gim_ppl.summary",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return importlib.import_module(_LAZY[name])
-    raise AttributeError(f"module 'gim_ppl' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gim_ppl.data": ["PerturbationData"],
+        "gim_ppl.inference": ["DualAscent", "FitResult", "cosine_ramp", "diagnose", "fit",
+                              "init_from_data", "initialize_distributed", "run_mcmc",
+                              "share_moments", "to_arviz"],
+        "gim_ppl.knowledge": ["allowed_edges"],
+        "gim_ppl.model": ["GIM"],
+        "gim_ppl.priors": ["Priors"],
+    },
+    modules={
+        "datasets": "gim_ppl.datasets",
+        "metrics": "gim_ppl.evaluation.metrics",
+        "baselines": "gim_ppl.evaluation.baselines",
+        "evaluation": "gim_ppl.evaluation",
+        "design": "gim_ppl.design",
+        "plots": "gim_ppl.plots",
+        "summary": "gim_ppl.summary",
+        # not in __all__, but attributes of the package as when it imported them eagerly
+        **{name: f"gim_ppl.{name}" for name in (
+            "checks", "core", "data", "extras", "inference", "knowledge", "model", "priors")},
+    },
+)
 
 __all__ = [
     "GIM",

@@ -10,6 +10,7 @@ extras: `[bench]` (ott-jax, scikit-learn: metrics, baselines, benchmarks), `[plo
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 # top-level module → the extra that installs it
@@ -39,11 +40,30 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        top = module.split(".")[0]
-        extra = EXTRA_OF.get(top)
-        hint = (f'pip install "gim_ppl[{extra}]"' if extra is not None
-                else f"pip install {top}")
-        raise ImportError(f"{module} is needed for this feature: {hint}") from err
+        raise _missing(module) from err
 
 
-__all__ = ["EXTRA_OF", "require"]
+def require_installed(module: str) -> None:
+    """Raise `require`'s ImportError when `module` is not installed, without importing it
+    (of "a.b", only the package a is imported): a check that costs nothing before the command
+    that will import it (the import can still fail later, for an installed but broken
+    package).
+
+    >>> require_installed("numpy")
+    """
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package; a module without a spec
+        found = False
+    if not found:
+        raise _missing(module)
+
+
+def _missing(module: str) -> ImportError:
+    top = module.split(".")[0]
+    extra = EXTRA_OF.get(top)
+    hint = f'pip install "gim_ppl[{extra}]"' if extra is not None else f"pip install {top}"
+    return ImportError(f"{module} is needed for this feature: {hint}")
+
+
+__all__ = ["EXTRA_OF", "require", "require_installed"]

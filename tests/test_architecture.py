@@ -17,7 +17,8 @@ What is checked, and how an import is read:
   name* from its own package (`from gim_ppl import fit` inside a module that `gim_ppl`
   imports) does make that edge: it reads a half-initialised package, and it is reported.
   Imports under `if TYPE_CHECKING:` never run and make no cycle edge.
-* Layers (a module may import its own layer and the layers below): extras, data, core = 0;
+* Layers (a module may import its own layer and the layers below): extras, lazy, data,
+  core = 0;
   model = 1; inference = 2; datasets, evaluation = 3 (evaluation may import datasets, not
   the reverse); design = 3.5 (queries on a fitted model: above model, inference
   and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
@@ -52,6 +53,7 @@ TESTS_DIR = ROOT / "tests"
 # (module-name prefix, layer); the first matching prefix wins, so list longer ones first.
 LAYERS = [
     ("gim_ppl.extras", 0),
+    ("gim_ppl.lazy", 0),
     ("gim_ppl.checks", 0),
     ("gim_ppl.data", 0),
     ("gim_ppl.core", 0),
@@ -598,6 +600,22 @@ def test_require_names_the_extra(monkeypatch):
     assert extras.require("numpy") is importlib.import_module("numpy")
 
 
+def test_require_installed_imports_nothing(tmp_path, monkeypatch):
+    """`require_installed` finds a module without running it, and raises `require`'s error
+    (naming the extra) for one that is missing or blocked."""
+    from gim_ppl.extras import require_installed
+
+    (tmp_path / "loud_module_xyz.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    require_installed("loud_module_xyz")
+    assert "loud_module_xyz" not in sys.modules
+    with pytest.raises(ImportError, match="pip install definitely_not_installed_xyz"):
+        require_installed("definitely_not_installed_xyz.sub")
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as the tests block an extra
+    with pytest.raises(ImportError, match=r'sklearn is needed .*"gim_ppl\[bench\]"'):
+        require_installed("sklearn")
+
+
 def test_extras_match_pyproject():
     """Each extra named in EXTRA_OF exists in pyproject.toml and installs the module, and the
     core dependencies hold none of the optional packages."""
@@ -639,6 +657,34 @@ def test_every_subpackage_is_reachable_after_import_gim_ppl():
             "for name in ('design', 'evaluation', 'plots', 'metrics', 'baselines'):\n"
             "    assert getattr(gim_ppl, name) is not None, name\n"
             "assert callable(gim_ppl.design.rank_experiments)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_lazy_names_are_the_objects_they_name():
+    """The packages that import their names on first use (`gim_ppl.lazy`) give the objects
+    their modules define, also when a submodule was imported first: importing a submodule
+    binds its name on the package, so a lazy name that is also a submodule's name would turn
+    into that module (`gim_ppl.datasets.sachs`, a function and a module; `gim_ppl.fit`)."""
+    code = """
+import importlib, pkgutil, sys, types
+packages = {"gim_ppl": {"baselines", "datasets", "design", "metrics", "plots", "summary"},
+            "gim_ppl.datasets": set(), "gim_ppl.design": set()}
+for name in packages:  # every submodule first, as another import may have done
+    for info in pkgutil.iter_modules(importlib.import_module(name).__path__, name + "."):
+        importlib.import_module(info.name)
+for name, module_names in packages.items():
+    package = sys.modules[name]
+    values = {export: getattr(package, export) for export in package.__all__}
+    modules = {e for e, v in values.items() if isinstance(v, types.ModuleType)}
+    assert modules == module_names, (name, modules)
+    assert set(package.__all__) <= set(dir(package)), name
+import gim_ppl, gim_ppl.datasets
+assert gim_ppl.fit is sys.modules["gim_ppl.inference.fit"].fit
+assert gim_ppl.datasets.sachs is sys.modules["gim_ppl.datasets.sachs"].sachs
+assert gim_ppl.GIM is sys.modules["gim_ppl.model"].GIM
+"""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr

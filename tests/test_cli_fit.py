@@ -356,6 +356,42 @@ def test_cell_eval_without_its_extra_is_named_before_the_fit(h5ad, tmp_path, cap
     assert _nothing_left(tmp_path)
 
 
+# --- issue 27 item 8: a one-line error before the heavy imports -----------------------------
+
+
+HEAVY = ("jax", "numpyro", "optax", "anndata", "pandas", "scanpy", "rdkit", "matplotlib")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (None, None),  # `import gim_ppl` alone
+    (["fit", "--h5ad", "{tmp}/screen.h5ad", "--preset", "sciplex3", "--out", "{tmp}/out",
+      "--steps", "0"], r"argument --steps: expected a whole number ≥ 1"),
+    (["fit", "--h5ad", "{tmp}/screen.h5ad", "--perturbation-key", "drug", "--dose-key",
+      "dose", "--control", "vehicle", "--out", "{tmp}/out"], r"--h5ad .*: no such file"),
+    (["fit", "--h5ad", "{tmp}/screen.h5ad", "--preset", "sciplex3", "--out", "{tmp}/out"],
+     r"--h5ad .*: no such file"),
+    (["design", "--h5ad", "{tmp}/screen.h5ad", "--preset", "sciplex3", "--candidates",
+      "{tmp}/candidates.csv", "--out", "{tmp}/ranking.csv"], r"--candidates .*: no such file"),
+])
+def test_argument_errors_come_before_jax_and_the_extras_load(tmp_path, argv, message):
+    """A mistyped flag or path is reported before jax, numpyro, optax or an extra is imported
+    (they take seconds to load), and `import gim_ppl` imports none of them."""
+    import subprocess
+    import sys
+
+    code = "import sys\nimport gim_ppl\n"
+    if argv is not None:
+        argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+        code += f"from gim_ppl.cli import main\nassert main({argv!r}) == 2\n"
+    code += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+    if message is not None:
+        assert re.search(message, done.stderr.strip().splitlines()[-1]), done.stderr
+    assert _nothing_left(tmp_path)
+
+
 # --- item 2: the output folder -------------------------------------------------------------
 
 
@@ -369,7 +405,7 @@ def test_out_that_cannot_be_written_is_refused_before_the_fit(h5ad, tmp_path, ca
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
     called = []
-    monkeypatch.setattr("gim_ppl.cli.fit.fit", lambda *a, **k: called.append(1))
+    monkeypatch.setattr("gim_ppl.inference.fit", lambda *a, **k: called.append(1))
     # --out inside a file
     assert main(["fit", "--h5ad", str(path), "--out", str(blocker / "out"), *SMALL]) == 2
     _one_line_error(capsys, rf"cannot create --out {re.escape(str(blocker / 'out'))}: "
@@ -439,7 +475,7 @@ def test_a_failing_fit_leaves_no_partial_folder(h5ad, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("the fit broke")
 
-    monkeypatch.setattr("gim_ppl.cli.fit.fit", crash)
+    monkeypatch.setattr("gim_ppl.inference.fit", crash)
     with pytest.raises(RuntimeError, match="the fit broke"):  # a bug, not a user error
         main(["fit", "--h5ad", str(path), "--out", str(tmp_path / "a" / "out"), *SMALL])
     assert _nothing_left(tmp_path)

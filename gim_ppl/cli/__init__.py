@@ -7,7 +7,10 @@ candidate experiments on a drug screen (drugs at doses) by their expected inform
 # `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`, `design`; `fit`
 # and `design` share `screen` (the screen's flags and loading), `errors` (one-line user
 # errors) and `fit.fit_screen`; `outputs` is fit's output folder and files; and `machine`
-# (`machine_description`, shared by the commands).
+# (`machine_description`, shared by the commands). Building the parser and checking the
+# arguments, --out and the input files import no jax, numpyro, optax or extra: each command
+# imports them inside the functions that run it, so that a mistyped flag or path is a
+# one-line error within a fraction of a second (issue 27; tests/test_cli_fit.py checks it).
 
 from __future__ import annotations
 

@@ -7,14 +7,8 @@ from __future__ import annotations
 import sys
 import time
 
-import jax
-import optax
-
 from gim_ppl.cli.arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, number_type
 from gim_ppl.cli.machine import machine_description
-from gim_ppl.datasets import synthetic_hill
-from gim_ppl.inference import fit
-from gim_ppl.model import GIM
 
 _at_least_two = number_type(int, 2, True, "a whole number ≥ 2")
 
@@ -47,7 +41,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """`gim-ppl demo`: fit the bundled synthetic benchmark and print its metrics."""
+    # here, not at the top: building the parser and checking the arguments load no jax
+    import jax
+    import optax
+
+    from gim_ppl.datasets import synthetic_hill
     from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.inference import fit
+    from gim_ppl.model import GIM
 
     bench = synthetic_hill(args.seed, n_vars=args.n_vars)
     print(f"synthetic_hill(seed={args.seed}, n_vars={args.n_vars}): train {bench.train}")

@@ -25,11 +25,9 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import jax
 import numpy as np
-from numpyro.infer.autoguide import AutoNormal
 
 from gim_ppl.cli.arguments import POSITIVE_INT, number_type
 from gim_ppl.cli.errors import USER_ERRORS, UsageError, fail
@@ -45,10 +43,11 @@ from gim_ppl.cli.screen import (
     screen_features,
     screen_settings,
 )
-from gim_ppl.data import PerturbationData
-from gim_ppl.design.experiments import QUANTITIES, rank_experiments
-from gim_ppl.extras import require
-from gim_ppl.inference import init_from_data
+from gim_ppl.design.quantities import QUANTITIES
+from gim_ppl.extras import require, require_installed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gim_ppl.data import PerturbationData
 
 AT_LEAST_TWO = number_type(int, 2, True, "a whole number ≥ 2")
 # Columns of --candidates that are not drug features.
@@ -108,7 +107,7 @@ def run(args) -> int:
         if args.readout is not None and args.about != "readout":
             raise UsageError("--readout is used only with --about readout")
         for module in ("anndata", "pandas", "scanpy"):
-            require(module)
+            require_installed(module)  # imported once the files are read
         out = _check_out(args.out, args.overwrite)
         table = read_candidates(args.candidates, settings["dose_unit"])
         adata = read_h5ad(args.h5ad)
@@ -121,6 +120,13 @@ def run(args) -> int:
         knowledge_mask(args, data.var_names)  # --sources / --forbid name modelled genes
     except USER_ERRORS as err:
         return fail(err, args)
+    # here, not at the top: the inputs are checked before jax and numpyro load
+    import jax
+    from numpyro.infer.autoguide import AutoNormal
+
+    from gim_ppl.design import rank_experiments
+    from gim_ppl.inference import init_from_data
+
     print(f"data: {data}")
     print(f"candidates: {candidates.n_contexts} experiments of {args.n_cells} cells each")
     print(f"machine: {machine_description()}")
@@ -163,13 +169,13 @@ def read_candidates(path_text: str, dose_unit: str) -> CandidateTable:
     """Read and check `--candidates` (before the screen is read); `UsageError` naming
     `--candidates` for a missing or unreadable file, no rows, no drug or dose column, a dose
     that is not a number ≥ 0, or a candidate listed twice."""
-    pd = require("pandas")
     name = f"--candidates {path_text}"
     path = Path(path_text)
     if not path.exists():
         raise UsageError(f"{name}: no such file")
     if path.is_dir():
         raise UsageError(f"{name} is a folder; give a CSV file with columns drug, dose")
+    pd = require("pandas")  # once the file is there: a wrong path is reported before it loads
     try:
         raw = pd.read_csv(path, skipinitialspace=True)
     except pd.errors.EmptyDataError:
@@ -246,6 +252,8 @@ def candidate_contexts(table: CandidateTable, data: PerturbationData, features,
     """The candidates as contexts of the screen's model: features `(k, n_features)` (the
     screen's for its own drugs, from SMILES or from the feature columns for new ones), doses
     in model units (`data.dose_scale`), named `DRUG@DOSE{unit}` like the screen's contexts."""
+    from gim_ppl.data import PerturbationData  # jax: loaded with the screen, not before
+
     name = f"--candidates {table.path}"
     width = data.n_features
     if table.features is not None:

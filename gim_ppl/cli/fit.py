@@ -19,10 +19,9 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
-import optax
 
 from gim_ppl.cli.arguments import NON_NEGATIVE_FLOAT, POSITIVE_INT
 from gim_ppl.cli.errors import USER_ERRORS, UsageError, cli_words, fail
@@ -37,17 +36,12 @@ from gim_ppl.cli.screen import (
     screen_features,
     screen_settings,
 )
-from gim_ppl.data import PerturbationData
-from gim_ppl.datasets import (
-    center_on_controls,
-    holdout_dose,
-    holdout_highest_doses,
-    holdout_perturbations,
-)
-from gim_ppl.extras import require
-from gim_ppl.inference import fit
+from gim_ppl.extras import require_installed
 from gim_ppl.knowledge import allowed_edges
-from gim_ppl.model import GIM
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gim_ppl.data import PerturbationData
+    from gim_ppl.model import GIM
 
 # --- arguments ---------------------------------------------------------------------------
 
@@ -148,19 +142,20 @@ def run(args) -> int:
 
 
 def _require_extras(args) -> None:
-    """Import what the command will need, so a missing extra stops it before the fit:
-    anndata, pandas, matplotlib, and ott-jax when contexts are held out (the scores)."""
+    """Check that what the command will import is installed, so a missing extra stops it
+    before anything runs: anndata, pandas, scanpy, matplotlib, and ott-jax when contexts are
+    held out (the scores). Nothing is imported yet (`require_installed`)."""
     for module in ("anndata", "pandas", "scanpy", "matplotlib"):
-        require(module)
+        require_installed(module)
     if args.holdout != "none" or args.holdout_drugs or args.holdout_dose:
         try:
-            require("ott")
+            require_installed("ott")
         except ImportError as err:
             raise UsageError(f"{err} (it scores the held-out contexts; with --holdout none "
                              "nothing is held out or scored)") from err
     if getattr(args, "cell_eval", False):
         try:
-            require("cell_eval")
+            require_installed("cell_eval")
         except ImportError as err:
             raise UsageError(f"{err} (--cell-eval scores the held-out contexts with it)") \
                 from err
@@ -169,6 +164,9 @@ def _require_extras(args) -> None:
 def _load_screen(args, settings: dict) -> Screen:
     """Read the .h5ad, build drug features and `PerturbationData`, and split it."""
     adata = read_h5ad(args.h5ad)
+    # jax loads from here on, once the arguments and the file are checked
+    from gim_ppl.datasets import holdout_dose, holdout_highest_doses, holdout_perturbations
+
     data, info = screen_data(args, settings, adata, screen_features(args, settings, adata))
     held: list[str] = []  # context names; each held-out part is chosen on the full data
     if args.holdout_drugs:
@@ -229,6 +227,14 @@ def fit_screen(args, train: PerturbationData, *,
     the flags of `add_fit_arguments`. `guide(model, centred)` builds the guide (default: the
     MAP point estimate of `fit`); `gim-ppl design` passes an AutoNormal for posterior draws.
     Warnings of the fit go to stderr in the command's words."""
+    # here, not at the top: the commands check their arguments before jax loads
+    import jax
+    import optax
+
+    from gim_ppl.datasets import center_on_controls
+    from gim_ppl.inference import fit
+    from gim_ppl.model import GIM
+
     centred, offset = center_on_controls(train)
     # offsets around the feature map for the measured drugs (their own curves and targets)
     model = GIM(train.n_vars, train.n_features, target_sparsity=args.target_sparsity,

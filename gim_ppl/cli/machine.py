@@ -10,11 +10,11 @@ import platform
 import subprocess
 from pathlib import Path
 
-import jax
-
 
 def machine_description() -> str:
     """CPU model, core count and JAX backend, for benchmark output."""
+    import jax  # here, not at the top: the commands check their arguments before jax loads
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:

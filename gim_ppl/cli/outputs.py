@@ -17,19 +17,20 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import jax
 import numpy as np
 
 from gim_ppl.cli.errors import UsageError
 from gim_ppl.cli.machine import machine_description
-from gim_ppl.data import PerturbationData
-from gim_ppl.datasets import AnnDataInfo, shift_cells
-from gim_ppl.evaluation.baselines import Observational
-from gim_ppl.inference import FitResult
-from gim_ppl.model import GIM
-from gim_ppl.summary import DEGENERATE_RULE, dose_target_table, hill_table, target_table
+from gim_ppl.datasets import AnnDataInfo
+
+# jax and the library's model, splits and tables are imported inside the writers: the command
+# checks --out (`OutputFolder`) before they load.
+if TYPE_CHECKING:  # pragma: no cover
+    from gim_ppl.data import PerturbationData
+    from gim_ppl.inference import FitResult
+    from gim_ppl.model import GIM
 
 SIGNIFICANT_DIGITS = 4  # numbers in the CSV tables
 
@@ -159,7 +160,11 @@ def write_outputs(out: Path, args, screen: Screen, fitted: Fitted) -> dict | Non
     targets_by_dose.csv (`dose_target_table`), hill.csv, predictions.h5ad, metrics.json (when
     contexts were held out), figures/ and run.json into `out`; return the held-out scores (or
     None)."""
+    import jax
     import pandas as pd
+
+    from gim_ppl.datasets import shift_cells
+    from gim_ppl.summary import dose_target_table, target_table
 
     model, sites, data = fitted.model, fitted.result.sites, screen.data
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -214,6 +219,8 @@ def write_csv(table, path: Path) -> None:
 def _hill_csv(model, sites, screen: Screen, fitted: Fitted):
     """hill.csv: `hill_table` with units in the column names, each drug's likely targets
     first."""
+    from gim_ppl.summary import hill_table
+
     table = hill_table(model, sites, screen.data, train=fitted.centred)
     unit = table.pop("dose_unit").iloc[0] if len(table) else screen.data.dose_scale.unit
     expr, _ = expression_unit(screen.info)
@@ -228,6 +235,8 @@ def _hill_csv(model, sites, screen: Screen, fitted: Fitted):
 def _run_record(args, screen: Screen, fitted: Fitted) -> dict:
     """run.json: the input, settings, what was done to the expression values, genes, split,
     fit settings and outcome, machine."""
+    from gim_ppl.summary import DEGENERATE_RULE
+
     data, result = screen.data, fitted.result
     return {
         "h5ad": str(args.h5ad), "settings": screen.settings, "cell_type": args.cell_type,
@@ -288,7 +297,7 @@ def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
     ranking), else by the change of the mean."""
     # [bench] (ott-jax), needed only here
     from gim_ppl.evaluation import metrics
-    from gim_ppl.evaluation.baselines import perturbation_labels
+    from gim_ppl.evaluation.baselines import Observational, perturbation_labels
     from gim_ppl.evaluation.benchmark import KNOWN_ONLY, SIMPLE_BASELINES
 
     control_cells = train.control_cells()
@@ -362,6 +371,7 @@ def _write_figures(folder: Path, args, screen: Screen, fitted: Fitted) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gim_ppl.datasets import shift_cells
     from gim_ppl.plots.fit import plot_dose_response_grid
     from gim_ppl.plots.targets import plot_targets
 

@@ -23,13 +23,7 @@ from gim_ppl.cli.arguments import (
     POSITIVE_INT,
 )
 from gim_ppl.cli.errors import UsageError, print_note
-from gim_ppl.datasets import (
-    NORMALIZE_CHOICES,
-    SCIPLEX3,
-    drug_features,
-    drug_smiles,
-    from_anndata_with_info,
-)
+from gim_ppl.datasets import NORMALIZE_CHOICES, SCIPLEX3, drug_features, drug_smiles
 from gim_ppl.datasets.doses import MOLAR_SPELLINGS, molar_exponent
 from gim_ppl.extras import require
 
@@ -165,8 +159,6 @@ def screen_settings(args) -> dict:
 
 def read_h5ad(path_text: str):
     """The AnnData in `--h5ad`, or a `UsageError` saying what the file is instead."""
-    anndata = require("anndata")
-    h5py = require("h5py")
     path = Path(path_text)
     if not path.exists():
         raise UsageError(f"--h5ad {path_text}: no such file")
@@ -175,6 +167,9 @@ def read_h5ad(path_text: str):
     fix = "give an AnnData file written by anndata or scanpy (adata.write_h5ad)"
     if path.stat().st_size == 0:
         raise UsageError(f"--h5ad {path_text} is empty (0 bytes); {fix}")
+    # imported once the file is there: a wrong path is reported before anndata loads
+    h5py = require("h5py")
+    anndata = require("anndata")
     if not h5py.is_hdf5(path):
         with open(path, "rb") as fh:
             head = fh.read(24).decode("utf-8", "replace").split("\n")[0]
@@ -255,6 +250,8 @@ def screen_features(args, settings: dict, adata, new_smiles: Mapping[str, str] |
 def screen_data(args, settings: dict, adata, features):
     """`(data, info)`: the screen as `PerturbationData` (every context, carrying its
     `DoseScale`) and what was done to its expression values; notes go to stderr."""
+    from gim_ppl.datasets import from_anndata_with_info  # jax: only once the data is read
+
     genes = None if args.genes is None else [g.strip() for g in args.genes.split(",")
                                              if g.strip()]
     given_key = getattr(args, "cell_type_key", None)

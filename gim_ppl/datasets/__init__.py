@@ -15,9 +15,13 @@
   `SachsData`: cells per condition, literature targets of each reagent, consensus graph.
 
 Result tables of a fit (`target_table`, `hill_table`) live in `gim_ppl.summary`.
+`import gim_ppl.datasets` loads no jax: `anndata`, `splits` and `synthetic`, which need it,
+are imported on first use.
 """
 
-from gim_ppl.datasets.anndata import from_anndata, from_anndata_with_info
+# Numpy only: imported with the package (the command line reads `NORMALIZE_CHOICES`,
+# `SCIPLEX3` and the dose units while it checks its arguments; `sachs` must be bound here,
+# as it is also the name of its module: see `gim_ppl.lazy`).
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.datasets.expression import NORMALIZE_CHOICES, AnnDataInfo
 from gim_ppl.datasets.sachs import CONDITION_SETS, SachsData, sachs
@@ -30,15 +34,21 @@ from gim_ppl.datasets.screen import (
     drug_smiles,
     toy_screen,
 )
-from gim_ppl.datasets.splits import (
-    center_on_controls,
-    holdout_dose,
-    holdout_highest_doses,
-    holdout_perturbations,
-    sciplex3_splits,
-    shift_cells,
+from gim_ppl.lazy import lazy_exports
+
+# These need jax (through `PerturbationData`): imported on first use.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "gim_ppl.datasets.anndata": ["from_anndata", "from_anndata_with_info"],
+        "gim_ppl.datasets.splits": ["center_on_controls", "holdout_dose",
+                                    "holdout_highest_doses", "holdout_perturbations",
+                                    "sciplex3_splits", "shift_cells"],
+        "gim_ppl.datasets.synthetic": ["GroundTruth", "SyntheticBenchmark", "random_dag",
+                                       "synthetic_hill"],
+    },
+    modules={name: f"gim_ppl.datasets.{name}" for name in ("anndata", "splits", "synthetic")},
 )
-from gim_ppl.datasets.synthetic import GroundTruth, SyntheticBenchmark, random_dag, synthetic_hill
 
 __all__ = [
     "CONDITION_SETS",

@@ -28,10 +28,12 @@ import hashlib
 import io
 from collections.abc import Sequence
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gim_ppl.data import PerturbationData
+if TYPE_CHECKING:  # pragma: no cover
+    from gim_ppl.data import PerturbationData
 
 #: The 11 measured proteins, in the column order of the vendored file (cdt's names).
 PROTEINS = ("praf", "pmek", "plcg", "PIP2", "PIP3", "p44/42", "pakts473", "PKA", "PKC",
@@ -268,6 +270,10 @@ def sachs(log: bool = True, conditions: str | Sequence[str] = "inhibitors", *,
         >>> s.data.n_contexts, s.data.n_features, int(s.consensus.sum())
         (6, 5, 18)
     """
+    # here, not at the top: `gim_ppl.datasets` imports this module eagerly (`sachs` is both
+    # a module and a function) and loads no jax
+    from gim_ppl.data import PerturbationData
+
     if not isinstance(log, (bool, np.bool_)):
         raise ValueError(f"log must be True or False, got {log!r}")
     if not isinstance(standardize, (bool, np.bool_)):

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gim_ppl.datasets.anndata import control_mask, require_obs_key
 from gim_ppl.extras import require
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,6 +90,9 @@ def drug_smiles(adata, *, perturbation_key: str = SCIPLEX3.perturbation_key,
 
     Raises ValueError naming every drug without a SMILES or with several different ones.
     """
+    # here, not at the top: the schema (`SCIPLEX3`) is read without jax (gim-ppl --preset)
+    from gim_ppl.datasets.anndata import control_mask, require_obs_key
+
     obs = adata.obs
     require_obs_key(obs, perturbation_key, "perturbation_key")
     require_obs_key(obs, smiles_key, "smiles_key")

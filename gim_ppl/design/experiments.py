@@ -56,14 +56,13 @@ from gim_ppl.checks import check_integer, check_real
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.likelihood import context_stats, sample_cells, target_terms
 from gim_ppl.data import PerturbationData
+from gim_ppl.design.quantities import QUANTITIES
 from gim_ppl.extras import require
 from gim_ppl.inference.fit import FitResult
 from gim_ppl.model import GIM
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-QUANTITIES = ("targets", "graph", "readout", "parameters")
 
 
 def rank_experiments(model: GIM, posterior: Mapping | FitResult,
