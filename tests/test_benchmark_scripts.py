@@ -117,3 +117,35 @@ def test_scale_quick_run_times_both_paths_and_restarts(tmp_path):
     assert record["restarts"][0]["ratio_to_one"] == 1.0
     md = (tmp_path / "scale.md").read_text()
     assert "| from moments (ms) |" in md and "| restarts | ms per step |" in md
+
+
+def test_target_calls_scores_by_hand_and_quick_run(tmp_path):
+    import pandas as pd
+
+    calls = _load("target_calls")
+
+    class Truth:  # two drugs, two genes, g0 → g1 with weight 0.5; drug a targets g0
+        drugs, genes, doses = ("a", "b"), ("g0", "g1"), (1.0, 10.0)
+        targets = np.array([[True, False], [False, False]])
+        emax, ec50, hill = np.full((2, 2), 2.0), np.full((2, 2), 10.0), np.ones((2, 2))
+        weights = np.array([[0.0, 0.5], [0.0, 0.0]])
+
+    direct, total = calls.effects_at_top_dose(Truth)
+    np.testing.assert_allclose(direct, [[1.0, 0.0], [0.0, 0.0]])  # 2 · 10 / (10 + 10)
+    np.testing.assert_allclose(total, [[1.0, 0.5], [0.0, 0.0]])
+    # ranked table: (b, g1) first, then the planted (a, g0); called: (b, g1) and (a, g1)
+    targets = pd.DataFrame({"perturbation": ["b", "a", "a", "b"],
+                            "gene": ["g1", "g0", "g1", "g0"],
+                            "posterior_probability": [0.9, 0.4, 0.6, 0.1]})
+    by_dose = pd.DataFrame({"perturbation": ["a"] * 4 + ["b"] * 4,
+                            "gene": ["g0", "g0", "g1", "g1"] * 2,
+                            "posterior_probability": [0.2, 0.9, 0.5, 0.5, 0, 0, 0.4, 0.4]})
+    row = calls.score_run(targets, by_dose, Truth, 3, 0.1)
+    assert row == {"seed": 3, "min_effect": 0.1, "n_planted": 1, "planted_in_top_n": 0,
+                   "planted_in_top_2n": 1, "worst_rank": 2, "called": 2, "planted_called": 0,
+                   "called_below_0.1": 2, "called_total_below_0.1": 1,
+                   "called_mean_over_doses": 2}
+    assert calls.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "target_calls.json").read_text())
+    assert [r["seed"] for r in record["rows"]] == [0] and record["commit"]
+    assert 0 <= record["rows"][0]["planted_called"] <= record["rows"][0]["n_planted"]
