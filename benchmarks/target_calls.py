@@ -4,8 +4,8 @@ ranked `targets.csv` of `gim-ppl fit`, and how many pairs are called targets.
 For each seed, `toy_screen(seed)` (a sci-Plex3-like screen with a planted linear SCM, 10
 drugs, 12 genes, 4 doses, 12 cells per drug and dose) is written as an .h5ad and fitted by
 `gim-ppl fit --preset sciplex3 --holdout none` with its defaults, once per `--min-effect`
-value. Per run: `planted_in_top_n` / `_2n` (planted pairs among the n / 2n highest `score`s, n = number
-planted), `worst_rank`, `called` (pairs with `posterior_probability` ≥ 0.5),
+value. Per run: `planted_in_top_n` / `_2n` (planted pairs among the n / 2n highest
+`score`s, n = number planted), `worst_rank`, `called` (pairs with `posterior_probability` ≥ 0.5),
 `planted_called`, `called_below_0.1` (called pairs whose planted direct effect at the highest
 dose is below 0.1 log1p: 0 for every non-target), `called_total_below_0.1` (the same with the
 total effect through the planted graph, `δ (I − W)⁻¹`, so children of targets do not count),
