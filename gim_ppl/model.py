@@ -761,6 +761,13 @@ class _MarginalCells(dist.Distribution):
         return jax.vmap(one)(flat).reshape(batch)
 
 
+def posterior_mean(model: GIM, sites, values) -> np.ndarray:
+    """A read-off of `model` averaged over draws when `sites` carry them (read-offs keep the
+    draw axis); the value itself for one point."""
+    values = np.asarray(values)
+    return values.mean(0) if model.check_sites(sites) else values
+
+
 def _check_edge_mask(edge_mask, n_vars: int) -> np.ndarray:
     mask = np.asarray(edge_mask)
     if mask.dtype != bool:
@@ -821,4 +828,4 @@ def _prng_key():
     return key
 
 
-__all__ = ["GIM", "MARGINALS", "Priors"]
+__all__ = ["GIM", "MARGINALS", "Priors", "posterior_mean"]

@@ -23,6 +23,7 @@ from gim_ppl.core.mechanisms import mechanism_mean
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale
 from gim_ppl.extras import require
+from gim_ppl.model import posterior_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -63,11 +64,6 @@ def observed_effects(model, sites, data: PerturbationData) -> np.ndarray:
     n = moments.count[:, None]
     var = moments.var * n / np.maximum(n - 1.0, 1.0)  # unbiased
     return np.stack([moments.mean, np.sqrt(var / n)], axis=-1)
-
-
-def _mean_over_draws(model, sites, values) -> np.ndarray:
-    values = np.asarray(values)
-    return values.mean(0) if model.check_sites(sites) else values
 
 
 def _highest_dose_rows(data: PerturbationData, names: list[str]) -> np.ndarray:
@@ -129,12 +125,12 @@ def target_table(model, sites, contexts: PerturbationData,
         low, high = np.quantile(prior, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
         bounds = {"target_probability_low": low.ravel(), "target_probability_high": high.ravel()}
     prior = prior.mean(0) if draws else prior
-    effect = _mean_over_draws(model, sites, model.hill_effects(
+    effect = posterior_mean(model, sites, model.hill_effects(
         sites, contexts.contexts_only().subset(_highest_dose_rows(contexts, names))))
     post = np.full_like(prior, np.nan)
     observed = np.full((*prior.shape, 2), np.nan)
     if train is not None:
-        p_train = _mean_over_draws(model, sites, model.posterior_targets(
+        p_train = posterior_mean(model, sites, model.posterior_targets(
             sites, train, per="perturbation", min_effect=min_effect))
         top = _highest_dose_rows(train, names)
         seen = top >= 0
@@ -173,9 +169,9 @@ def dose_target_table(model, sites, data: PerturbationData,
     """
     pd = require("pandas")
     scale = DoseScale.of(data) if dose_scale is None else dose_scale
-    post = _mean_over_draws(model, sites,
+    post = posterior_mean(model, sites,
                             model.posterior_targets(sites, data, min_effect=min_effect))
-    effect = _mean_over_draws(model, sites, model.hill_effects(sites, data))
+    effect = posterior_mean(model, sites, model.hill_effects(sites, data))
     observed = observed_effects(model, sites, data)
     pert = np.asarray(data.perturbation)
     dose = np.asarray(data.dose, dtype=float)

@@ -21,7 +21,7 @@ import optax
 from gim_ppl.datasets import synthetic_hill
 from gim_ppl.evaluation import baselines, metrics
 from gim_ppl.inference import fit
-from gim_ppl.model import GIM
+from gim_ppl.model import GIM, posterior_mean
 
 #: The simple baselines (DESIGN.md §5): a GIM result is claimed as a win only where it
 #: beats the best of them; `dose_interpolation` predicts known perturbations only.
@@ -101,13 +101,13 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
     out = {
         "target_auroc_train_posterior": metrics.auroc(
             truth_train,
-            _posterior_mean(model, sites, model.posterior_targets(sites, train))[pert]),
+            posterior_mean(model, sites, model.posterior_targets(sites, train))[pert]),
         "target_auroc_train_prior": metrics.auroc(
             truth_train,
-            _posterior_mean(model, sites, model.target_probabilities(sites, train))[pert]),
+            posterior_mean(model, sites, model.target_probabilities(sites, train))[pert]),
         "target_auroc_full_ood": metrics.auroc(
             bench.truth.targets["full_ood"],
-            _posterior_mean(model, sites, model.target_probabilities(sites, bench.full_ood))),
+            posterior_mean(model, sites, model.target_probabilities(sites, bench.full_ood))),
     }
     control = baselines.Observational().fit(train)
     simple = {name: make().fit(train) for name, make in SIMPLE_BASELINES.items()}
@@ -127,12 +127,6 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
     return out
 
 
-def _posterior_mean(model: GIM, sites, values) -> np.ndarray:
-    """A read-off averaged over the draws of `sites` (read-offs keep the draw axis)."""
-    values = np.asarray(values)
-    return values.mean(0) if model.check_sites(sites) else values
-
-
 def _recovery_scores(model: GIM, sites, bench, train_data, unseen_probs) -> dict:
     """Target and graph recovery. `train_data`: the training split as `model` sees it (its
     posterior targets are scored on the perturbational contexts); `unseen_probs (k, d)`: the
@@ -140,7 +134,7 @@ def _recovery_scores(model: GIM, sites, bench, train_data, unseen_probs) -> dict
     pert = ~np.asarray(bench.train.observational)
     truth_train = bench.truth.targets["train"][pert]
     truth_ood = bench.truth.targets["full_ood"]
-    post = _posterior_mean(model, sites, model.posterior_targets(sites, train_data))[pert]
+    post = posterior_mean(model, sites, model.posterior_targets(sites, train_data))[pert]
     probs = np.asarray(unseen_probs)
     return {
         "target_auroc_train": metrics.auroc(truth_train, post),
@@ -156,7 +150,7 @@ def _graph_scores(model: GIM, sites, bench) -> dict:
     """SHD of `model.graph` and AUPRC of the posterior-mean |W| against the true graph."""
     true = bench.truth.adjacency
     off = ~np.eye(true.shape[0], dtype=bool)
-    weight = _posterior_mean(model, sites, np.abs(model.edge_weights(sites)))
+    weight = posterior_mean(model, sites, np.abs(model.edge_weights(sites)))
     return {
         "graph_shd": float(metrics.shd(true, model.graph(sites))),
         "graph_auprc": metrics.average_precision(true[off], weight[off]),
@@ -208,7 +202,7 @@ def _make_method(name: str, bench, config: BenchConfig):
 
 def _recovery(name: str, method, bench) -> dict:
     if name.startswith("gim_"):
-        unseen = _posterior_mean(method.model, method.sites,
+        unseen = posterior_mean(method.model, method.sites,
                                  method.model.target_probabilities(method.sites, bench.full_ood))
         return _recovery_scores(method.model, method.sites, bench, bench.train, unseen)
     if name == "oracle_features":

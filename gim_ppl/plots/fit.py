@@ -19,14 +19,13 @@ from matplotlib.figure import Figure
 from gim_ppl.core.hill import hill_shift
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale, dose_response
-from gim_ppl.model import GIM
+from gim_ppl.model import GIM, posterior_mean
 from gim_ppl.plots.layout import (
     FIT_COLOR,
     OBSERVED_COLOR,
     TRUTH_COLOR,
     axes_grid,
     pick_perturbations,
-    posterior_mean,
     resolve,
     single_axes,
 )

@@ -1,6 +1,6 @@
 """Shared plumbing of the figures: colours, axes (a new grid, or the caller's axes checked),
 name/index lookup, and the per-perturbation read-offs of a fitted model that several figures use
-(`pick_perturbations`, `posterior_mean`)."""
+(`pick_perturbations`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gim_ppl.data import PerturbationData
-from gim_ppl.model import GIM
 
 OBSERVED_COLOR = "0.25"
 PREDICTED_COLOR = "tab:orange"
@@ -83,7 +82,3 @@ def pick_perturbations(data: PerturbationData, perturbations) -> tuple[list[int]
     return chosen, [where[g] for g in chosen]
 
 
-def posterior_mean(model: GIM, sites, values) -> np.ndarray:
-    """A read-off averaged over draws when `sites` carry them (read-offs keep the draw axis)."""
-    values = np.asarray(values)
-    return values.mean(0) if model.check_sites(sites) else values

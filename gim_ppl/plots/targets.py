@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from gim_ppl.data import PerturbationData
-from gim_ppl.model import GIM
-from gim_ppl.plots.layout import TRUTH_COLOR, axes_grid, pick_perturbations, posterior_mean
+from gim_ppl.model import GIM, posterior_mean
+from gim_ppl.plots.layout import TRUTH_COLOR, axes_grid, pick_perturbations
 
 
 def _per_perturbation_name(values, cells: PerturbationData, names) -> np.ndarray:
