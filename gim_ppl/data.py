@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -51,7 +52,9 @@ def _check_storable(name: str, arr: np.ndarray, where: str) -> None:
     dtype = np.dtype(jnp.result_type(float))
     with np.errstate(over="ignore"):
         lost = np.isfinite(arr) & ~np.isfinite(arr.astype(dtype))
-    bad = np.flatnonzero(lost.reshape(arr.shape[0], -1).any(axis=1)) if arr.ndim else []
+    # rows × the rest, spelled out: reshape(n, -1) cannot infer -1 when n = 0
+    bad = (np.flatnonzero(lost.reshape(arr.shape[0], math.prod(arr.shape[1:])).any(axis=1))
+           if arr.ndim else [])
     if len(bad):
         raise ValueError(f"{name} has values beyond the {dtype} range (|value| > "
                          f"{np.finfo(dtype).max:.3g}) at {where} {_rows(bad)}; rescale them "
@@ -512,6 +515,9 @@ def _check_cells(x, context, obs: np.ndarray,
     x_arr = _float_array("x", x, 2)
     if context is None:
         raise ValueError("x was given without context: pass the context index of each cell")
+    if require_cells and x_arr.shape[0] == 0:
+        raise ValueError(f"x has no cells (shape {x_arr.shape}); every context needs cells "
+                         "(or pass require_cells=False)")
     ctx = np.array(context, copy=True)
     if ctx.ndim != 1 or ctx.shape[0] != x_arr.shape[0]:
         raise ValueError(

@@ -88,6 +88,18 @@ def test_empty_perturbational_context_is_rejected():
         build(context=ctx)
 
 
+def test_no_cells_at_all_is_named_not_a_reshape_error():
+    """Zero rows of x raised numpy's "cannot reshape array of size 0" from the float32
+    range check (found by the fuzz oracle once it asked for the argument's own name)."""
+    with pytest.raises(ValueError, match=r"^x has no cells \(shape \(0, 3\)\)"):
+        build(x=np.zeros((0, 3)), context=np.zeros(0, np.int64))
+    data = PerturbationData.from_arrays(np.zeros((0, 3)), np.zeros(0, np.int64),
+                                        require_cells=False,
+                                        **{k: v for k, v in arrays().items()
+                                           if k not in ("x", "context")})
+    assert data.n_cells == 0 and data.n_contexts == 3
+
+
 def test_wrong_types_and_shapes():
     with pytest.raises(TypeError, match="context must hold integers"):
         build(context=np.full(12, 0.5))
