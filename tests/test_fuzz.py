@@ -198,7 +198,13 @@ def test_from_arrays_validates_or_builds_finite_data(case):
     # a mismatch may be reported on the other array of its group (the cells: x and context;
     # the contexts: features, dose, observational, perturbation): a broken argument's own
     # name or a partner's, as a word
-    names = set().union(*(PARTNERS[b] for b in case[1]))
+    # — unless every broken array kept its valid shape (a NaN, a negative dose, another
+    # dtype): then nothing is mismatched and the message must name a broken argument itself
+    # (kills mutants `dose_message_without_dose` and `dose_message_names_features`)
+    valid = _valid_arrays()
+    same_shape = all(isinstance(inputs[b], np.ndarray) and inputs[b].shape == valid[b].shape
+                     for b in case[1])
+    names = set(case[1]) if same_shape else set().union(*(PARTNERS[b] for b in case[1]))
     data = check_call("from_arrays", lambda: PerturbationData.from_arrays(x, ctx, **kw),
                       inputs, names)
     if data is not None:
@@ -206,6 +212,34 @@ def test_from_arrays_validates_or_builds_finite_data(case):
         assert np.all((np.asarray(data.context) >= 0)
                       & (np.asarray(data.context) < data.n_contexts))
         assert np.all(np.asarray(data.dose) >= 0)
+
+
+VALUE_BREAKS = [("x", (2, 1), np.nan), ("x", (0, 0), 1e39), ("context", 3, 99),
+                ("context", 3, -1), ("context", 3, 0.5), ("features", (1, 0), np.inf),
+                ("dose", 2, np.nan), ("dose", 2, np.inf), ("dose", 2, -0.5),
+                ("observational", 1, 2), ("perturbation", 2, 0.5), ("perturbation", 2, -1)]
+
+
+@pytest.mark.parametrize("name, index, value", VALUE_BREAKS)
+def test_a_broken_value_is_named_by_its_own_argument(name, index, value):
+    """Every array keeps its valid shape and one entry goes bad: nothing is mismatched, so
+    the error must name that argument itself, as a word (not a partner, not "contexts").
+    Deterministic companion of the fuzz test, whose derandomised examples change with its
+    source. Kills mutants `dose_message_without_dose`, `dose_nonfinite_message_without_dose`
+    and `dose_message_names_features` (dev/mutants.py)."""
+    kw = _valid_arrays()
+    arr = kw[name].astype(type(value)) if isinstance(value, float) else kw[name].copy()
+    if name == "observational":
+        arr = arr.astype(np.int64)
+    arr[index] = value
+    kw[name] = arr
+    x, ctx = kw.pop("x"), kw.pop("context")
+    with pytest.raises((ValueError, TypeError)) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            PerturbationData.from_arrays(x, ctx, **kw)
+    assert re.search(rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])", str(err.value)), (
+        str(err.value))
 
 
 # --- GIM(...) ------------------------------------------------------------------------------
