@@ -17,6 +17,7 @@ from numpyro.infer.util import log_density
 import gim_ppl
 from gim_ppl.core.likelihood import residual_stats
 from gim_ppl.evaluation import metrics
+from gim_ppl.evaluation.stability import mean_shift_scores
 from gim_ppl.inference import BatchIndex, stratified_batch
 
 
@@ -54,14 +55,19 @@ def test_stratified_batch_statistics_are_unbiased():
 
 
 def test_minibatch_fit_runs_and_learns():
+    """A minibatch fit must find the training targets better than the raw mean-shift
+    detector on the same data (AUROC 0.906 on seed 0; the fit reaches 0.98 with keys 0-2):
+    a bar of 0.8 passed with a fit worse than doing nothing but comparing means."""
     bench = gim_ppl.datasets.synthetic_hill(0)
     model = gim_ppl.GIM(10, 10)
     res = gim_ppl.fit(model, bench.train, steps=3000, key=jax.random.key(0),
                       optimizer=optax.adam(1e-2), progress=False, batch_size=25)
     assert res.message == ""
     pert = ~np.asarray(bench.train.observational)
+    truth = bench.truth.targets["train"][pert]
     post = model.posterior_targets(res.sites, bench.train)[pert]
-    assert metrics.auroc(bench.truth.targets["train"][pert], post) > 0.8
+    bar = metrics.auroc(truth, mean_shift_scores(bench.train)[pert])
+    assert metrics.auroc(truth, post) > bar
 
 
 def test_fit_rejects_bad_batch_size():
