@@ -8,6 +8,8 @@ from gim_ppl.cli import main
 
 
 def test_demo_runs_and_prints_every_metric_row(capsys):
+    """Every metric row of the table has a finite number (kills mutant
+    `demo_metric_key_misspelt` in dev/mutants.py: a misspelt key is a KeyError)."""
     assert main(["demo", "--steps", "20", "--n-vars", "3", "--marginal", "exact",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out

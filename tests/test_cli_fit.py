@@ -688,7 +688,8 @@ def test_features_csv_columns_are_standardised_with_a_note(capsys):
 
 def test_overwrite_is_complete_or_absent_when_the_final_rename_fails(tmp_path, monkeypatch):
     """`--overwrite` keeps the old folder when moving the new one into place fails (a full
-    disk, a permission change): the old results come back, the partial folder goes."""
+    disk, a permission change): the old results come back, the partial folder goes.
+    Kills mutant `commit_no_restore` (dev/mutants.py)."""
     from gim_ppl.cli import outputs
 
     out = tmp_path / "out"

@@ -214,7 +214,8 @@ def test_two_differing_draws_one_binary_unknown_give_log_2():
     differ by ~10 nats while ±30 still decides each draw's own posterior — equal inner
     weights would leave P = ½ and information 0. (b) Graph: edge x0 → x1 of weight 1.5 in
     draw 0 only (threshold 0.3); the prior's edge entropy is log 2 — an estimate that
-    returned the prior's entropy for the posterior would give 0."""
+    returned the prior's entropy for the posterior would give 0. Kills mutants
+    `targets_eig_ignores_inner_weights` and `graph_eig_is_the_prior` (dev/mutants.py)."""
     model = GIM(D, P)
     post = {s: np.array(v) for s, v in fixed_posterior(model, 2).items()}
     post["target_bias"][:, 1] = -30.0                  # x1 never a target

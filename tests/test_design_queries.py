@@ -313,7 +313,8 @@ def test_replace_effect_counterfactual_matches_the_closed_form(scm):
 def test_cells_of_a_query_use_every_posterior_draw_in_turn(scm):
     """Two draws that differ only in the bias of x0 (0.5 and 50.5): cell c of a context uses
     draw ⌊2c / n⌋, so the first half of every context's cells sits at the first draw and the
-    second half at the second. (A batch that used draw 0 for every cell passed before.)"""
+    second half at the second. (A batch that used draw 0 for every cell passed before:
+    mutant `query_cells_use_draw_0` in dev/mutants.py.)"""
     model, sites, contexts = scm
     with jax.enable_x64(True):
         draws = {s: jnp.stack([v, v]) for s, v in sites.items()}
@@ -329,7 +330,9 @@ def test_cells_of_a_query_use_every_posterior_draw_in_turn(scm):
 def test_combination_under_replace_sets_targets_to_the_summed_hill_means(scm):
     """With `intervention_effect="replace"` a targeted variable loses its mechanism: x_j =
     (t_a s_a + t_b s_b)_j + σ_j ε_j, no bias, no parents; the others keep theirs. Closed form
-    per cell with the noise of the shift model's baseline (same key, same noise)."""
+    per cell with the noise of the shift model's baseline (same key, same noise). Kills
+    mutant `combine_replace_ignores_second_targets` (dev/mutants.py): under "shift" a
+    union that forgot `second`'s targets gives the same cells, under "replace" it does not."""
     _, sites, contexts = scm
     with jax.enable_x64(True):
         model = gim_ppl.GIM(3, 2, intervention_effect="replace")

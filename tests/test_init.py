@@ -99,7 +99,7 @@ def test_jitter_is_multiplicative_on_positive_sites_whatever_their_scale():
     """Jitter is added in the unconstrained space: a noise scale moves by a factor exp(0.1 z)
     whether it starts at 0.05 or 50 (log-ratio sd 0.1 for both). Jitter added to the
     constrained value instead (contrary to the docstring) moves 50 by a factor ~1.002 and
-    can push 0.05 below zero."""
+    can push 0.05 below zero. Kills mutant `init_jitter_constrained` (dev/mutants.py)."""
     import numpyro.distributions as dist
 
     rng = np.random.default_rng(0)

@@ -91,6 +91,7 @@ def test_gp_head_is_the_gp_conditional_mean():
 
 
 def test_shrinkage_scales_closed_form():
+    """ARD: raw · λ; horseshoe: raw · τ λ̃ (kills mutant `ard_scale_ignored`)."""
     rng = np.random.default_rng(2)
     raw, lam = rng.normal(size=(4, 3)), rng.uniform(0.1, 3, 4)
     ard = feature_weights({"target_weights_raw": raw, "target_feature_scale": lam}, "target")

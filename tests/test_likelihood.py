@@ -210,6 +210,8 @@ def test_gradient_of_log_density_matches_finite_differences(opts, precision):
 
 
 def test_posterior_targets_match_enumeration_marginals(precision):
+    """Per-context P(I_kj = 1 | D_k) against enumeration (kills mutant
+    `per_context_posterior_sign`, the canary of dev/mutants.py)."""
     if True:  # the precision fixture sets float32 or float64
         data = small_data(seed=6, d=3)
         model = gim_ppl.GIM(3, 2)
@@ -250,7 +252,8 @@ def test_shared_target_posterior_matches_enumeration_over_a_perturbations_contex
     """With `shared_targets`, P(I_gj = 1 | all cells of perturbation g) by enumerating the 2^d
     target sets of the group against the cells of all its doses (scipy sums); with
     coarsening, the group's evidence raised to α / (α + n_group). Kills a sign flip or a
-    per-context (not per-group) evidence in `posterior_target_logits`."""
+    per-context (not per-group) evidence in `posterior_target_logits` (mutant
+    `shared_targets_sign` in dev/mutants.py)."""
     import itertools
 
     from scipy.special import expit, logsumexp
