@@ -112,6 +112,11 @@ MUTANTS = [
            '"target_auroc_full_ood"),',
            '"target_auroc_ful_ood"),',
            ("tests/test_cli_demo.py",)),
+    # item 10: the old assertion `targets[:, obs] >= 0` could not fail whatever the mask did
+    Mutant("observational_cells_get_targets", "gim_ppl/model.py",
+           "targets = jnp.where(data.observational[:, None], 0.0, targets.astype(shift.dtype))",
+           "targets = targets.astype(shift.dtype)",
+           ("tests/test_model.py::test_prior_predictive_with_plain_numpyro",)),
     # --- our own, for the modules whose tests changed with them ---------------------------
     # canary: a slip the oldest enumeration test must catch (proves the copy is imported)
     Mutant("per_context_posterior_sign", "gim_ppl/core/likelihood.py",

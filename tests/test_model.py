@@ -176,6 +176,7 @@ def test_prior_predictive_with_plain_numpyro():
     # or all zeros (same parameters and noise), their cells are identical, while those of
     # the perturbed contexts move (the site holds the unmasked draw, so it cannot say this).
     # A replace intervention, because a shift at dose 0 is 0 whether targeted or not.
+    # (Kills mutant `observational_cells_get_targets` of dev/mutants.py.)
     model = gim_ppl.GIM(3, 2, intervention_effect="replace")
     sampled = handlers.trace(handlers.seed(model, 1)).get_trace(gen)
     obs_cells = np.asarray(contexts.observational)[np.asarray(ctx)]
