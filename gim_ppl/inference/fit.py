@@ -51,6 +51,28 @@ from gim_ppl.model import GIM
 #: algorithm (it sets when λ may rise), not only of its speed.
 CHUNK_STEPS = 1000
 
+#: Environment variable that caps the optimiser steps of every `fit` (and so of `gim-ppl
+#: demo`, `bench` and `fit`, and of the scripts in benchmarks/): the tests run the docs'
+#: examples and the benchmarks verbatim with it set (CONTRIBUTING.md). Unset: no cap.
+MAX_STEPS_ENV = "GIM_PPL_MAX_STEPS"
+
+
+def capped_steps(steps: int) -> int:
+    """`steps`, or the cap `$GIM_PPL_MAX_STEPS` if that is set and smaller (with a warning
+    naming both, so a capped run is never mistaken for a full one)."""
+    text = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if not text:
+        return steps
+    try:
+        cap = check_integer(MAX_STEPS_ENV, float(text))
+    except ValueError:
+        raise ValueError(f"{MAX_STEPS_ENV} must be an integer >= 1, got {text!r}") from None
+    if cap >= steps:
+        return steps
+    warnings.warn(f"{MAX_STEPS_ENV}={cap}: running {cap} optimiser steps instead of {steps}",
+                  stacklevel=3)
+    return cap
+
 class SortedTraceELBO(Trace_ELBO):
     """NumPyro's `Trace_ELBO` (one particle) with the sites' terms summed in name order.
 
@@ -247,7 +269,7 @@ def fit(
     Args:
         model: a `GIM`.
         data: training `PerturbationData` with cells, `x (n_cells, n_vars)`.
-        steps: optimiser steps.
+        steps: optimiser steps (at most `$GIM_PPL_MAX_STEPS` when that is set: `capped_steps`).
         key: PRNG key (same key ⇒ same result).
         optimizer: an optax `GradientTransformation`; default `optax.adam(1e-3)`.
         guide: default `AutoDelta(model, init_loc_fn=init_from_data(data))`; any NumPyro
@@ -287,7 +309,7 @@ def fit(
         >>> res = fit(GIM(10, 10), data, steps=30_000, key=jax.random.key(0),
         ...           optimizer=optax.adam(1e-3), restarts=4)  # doctest: +SKIP
     """
-    steps = check_integer("steps", steps)
+    steps = capped_steps(check_integer("steps", steps))
     if not isinstance(data, PerturbationData) or not data.has_cells:
         raise ValueError("data must be a PerturbationData with cells (data.x is None)")
     if batch_size is not None:
