@@ -130,7 +130,9 @@ def _alpha(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's arguments (tests/test_docs_blocks.py parses the docs' command lines
+    with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS),
@@ -148,6 +150,11 @@ def main(argv=None) -> int:
                         help="one seed, the misspecified scenario, 30 cells, 200 steps, 6 "
                              "perturbations (smoke run)")
     parser.add_argument("--out", default="misspecified_targets")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.cells, args.steps, args.train_perturbations = [0], [30], 200, 6

@@ -94,7 +94,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's arguments (tests/test_docs_blocks.py parses the docs' command lines
+    with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--steps", type=int, default=30_000)
@@ -102,6 +104,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="one seed, 300 steps at lr 1e-2, 6 new perturbations (smoke run)")
     parser.add_argument("--out", default="oracle_ladder")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     options: dict = {}
     if args.quick:

@@ -211,7 +211,9 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's arguments (tests/test_docs_blocks.py parses the docs' command lines
+    with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -223,6 +225,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and few steps of every part (smoke run)")
     parser.add_argument("--out", default="scale")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     sizes = dict(n_train=500, n_cells=325, n_vars=50)
     n_steps, repeats, restart_steps = 100, 5, 1000

@@ -95,7 +95,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's arguments (tests/test_docs_blocks.py parses the docs' command lines
+    with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--min-effects", type=float, nargs="+", default=[0.1],
@@ -105,6 +107,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="seed 0, 200 steps, no --min-effect run (smoke run)")
     parser.add_argument("--out", default="target_calls")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     min_effects = [None, *args.min_effects]
     if args.quick:
