@@ -17,84 +17,25 @@ variable's noise scale fitted at 7.6 for a true 2.7 while a converged fit gives 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as dist
-import optax
 import pytest
-from numpyro.infer import Trace_ELBO
-from numpyro.infer.autoguide import AutoNormal
-from numpyro.infer.calibration import vsbc_diagnostic
-from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import log_density
-from numpyro.optim import _NumPyroOptim, optax_to_numpyro
 
-from gim_ppl import GIM
 from gim_ppl.evaluation.calibration import (
     calibration_problem,
     ecdf_difference,
     flat_ranks,
+    prior_sd_unconstrained,
     rank_uniformity,
     sbc_nuts,
     scalar_names,
+    vsbc,
+    vsbc_p_values,
 )
 
-STEPS = 3000
-
-
-def optimiser():
-    # A decaying rate, so the final iterate sits at the optimum rather than jittering by
-    # the step size around it (that jitter alone shifts the calibration probabilities).
-    return optax_to_numpyro(optax.adam(optax.exponential_decay(0.05, STEPS, 0.01)))
-
-
-class LocShiftedAtReadout(_NumPyroOptim):
-    """An optimiser that fits exactly as `inner` does, but whose `get_params` — what
-    `SVI.get_params`, hence the fitted guide, reads — moves each `{site}_auto_loc` by
-    `shift[site]`: a guide displaced after fitting. (A shift inside the guide would be
-    absorbed by its free location during the fit.)"""
-
-    def __init__(self, inner: _NumPyroOptim, shift: dict):
-        self.inner, self.shift = inner, shift
-        self.update_with_value = inner.update_with_value
-
-    def init(self, params):
-        return self.inner.init(params)
-
-    def update(self, g, state, value=None):
-        return self.inner.update(g, state, value)
-
-    def eval_and_update(self, fn, state, forward_mode_differentiation=False):
-        return self.inner.eval_and_update(fn, state, forward_mode_differentiation)
-
-    def eval_and_stable_update(self, fn, state, forward_mode_differentiation=False):
-        return self.inner.eval_and_stable_update(fn, state, forward_mode_differentiation)
-
-    def get_params(self, state):
-        params = self.inner.get_params(state)
-        return {k: v + self.shift[k.removesuffix("_auto_loc")] if k.endswith("_auto_loc")
-                else v for k, v in params.items()}
-
-
-def prior_sd_unconstrained(model: GIM, n: int = 20_000) -> dict:
-    """Each site's prior sd in the unconstrained space the guide works in (by sampling)."""
-    out = {}
-    for i, (site, prior) in enumerate(model.site_priors.items()):
-        draws = prior.sample(jax.random.PRNGKey(i), (n,))
-        out[site] = jnp.std(dist.biject_to(prior.support).inv(draws), axis=0)
-    return out
-
-
-def run_vsbc(observed, optim, n_sims: int, key: int = 0):
-    guide = AutoNormal(observed, init_loc_fn=init_to_median(num_samples=15))
-    return vsbc_diagnostic(jax.random.PRNGKey(key), observed, guide, optim, Trace_ELBO(),
-                           observed_sites=["x"], num_simulations=n_sims,
-                           num_svi_steps=STEPS, num_samples=500)
-
-
-def p_values(result) -> np.ndarray:
-    return np.concatenate([np.ravel(result.ks_pvalues[s]) for s in result.param_names])
+# A few scalars of different kinds, shifted at read-off by half a prior sd (see the test).
+SHIFTED = {"bias": (1,), "noise_scale": (0,), "target_weights": (0, 1), "weights": (0, 1)}
 
 
 def test_observed_model_has_the_gim_log_joint():
@@ -111,33 +52,32 @@ def test_observed_model_has_the_gim_log_joint():
 
 
 @pytest.mark.slow
-def test_vsbc_sees_a_nearly_calibrated_guide_and_fails_a_shifted_one():
-    """AutoNormal, 100 simulated data sets: a scalar latent fails when its KS symmetry
-    p-value is below 0.01 / K (Bonferroni over the K = 39 scalars). Measured per key
-    (docs/scripts/issue15_vsbc.py): keys 0 and 2 pass for every scalar; key 1 fails 3 —
-    `target_bias[2]`, `noise_scale[2]`, `log_hill_weights[0, 2]`, the sink's target
-    probability under-called and its noise over-estimated — the same with 8 000 steps, and
-    a full-rank guide (AutoMultivariateNormal) still fails `target_bias[2]`: a bias of
-    Gaussian VI on this model, not of the optimiser. Keys 3 and 4 fail 3 and 0. So the
-    claim tested is: at most 4 of the 39 scalars (10 %) fail.
+def test_vsbc_passes_the_fitted_guide_and_catches_half_a_prior_sd():
+    """AutoNormal, 100 simulated data sets (key 0): a scalar fails when its KS symmetry
+    p-value is below 0.01 / K (Bonferroni over the K = 39 scalars).
 
-    Negative control: the same fits read off with the guide's location one prior sd away
-    (unconstrained space) must fail: the diagnostic's verdict (its smallest p-value below
-    0.01 / K), and for at least 90 % of the scalars each (on 30 data sets a few weakly
-    identified scalars, whose fitted spread exceeds their prior's, can move too little to
-    show; measured: all 39 fail on keys 1 and 2, 38 on key 0)."""
-    model, _, observed = calibration_problem()
-    result = run_vsbc(observed, optimiser(), n_sims=100)
-    p = p_values(result)
+    Partial negative control in the same run: four scalars of different kinds (an
+    intercept, a noise scale, a target-map weight, an edge weight) are read off half a
+    prior sd (unconstrained space) away from where the fit put them (`ShiftedReadout`; the
+    fits themselves are unchanged). Each of them must fail at the threshold, and every
+    other scalar must pass: key 0 is one where the fitted guide passes every scalar
+    (`python benchmarks/calibration.py --keys 0 1 2 3 4`: keys 1 and 3 fail 3 scalars of the
+    sink, a bias of Gaussian VI documented in docs/calibration.md, which is why the key is
+    fixed here). The benchmark also measures the control's power scalar by scalar: a
+    half-sd error is caught in 35–38 of the 39 at 100 data sets (36 at key 0); in its key-0
+    run these four gave p ≤ 4e-11 where the threshold is 2.6e-4."""
+    problem = calibration_problem()
+    sd = prior_sd_unconstrained(problem.model)
+    shift = {s: np.zeros(np.shape(v)) for s, v in sd.items()}
+    for site, index in SHIFTED.items():
+        shift[site][index] = 0.5 * float(sd[site][index])
+    names, p = vsbc_p_values(vsbc(problem, key=jax.random.PRNGKey(0), n_sims=100,
+                                  shift=shift))
     k = p.size
-    assert k == sum(int(np.prod(s)) for s in model.site_shapes.values())
-    assert (p < 0.01 / k).sum() <= 4, {s: np.round(np.asarray(result.ks_pvalues[s]), 5)
-                                       for s in result.param_names}
-
-    shifted = LocShiftedAtReadout(optimiser(), prior_sd_unconstrained(model))
-    control = p_values(run_vsbc(observed, shifted, n_sims=30))
-    assert control.min() < 0.01 / k
-    assert (control < 0.01 / k).mean() >= 0.9, np.sort(control)[-5:]
+    assert k == sum(int(np.prod(s)) for s in problem.model.site_shapes.values()) == 39
+    shifted = {f"{site}{list(index)}" for site, index in SHIFTED.items()}
+    failing = {n for n, pv in zip(names, p, strict=True) if pv < 0.01 / k}
+    assert failing == shifted, dict(zip(names, np.round(p, 6), strict=True))
 
 
 def test_rank_uniformity_accepts_uniform_ranks_and_rejects_shifted_ones():

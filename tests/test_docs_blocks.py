@@ -489,8 +489,9 @@ def test_shell_checks_catch_slips():
     nuts = ["python", "docs/scripts/issue15_nuts.py"]
     assert check_command([*nuts, "notears", "300", "300", "10", "2"]) is None
     assert check_command([*nuts, "notears", "300"])  # WARMUP without SAMPLES
-    assert check_command(["python", "docs/scripts/issue15_vsbc.py", "0", "1", "2"]) is None
-    assert check_command(["python", "docs/scripts/issue15_vsbc.py"])  # KEY [KEY ...]
+    sbc = ["python", "docs/scripts/issue15_sbc.py"]
+    assert check_command([*sbc, "500", "0"]) is None
+    assert check_command([*sbc, "500", "0", "1"])  # [N_SIMS=500] [KEY=0]: at most two
     with pytest.raises(ImportError):
         check_command(["python", "-c", "from gim_ppl.datasets import toy_scren"])
     assert check_command(["wget", "x"]).startswith("unknown command")
