@@ -722,6 +722,51 @@ class GIM:
         x = np.asarray(pred.x).reshape(contexts.n_contexts, n_draws, n, -1)
         return x.mean(2).transpose(1, 0, 2)
 
+    def context_mean_draws(self, sites, contexts: PerturbationData, *, key,
+                           n_draws: int = 200, observed: PerturbationData | None = None
+                           ) -> np.ndarray:
+        """The mean cell of each context under target vectors drawn once per context,
+        `(n_draws, n_contexts, n_vars)`: the spread of a perturbation's mean effect over
+        its unknown targets (and over the posterior draws in `sites`, cycled), without the
+        Monte Carlo noise of sampled cells.
+
+        A context's targets are one vector shared by all its cells (the GIM's likelihood),
+        so its mean cell is one of up to 2^d values, not the per-cell mixture `predict`
+        samples; the average of these draws estimates that mixture's mean. Targets come
+        from the same probabilities as in `predict` (`observed`: known perturbations keep
+        what their cells said). Linear mechanisms only: there the noise-free equilibrium
+        cell is the mean cell.
+        """
+        if not self.cell_model.mechanism.is_linear:
+            raise ValueError("context_mean_draws needs a linear mechanism (the noise-free "
+                             "cell is the mean cell only then); for an MLP use "
+                             "predicted_means")
+        n_draws = check_integer("n_draws", n_draws)
+        self._check_data(contexts)
+        if observed is not None:
+            _known_rows(contexts, observed)
+            self._check_data(observed)
+        has_draws = self.check_sites(sites)
+        params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
+        if not has_draws:
+            params = {s: v[None] for s, v in params.items()}
+        n_sites = next(iter(params.values())).shape[0]
+        params = {s: v[np.arange(n_draws) % n_sites] for s, v in params.items()}
+        params["weights"] = self._acyclic_weights(self.scm_weights(params["weights"]))
+        zeros = jnp.zeros((contexts.n_contexts, self.n_vars), params["bias"].dtype)
+        observational = jnp.asarray(contexts.observational)[:, None]
+
+        def one(p, k):
+            logits = self._prediction_logits(p, contexts, observed)
+            heads = self._heads(p, contexts)
+            shift = hill_shift(contexts.dose[:, None], heads.emax, heads.log_ec50,
+                               heads.log_hill)
+            targets = jax.random.bernoulli(k, jax.nn.sigmoid(logits)).astype(zeros.dtype)
+            targets = jnp.where(observational, 0.0, targets)
+            return sample_cells(self.cell_model, p, zeros, targets, shift)
+
+        return np.asarray(jax.jit(jax.vmap(one))(params, jax.random.split(key, n_draws)))
+
 
 class _MarginalCells(dist.Distribution):
     """Cells `(n_cells, n_vars)` of fixed contexts given the parameters, targets summed
