@@ -23,9 +23,9 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "gim_ppl.data": ["PerturbationData"],
-        "gim_ppl.inference": ["DualAscent", "FitResult", "cosine_ramp", "diagnose", "fit",
-                              "init_from_data", "initialize_distributed", "run_mcmc",
-                              "share_moments", "to_arviz"],
+        "gim_ppl.inference": ["DualAscent", "FitResult", "cosine_ramp", "cross_fit",
+                              "diagnose", "fit", "init_from_data", "initialize_distributed",
+                              "mean_intervals", "run_mcmc", "share_moments", "to_arviz"],
         "gim_ppl.knowledge": ["allowed_edges"],
         "gim_ppl.model": ["GIM"],
         "gim_ppl.priors": ["Priors"],

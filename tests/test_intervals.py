@@ -1,10 +1,9 @@
 """Intervals for the mean cell of a context: `GIM.context_mean_draws` against enumeration of
-the 2^d target sets with a closed-form linear SCM, and the interval rules of
-benchmarks/intervals.py against hand computations."""
+the 2^d target sets with a closed-form linear SCM; `gim_ppl.inference.intervals` (cross-fit
+calibration, `mean_intervals`) against hand computations. Their coverage is a benchmark
+(benchmarks/intervals.py, docs/unseen.md), not a test."""
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,17 +11,14 @@ import pytest
 from scipy.special import expit
 
 import gim_ppl
+from gim_ppl.inference import intervals
+from gim_ppl.inference.intervals import (
+    HeldOut,
+    IntervalCalibration,
+    excess_variance,
+    sampling_variance,
+)
 from tests._problems import numpy_heads, random_sites, small_data
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("intervals_bench",
-                                                  ROOT / "benchmarks" / "intervals.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _closed_form(model, sites, data):
@@ -89,21 +85,81 @@ def test_context_mean_draws_cycle_posterior_draws_and_refuse_an_mlp():
         mlp.context_mean_draws(random_sites(mlp), data, key=jax.random.key(0))
 
 
-def test_interval_rules_match_hand_computations():
-    """benchmarks/intervals.py: the conformal margin is the ⌈(n + 1)·0.9⌉-th smallest score
-    per variable; the variance rule removes the draws' and the sampling variance."""
-    bench = _benchmark_module()
-    scores = np.arange(1.0, 21.0)[:, None] * np.array([1.0, 2.0])  # 20 pairs, 2 variables
-    np.testing.assert_allclose(bench.conformal_margin(scores), [19.0, 38.0])  # ⌈21·0.9⌉ = 19
-    rng = np.random.default_rng(0)
-    n = 200_000
-    calib = {"center": np.zeros((n, 1)), "var": np.full((n, 1), 0.25),
-             "se2": np.full((n, 1), 0.5), "low": np.full((n, 1), -1.0),
-             "high": np.full((n, 1), 1.0)}
-    calib["y"] = rng.normal(0, np.sqrt(0.25 + 0.5 + 1.0), size=(n, 1))  # τ² = 1
-    test = {"center": np.zeros((1, 1)), "var": np.full((1, 1), 0.25),
-            "low": np.full((1, 1), -1.0), "high": np.full((1, 1), 1.0)}
-    low, high = bench.intervals(test, calib, test)["variance"]
-    # half-width z·√(0.25 + τ²), τ² estimated from 2e5 draws (sd of the estimate ≈ 0.005)
-    np.testing.assert_allclose(high, 1.6448536 * np.sqrt(1.25), rtol=0.01)
-    np.testing.assert_allclose(low, -high)
+def test_excess_variance_and_sampling_variance_by_hand():
+    """τ² = mean(r² − var − se2) at least 0, per variable; se2 = the cells' variance
+    (n − 1 denominator) over their count, per context."""
+    held = HeldOut(center=np.zeros((2, 2)), var=np.array([[0.1, 0.0], [0.3, 0.0]]),
+                   y=np.array([[1.0, 0.1], [-2.0, 0.1]]), se2=np.array([[0.2, 0.5], [0.2, 0.5]]))
+    # variable 0: mean(1 − 0.1 − 0.2, 4 − 0.3 − 0.2) = 2.1; variable 1: 0.01 − 0.5 < 0 → 0
+    np.testing.assert_allclose(excess_variance(held), [2.1, 0.0])
+    data = small_data(seed=3)
+    mean, se2 = sampling_variance(data)
+    x, ctx = np.asarray(data.x, float), np.asarray(data.context)
+    for c in range(data.n_contexts):
+        cells = x[ctx == c]
+        np.testing.assert_allclose(mean[c], cells.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(se2[c], cells.var(0, ddof=1) / len(cells), rtol=1e-5)
+
+
+def test_folds_hold_out_every_perturbation_once_and_one_dose_of_the_others():
+    data = small_data(seed=0, n_pert=6, doses=(0.5, 1.0, 1.5))
+    pert, obs = np.asarray(data.perturbation), np.asarray(data.observational)
+    folds = intervals._folds(data, 3, seed=0)
+    out_pert = np.stack([f[0] for f in folds])
+    assert (out_pert.sum(0) == ~obs).all()  # each perturbational context left out once
+    for op, od in folds:
+        assert not (od & op).any() and not (od & obs).any()
+        others = np.unique(pert[~obs & ~op])
+        assert sorted(pert[od]) == sorted(others)  # one dose of every other perturbation
+        kept = np.unique(pert[~op & ~od & ~obs])
+        assert set(kept) == set(others)  # ... so each keeps doses in the fold's fit
+    with pytest.raises(ValueError, match="folds=9 needs at least 9 perturbations"):
+        intervals._folds(data, 9, seed=0)
+
+
+def test_mean_intervals_add_the_calibrated_variance_by_kind():
+    """center ± z·√(var + τ²): var over the same draws, τ² by kind — a perturbation with
+    cells in `observed` is a new dose, others new perturbations, controls get none."""
+    model = gim_ppl.GIM(3, 2)
+    data = small_data(seed=1)
+    sites = random_sites(model, seed=2)
+    sites["weights"] = sites["weights"] * np.triu(np.ones((3, 3)), 1)
+    known = data.subset(np.asarray(data.perturbation) != 2)  # perturbation 2 unseen
+    tau2 = {"new_perturbation": np.array([1.0, 2.0, 3.0]), "new_dose": np.array([0.1, 0.2, 0.3])}
+    cal = IntervalCalibration(tau2, {}, 2)
+    out = gim_ppl.mean_intervals(model, sites, data, cal, key=jax.random.key(4), observed=known,
+                                 level=0.8, n_draws=300)
+    draws = model.context_mean_draws(sites, data, key=jax.random.key(4), n_draws=300,
+                                     observed=known)
+    pert = np.asarray(data.perturbation)
+    expected_kind = np.where(np.asarray(data.observational), "observational",
+                             np.where(pert == 2, "new_perturbation", "new_dose"))
+    assert (out.kind == expected_kind).all()
+    extra = np.stack([tau2[k] if k in tau2 else np.zeros(3) for k in expected_kind])
+    half = 1.2815516 * np.sqrt(draws.var(0) + extra)  # z of a central 80 % interval
+    np.testing.assert_allclose(out.center, draws.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(out.high - out.center, half, rtol=1e-5)
+    np.testing.assert_allclose(out.center - out.low, half, rtol=1e-5)
+    no_dose = IntervalCalibration({"new_perturbation": tau2["new_perturbation"],
+                                   "new_dose": None}, {}, 2)
+    with pytest.raises(ValueError, match="new dose"):
+        gim_ppl.mean_intervals(model, sites, data, no_dose, key=jax.random.key(4),
+                               observed=known)
+    with pytest.raises(ValueError, match="level"):
+        gim_ppl.mean_intervals(model, sites, data, cal, key=jax.random.key(4), level=90)
+
+
+def test_cross_fit_scores_held_out_contexts_of_both_kinds():
+    """Two refits of a few steps: every perturbational context is held out once as a new
+    perturbation; the new doses are one per other perturbation and fold; τ² is finite and
+    ≥ 0, and the held-out observed means are the data's own."""
+    data = small_data(seed=0, n_pert=4, doses=(0.5, 1.0, 1.5), n_cells=8)
+    cal = gim_ppl.cross_fit(lambda d: gim_ppl.GIM(d.n_vars, d.n_features, pooled=d), data,
+                            steps=30, key=jax.random.key(0), folds=2, n_draws=20)
+    n_pert_contexts = int((~np.asarray(data.observational)).sum())
+    assert cal.held_out["new_perturbation"].y.shape == (n_pert_contexts, 3)
+    assert cal.held_out["new_dose"].y.shape == (4, 3)  # 2 folds × 2 other perturbations
+    for tau2 in cal.tau2.values():
+        assert tau2.shape == (3,) and np.all(np.isfinite(tau2)) and np.all(tau2 >= 0)
+    means = np.sort(np.asarray(data.context_means())[~np.asarray(data.observational)], 0)
+    np.testing.assert_allclose(np.sort(cal.held_out["new_perturbation"].y, 0), means, rtol=1e-6)

@@ -3,7 +3,8 @@
 One concept per module, as in `numpyro.infer`: `fit` (the loop and dual ascent on λ),
 `init` (starts from the data), `schedules`, `restarts` (selection on held-out
 perturbations), `batching`, `distributed` (multi-process fits), `mcmc`, `arviz`,
-`diagnostics` (`diagnose`: R-hat, ESS, divergences, E-BFMI).
+`diagnostics` (`diagnose`: R-hat, ESS, divergences, E-BFMI), `intervals` (intervals of
+new contexts' mean cells, calibrated by cross-fits).
 Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
 """
 
@@ -22,6 +23,12 @@ from gim_ppl.inference.fit import (
     fit,
 )
 from gim_ppl.inference.init import data_start, init_from_data
+from gim_ppl.inference.intervals import (
+    IntervalCalibration,
+    MeanIntervals,
+    cross_fit,
+    mean_intervals,
+)
 from gim_ppl.inference.mcmc import run_mcmc
 from gim_ppl.inference.restarts import (
     Agreement,
@@ -40,12 +47,15 @@ __all__ = [
     "DualAscent",
     "FitResult",
     "FitState",
+    "IntervalCalibration",
+    "MeanIntervals",
     "Restarts",
     "ScalarOrSchedule",
     "Schedule",
     "Thresholds",
     "acyclicity_weight_at",
     "cosine_ramp",
+    "cross_fit",
     "cycle_gain",
     "data_start",
     "diagnose",
@@ -53,6 +63,7 @@ __all__ = [
     "fit",
     "init_from_data",
     "initialize_distributed",
+    "mean_intervals",
     "restart_agreement",
     "run_mcmc",
     "select_restart",
