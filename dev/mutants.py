@@ -149,6 +149,32 @@ MUTANTS = [
            'scale = params[f"{key}_feature_scale"]',
            'scale = jnp.ones_like(params[f"{key}_feature_scale"])',
            ("tests/test_intervention_maps.py::test_shrinkage_scales_closed_form",)),
+    Mutant("gies_targets_off_by_one", "gim_ppl/evaluation/sachs.py",
+           "known = [[s.var_names.index(p) for p in c.targets]",
+           "known = [[(s.var_names.index(p) + 1) % 11 for p in c.targets]",
+           ("tests/test_sachs.py::test_run_gies_recovers_a_planted_dag_with_its_known_targets",)),
+    Mutant("gies_cells_to_wrong_condition", "gim_ppl/evaluation/sachs.py",
+           "[x[ctx == k] for k in np.flatnonzero(~obs)]",
+           "[x[ctx == k] for k in np.flatnonzero(~obs)][::-1]",
+           ("tests/test_sachs.py::test_run_gies_recovers_a_planted_dag_with_its_known_targets",)),
+    Mutant("excess_variance_keeps_sampling_noise", "gim_ppl/inference/intervals.py",
+           "return np.maximum((r2 - held.var - held.se2).mean(0), 0.0)",
+           "return np.maximum((r2 - held.var).mean(0), 0.0)",
+           ("tests/test_intervals.py::test_excess_variance_and_sampling_variance_by_hand",)),
+    Mutant("mean_intervals_kind_swapped", "gim_ppl/inference/intervals.py",
+           'kind = np.where(obs, "observational", np.where(known, "new_dose", "new_perturbation"))',
+           'kind = np.where(obs, "observational", np.where(known, "new_perturbation", "new_dose"))',
+           ("tests/test_intervals.py::test_mean_intervals_add_the_calibrated_variance_by_kind",)),
+    Mutant("context_mean_draws_per_cell_targets", "gim_ppl/model.py",
+           "targets = jnp.where(observational, 0.0, targets)",
+           "targets = jnp.where(observational, 0.0, jax.nn.sigmoid(logits))",
+           ("tests/test_intervals.py::test_context_mean_draws_are_target_sets_drawn_at_their"
+            "_probabilities",)),
+    Mutant("vsbc_shift_ignored", "gim_ppl/evaluation/calibration.py",
+           'return {k: v + self.shift.get(k.removesuffix("_auto_loc"), 0.0)',
+           'return {k: v + 0.0 * self.shift.get(k.removesuffix("_auto_loc"), 0.0)',
+           ("tests/test_calibration.py::test_vsbc_passes_the_fitted_guide_and_catches_half_a"
+            "_prior_sd",)),
 ]
 
 
