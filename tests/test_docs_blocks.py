@@ -135,7 +135,15 @@ def _small_problem() -> dict:
             "d": data.n_vars, "p": data.n_features}
 
 
-GIVEN = {"README.md": _own_arrays}
+def _new_drugs() -> dict:
+    """The small problem, and a benchmark's training data and new drugs (unseen.md)."""
+    import gim_ppl
+
+    bench = gim_ppl.datasets.synthetic_hill(seed=0)
+    return {**_small_problem(), "train": bench.train, "new": bench.full_ood}
+
+
+GIVEN = {"README.md": _own_arrays, "unseen.md": _new_drugs}
 GIVEN_DEFAULT = _small_problem
 
 
