@@ -626,14 +626,7 @@ class GIM:
         if mode not in ("mixture", "threshold"):
             raise ValueError(f"mode must be 'mixture' or 'threshold', got {mode!r}")
         n_cells = check_integer("n_cells", n_cells)
-        self._check_data(contexts)
-        if observed is not None:
-            _known_rows(contexts, observed)  # observed: data with cells, or a clear error
-            self._check_data(observed)
-        has_draws = self.check_sites(sites)
-        params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
-        if not has_draws:
-            params = {s: v[None] for s, v in params.items()}
+        params = self._draw_stack(sites, contexts, observed)
         n_draws = next(iter(params.values())).shape[0]
         used = min(n_draws, n_cells)
         pick = np.unique(np.round(np.linspace(0, n_draws - 1, used)).astype(int))
@@ -660,6 +653,20 @@ class GIM:
         return contexts.replace(
             x=_context_major(x, k, n_cells),
             context=jnp.asarray(np.repeat(np.arange(k), n_cells).astype(np.int32)))
+
+    def _draw_stack(self, sites, contexts: PerturbationData,
+                    observed: PerturbationData | None) -> dict:
+        """Check `contexts` (and `observed`, data with cells) and return `sites` with a
+        leading draw axis (one draw for a point)."""
+        self._check_data(contexts)
+        if observed is not None:
+            _known_rows(contexts, observed)  # observed: data with cells, or a clear error
+            self._check_data(observed)
+        has_draws = self.check_sites(sites)
+        params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
+        if not has_draws:
+            params = {s: v[None] for s, v in params.items()}
+        return params
 
     def _prediction_logits(self, params, contexts: PerturbationData,
                            observed: PerturbationData | None):
@@ -742,14 +749,7 @@ class GIM:
                              "cell is the mean cell only then); for an MLP use "
                              "predicted_means")
         n_draws = check_integer("n_draws", n_draws)
-        self._check_data(contexts)
-        if observed is not None:
-            _known_rows(contexts, observed)
-            self._check_data(observed)
-        has_draws = self.check_sites(sites)
-        params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
-        if not has_draws:
-            params = {s: v[None] for s, v in params.items()}
+        params = self._draw_stack(sites, contexts, observed)
         n_sites = next(iter(params.values())).shape[0]
         params = {s: v[np.arange(n_draws) % n_sites] for s, v in params.items()}
         params["weights"] = self._acyclic_weights(self.scm_weights(params["weights"]))
