@@ -251,13 +251,15 @@ class GIM:
 
     # -- the NumPyro model -----------------------------------------------------------
     def __call__(self, data: PerturbationData, target_sparsity=None, acyclicity_weight=None, *,
-                 hard_targets=False, cell_weights=None):
+                 hard_targets=False, cell_weights=None, context_weights=None):
         """Log joint of the parameters and `data` (cells marginalised over targets), or,
         without cells, a generative pass that samples `targets`, `noise` and records `"x"`.
 
         `target_sparsity` (β_I) and `acyclicity_weight` (λ) override the model's defaults for
         this call, so `fit` can anneal them. `cell_weights (n_cells,)` weight each cell in the
-        sufficient statistics (minibatches: `n_k / b_k`; padding: 0).
+        sufficient statistics (minibatches: `n_k / b_k`; padding: 0); `context_weights
+        (n_contexts,)` weight each perturbed context's term, the mixture over its targets
+        (minibatches of whole perturbations: `inference.batching.perturbation_batch`).
         """
         self._check_data(data)
         # The Gaussian conditionals form a proper density only for a DAG; a cycle can raise
@@ -272,6 +274,13 @@ class GIM:
                 raise ValueError(f"cell_weights must have shape ({data.x.shape[0]},) (one per "
                                  f"cell), got {jnp.shape(cell_weights)}")
             n_scale = jnp.sum(cell_weights)
+        if context_weights is not None and data.x is not None:
+            if jnp.shape(context_weights) != data.dose.shape:
+                raise ValueError(f"context_weights must have shape ({data.dose.shape[0]},) "
+                                 f"(one per context), got {jnp.shape(context_weights)}")
+            # the cells a weighted context stands for
+            n_scale = jnp.sum(jnp.asarray(context_weights)[data.context]
+                              * (1.0 if cell_weights is None else cell_weights))
         params, heads, shift = self._sample_sites(data, n_scale, acyclicity_weight)
         if data.x is None:
             return self._generate(params, heads.target_logits, shift, data, hard_targets)
@@ -279,7 +288,8 @@ class GIM:
         key = None if self.marginal == "exact" else _prng_key()
         numpyro.factor("cells", log_likelihood(
             self.cell_model, params, data, heads.target_logits, shift,
-            groups=self._groups(data), cell_weights=cell_weights, key=key))
+            groups=self._groups(data), cell_weights=cell_weights,
+            context_weights=context_weights, key=key))
         return None
 
     def _sample_sites(self, data: PerturbationData, n_scale, acyclicity_weight):

@@ -269,8 +269,23 @@ def _evidence_power(count, observational, groups: Groups | None, coarsening: flo
     return coarsening_power(count, coarsening)[:, None]
 
 
+def unit_weights(context_weights, observational, groups: Groups | None):
+    """The weight of each unit of target evidence, `(n_units, 1)`, from per-context weights
+    `(n_contexts,)` (a unit is a context, or with `groups` a group, whose contexts share one
+    weight); 1.0 when `context_weights` is None."""
+    if context_weights is None:
+        return 1.0
+    w = jnp.asarray(context_weights)
+    if groups is None:
+        return w[:, None]
+    pert = (~observational).astype(w.dtype)
+    total = jax.ops.segment_sum(w * pert, groups.index, groups.n_groups)
+    count = jax.ops.segment_sum(pert, groups.index, groups.n_groups)
+    return (total / jnp.maximum(count, 1.0))[:, None]
+
+
 def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None = None, *,
-                   count=None, coarsening: float | None = None):
+                   count=None, coarsening: float | None = None, context_weights=None):
     """Exact log p(D) with targets summed out (scalar).
 
     Args:
@@ -280,6 +295,9 @@ def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None =
         groups: share one target vector across the contexts of each group.
         count: `(n_contexts,)` cells per context, needed with `coarsening`.
         coarsening: α of the coarsened target evidence (module docstring); None: plain.
+        context_weights: optional `(n_contexts,)` weights of the perturbed contexts' terms
+            (the mixture over targets, not its sums: minibatches of whole perturbations,
+            see `inference.batching`); a group's contexts must share one weight.
     """
     obs_ll = jnp.sum(jnp.where(observational[:, None], l0, 0.0))
     if groups is not None:
@@ -295,18 +313,20 @@ def exact_marginal(l0, l1, target_logits, observational, groups: Groups | None =
         power = _evidence_power(count, observational, groups, coarsening)
         mix = l0 + jnp.logaddexp(jax.nn.log_sigmoid(-target_logits),
                                  jax.nn.log_sigmoid(target_logits) + power * (l1 - l0))
-    return obs_ll + jnp.sum(jnp.where(mask, mix, 0.0))
+    weight = unit_weights(context_weights, observational, groups)
+    return obs_ll + jnp.sum(jnp.where(mask, weight * mix, 0.0))
 
 
 def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_logits,
                         observational, *, temperature: float, n_samples: int,
                         kind: str = "shift", groups: Groups | None = None,
-                        coarsening: float | None = None):
+                        coarsening: float | None = None, context_weights=None):
     """The paper's estimator: `Σ_k log (1/M) Σ_m exp Σ_j L_kj(t^m_kj)`, `t ~ RelaxedBernoulli`.
 
     A consistent, lower-biased estimate of `exact_marginal` that tends to it as
     `temperature → 0` and `n_samples → ∞`; reparameterised, so gradients flow to the logits.
     With `coarsening` α each draw's evidence is `L(0) + ζ (L(t) − L(0))` (module docstring).
+    `context_weights` as in `exact_marginal`.
     """
     logits = target_logits
     if groups is not None:
@@ -328,7 +348,10 @@ def relaxed_mc_marginal(key, stats: ResidualStats, noise_scale, shift, target_lo
         power = _evidence_power(stats.count, observational, groups, coarsening)[:, 0]
         ll = ll0 + power * (ll - ll0)
     lme = jax.nn.logsumexp(ll, axis=0) - math.log(n_samples)
-    return obs_ll + jnp.sum(jnp.where(pert, lme, 0.0))
+    weight = unit_weights(context_weights, observational, groups)
+    if context_weights is not None:
+        weight = weight[:, 0]
+    return obs_ll + jnp.sum(jnp.where(pert, weight * lme, 0.0))
 
 
 def posterior_target_logits(l0, l1, target_logits, observational,
@@ -405,7 +428,8 @@ def context_stats(cell_model: CellModel, params: dict, data, cell_weights=None) 
 
 
 def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shift, *,
-                   groups: Groups | None = None, cell_weights=None, key=None):
+                   groups: Groups | None = None, cell_weights=None, context_weights=None,
+                   key=None):
     """`log p(cells | parameters)` with every context's targets summed out (scalar).
 
     Args:
@@ -413,7 +437,9 @@ def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shi
         data: a `PerturbationData` with cells.
         target_logits, shift: `(n_contexts, n_vars)` logit π and Hill shift of each context.
         groups: share one target vector across the contexts of each group.
-        cell_weights: optional `(n_cells,)` weights of the cells.
+        cell_weights: optional `(n_cells,)` weights of the cells in the sums.
+        context_weights: optional `(n_contexts,)` weights of the perturbed contexts' mixture
+            terms (`exact_marginal`).
         key: PRNG key of the relaxed-MC draws (unused by the exact marginal).
     """
     stats = context_stats(cell_model, params, data, cell_weights)
@@ -423,11 +449,12 @@ def log_likelihood(cell_model: CellModel, params: dict, data, target_logits, shi
     if cell_model.marginal == "exact":
         l0, l1 = target_terms(stats, params["noise_scale"], shift, cell_model.effect)
         return within + exact_marginal(l0, l1, target_logits, data.observational, groups,
-                                       count=stats.count, coarsening=cell_model.coarsening)
+                                       count=stats.count, coarsening=cell_model.coarsening,
+                                       context_weights=context_weights)
     return within + relaxed_mc_marginal(
         key, stats, params["noise_scale"], shift, target_logits, data.observational,
         temperature=cell_model.temperature, n_samples=cell_model.n_mc, kind=cell_model.effect,
-        groups=groups, coarsening=cell_model.coarsening,
+        groups=groups, coarsening=cell_model.coarsening, context_weights=context_weights,
     )
 
 

@@ -9,7 +9,14 @@ Nothing here is needed to fit a GIM with plain `numpyro.infer.SVI`.
 """
 
 from gim_ppl.inference.arviz import to_arviz
-from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
+from gim_ppl.inference.batching import (
+    BatchIndex,
+    PerturbationBatches,
+    PerturbationBatchIndex,
+    perturbation_batch,
+    shard_cells,
+    stratified_batch,
+)
 from gim_ppl.inference.diagnostics import Diagnosis, Thresholds, diagnose
 from gim_ppl.inference.distributed import initialize_distributed, share_moments
 from gim_ppl.inference.fit import (
@@ -49,6 +56,8 @@ __all__ = [
     "FitState",
     "IntervalCalibration",
     "MeanIntervals",
+    "PerturbationBatchIndex",
+    "PerturbationBatches",
     "Restarts",
     "ScalarOrSchedule",
     "Schedule",
@@ -64,6 +73,7 @@ __all__ = [
     "init_from_data",
     "initialize_distributed",
     "mean_intervals",
+    "perturbation_batch",
     "restart_agreement",
     "run_mcmc",
     "select_restart",

@@ -1,5 +1,19 @@
 """Minibatches and sharding of the cells: stratified per-context batches whose weighted
-sufficient statistics are unbiased for the full data's, and data-parallel placement."""
+sufficient statistics are unbiased for the full data's, minibatches of whole perturbations
+whose log-likelihood is unbiased for the full data's, and data-parallel placement.
+
+Why two kinds of minibatch. A context's targets are latent and shared by all its cells (by
+all contexts of a perturbation with shared targets), so its term of the log-likelihood is a
+mixture over targets, `log Σ_t p(t) exp L(t)`, non-linear in the context's sums. Cells
+drawn from within a context give unbiased sums but a biased, noisy mixture: the
+evidence `L(1) − L(0)` of a context of n cells estimated from b of them has a standard
+deviation of order `n / √b` times the per-cell evidence, so each step sees the target
+posterior of a random, over-scattered data set. Drawing whole perturbations (all cells of
+all their contexts) keeps every drawn mixture exact and the sum over perturbations
+unbiased — the unit of exchangeability is the perturbation, as the group is in a
+hierarchical model's SVI. The control cells carry no latent targets: their term is a plain
+sum over cells and is estimated from a subsample of cells.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +79,97 @@ def stratified_batch(key, data: PerturbationData, index: BatchIndex):
     return data.replace(x=data.x[cells], context=ctx), weight.reshape(-1)
 
 
+class PerturbationBatches(NamedTuple):
+    """Minibatches of whole perturbations (`fit(..., batch_size=PerturbationBatches(n))`):
+    each step draws `n_perturbations` of the perturbations without replacement, with every
+    cell of every context of theirs, and `control_cells` of the observational cells (drawn
+    with replacement; default: the same fraction of them as of the perturbations, at least
+    one). See the module docstring for why this keeps the target posterior's accuracy where
+    cells drawn within contexts (`batch_size=int`) lose it."""
+
+    n_perturbations: int
+    control_cells: int | None = None
+
+
+class PerturbationBatchIndex(NamedTuple):
+    """Where each perturbation's cells are: `cells (n_perturbations, max_cells)` cell
+    indices (padding: index 0, `valid` False), `control (n_control,)` the observational
+    cells; `size` perturbations and `n_control_batch` control cells per batch."""
+
+    cells: jnp.ndarray
+    valid: jnp.ndarray
+    control: jnp.ndarray
+    size: int
+    n_control_batch: int
+
+    @classmethod
+    def build(cls, data: PerturbationData, batches: PerturbationBatches
+              ) -> PerturbationBatchIndex:
+        """The index of `data`'s cells (host-side, once per fit) for `batches`.
+
+        Raises:
+            ValueError: `n_perturbations` is not in `[1, number of perturbations]`, or
+                `control_cells` < 1 with control cells present.
+        """
+        ctx = np.asarray(data.context)
+        pert = np.asarray(data.perturbation)[ctx]  # per cell; -1 for control cells
+        obs = np.asarray(data.observational)[ctx]
+        ids = np.unique(pert[~obs])
+        size = int(batches.n_perturbations)
+        if not 1 <= size <= len(ids):
+            raise ValueError(f"batch_size.n_perturbations must be in [1, {len(ids)}] (the "
+                             f"perturbations with cells), got {size}")
+        rows = [np.flatnonzero((pert == i) & ~obs) for i in ids]
+        width = max(len(r) for r in rows)
+        cells = np.zeros((len(rows), width), np.int32)
+        valid = np.zeros((len(rows), width), bool)
+        for j, r in enumerate(rows):
+            cells[j, :len(r)], valid[j, :len(r)] = r, True
+        control = np.flatnonzero(obs).astype(np.int32)
+        n_control = batches.control_cells
+        if n_control is None:
+            n_control = int(np.ceil(len(control) * size / len(ids)))
+        n_control = int(n_control) if len(control) else 0
+        if len(control) and n_control < 1:
+            raise ValueError(f"batch_size.control_cells must be at least 1, got {n_control}")
+        return cls(jnp.asarray(cells), jnp.asarray(valid), jnp.asarray(control), size,
+                   n_control)
+
+
+def perturbation_batch(key, data: PerturbationData, index: PerturbationBatchIndex):
+    """A minibatch of whole perturbations and control cells, and the weights that make its
+    log-likelihood unbiased for the full data's. Jittable.
+
+    Args:
+        key: PRNG key of this batch.
+        data: `PerturbationData` with cells, `x (n_cells, n_vars)`.
+        index: the `PerturbationBatchIndex` of `data`.
+
+    Returns:
+        `(PerturbationData with index.size · max_cells + n_control_batch cells,
+        cell_weights, context_weights (n_contexts,))`: drawn perturbations' cells weigh 1
+        (padding 0) and their contexts `n_perturbations / size` (undrawn contexts have no
+        cells and add nothing); control cells weigh `n_control / n_control_batch` in the
+        sums and their contexts 1.
+    """
+    dtype = data.x.dtype
+    key_p, key_c = jax.random.split(key)
+    n_units = index.cells.shape[0]
+    chosen = jax.random.choice(key_p, n_units, (index.size,), replace=False)
+    cells = index.cells[chosen].reshape(-1)
+    weight = index.valid[chosen].reshape(-1).astype(dtype)
+    if index.n_control_batch:
+        n_control = index.control.shape[0]
+        pick = jax.random.randint(key_c, (index.n_control_batch,), 0, n_control)
+        cells = jnp.concatenate([cells, index.control[pick]])
+        weight = jnp.concatenate([weight, jnp.full((index.n_control_batch,),
+                                                   n_control / index.n_control_batch, dtype)])
+    context = jnp.asarray(data.context)[cells]
+    context_weights = jnp.where(jnp.asarray(data.observational), 1.0,
+                                n_units / index.size).astype(dtype)
+    return data.replace(x=data.x[cells], context=context), weight, context_weights
+
+
 def shard_cells(data: PerturbationData, devices):
     """Place the cells of `data` split over `devices` along the cell axis (per-context arrays
     replicated), so a jitted likelihood runs data-parallel: each device sums its cells'
@@ -105,4 +210,5 @@ def shard_cells(data: PerturbationData, devices):
     return sharded, put(weights, rows)
 
 
-__all__ = ["BatchIndex", "shard_cells", "stratified_batch"]
+__all__ = ["BatchIndex", "PerturbationBatchIndex", "PerturbationBatches", "perturbation_batch",
+           "shard_cells", "stratified_batch"]

@@ -29,7 +29,14 @@ from gim_ppl.core.graph import cycle_gain
 from gim_ppl.core.interventions import warn_constant_features
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference import checkpoint as ckpt
-from gim_ppl.inference.batching import BatchIndex, shard_cells, stratified_batch
+from gim_ppl.inference.batching import (
+    BatchIndex,
+    PerturbationBatches,
+    PerturbationBatchIndex,
+    perturbation_batch,
+    shard_cells,
+    stratified_batch,
+)
 from gim_ppl.inference.distributed import share_moments
 from gim_ppl.inference.restarts import (
     Restarts,
@@ -227,7 +234,7 @@ def fit(
     dual_ascent: DualAscent | bool | None = True,
     restarts: int = 1,
     validation: float | PerturbationData | None = None,
-    batch_size: int | None = None,
+    batch_size: int | PerturbationBatches | None = None,
     devices=None,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
@@ -289,9 +296,12 @@ def fit(
         validation: with restarts, the held-out perturbations: a fraction in (0, 1) of the
             perturbations of `data` (default 0.2 when R > 1), a `PerturbationData` with
             cells (then `data` is used whole), or 0 to select by the final training loss.
-        batch_size: cells per context per step (stratified minibatches, see
-            `stratified_batch`); a step then costs O(n_contexts · batch_size), not
-            O(n_cells). None: full batch.
+        batch_size: minibatches. An int b: b cells per context per step (see
+            `stratified_batch`); a step then costs O(n_contexts · b), not O(n_cells), but
+            the target posterior loses accuracy (`inference.batching` says why). A
+            `PerturbationBatches(n)`: n whole perturbations and a subsample of the control
+            cells per step, unbiased for the full log-likelihood (`perturbation_batch`).
+            None: full batch.
         devices: a sequence of JAX devices to shard the cells over (data parallel; see
             `shard_cells`); None keeps everything on the default device.
         progress: show a tqdm progress bar.
@@ -312,7 +322,7 @@ def fit(
     steps = capped_steps(check_integer("steps", steps))
     if not isinstance(data, PerturbationData) or not data.has_cells:
         raise ValueError("data must be a PerturbationData with cells (data.x is None)")
-    if batch_size is not None:
+    if batch_size is not None and not isinstance(batch_size, PerturbationBatches):
         batch_size = check_integer("batch_size", batch_size)
     if batch_size is not None and devices is not None:
         raise ValueError("give batch_size or devices, not both")
@@ -342,8 +352,8 @@ def fit(
             and model.cell_model.mechanism.is_linear:
         warnings.warn(f"batch_size={batch_size}: a linear GIM's full-batch step reads each "
                       "context's moments and costs the same for any number of cells, with "
-                      "no minibatch noise; drop batch_size (minibatches of cells are used "
-                      "as asked)", UserWarning, stacklevel=2)
+                      "no minibatch noise; drop batch_size (the minibatches asked for are "
+                      "used)", UserWarning, stacklevel=2)
     saved = None if resume is None else ckpt.read_checkpoint(resume)
     settings = _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
                                     validation, batch_size, devices)
@@ -367,39 +377,50 @@ def fit(
     svi, guide = svis[0], guides[0]
 
     key, batch_key = jax.random.split(key)
-    batches = None if batch_size is None else BatchIndex.build(data, int(batch_size))
+    if batch_size is None:
+        batches = None
+    elif isinstance(batch_size, PerturbationBatches):
+        batches = PerturbationBatchIndex.build(data, batch_size)
+    else:
+        batches = BatchIndex.build(data, int(batch_size))
     pad_weights = None
     if devices is not None:
         data, pad_weights = shard_cells(data, devices)
 
     def step_data(step, data, pad_weights):
+        """`(batch, cell_weights, context_weights)` of this step."""
         if batches is None:
-            return data, pad_weights
-        return stratified_batch(jax.random.fold_in(batch_key, step), data, batches)
+            return data, pad_weights, None
+        key = jax.random.fold_in(batch_key, step)
+        if isinstance(batches, PerturbationBatchIndex):
+            return perturbation_batch(key, data, batches)
+        return (*stratified_batch(key, data, batches), None)
 
-    def update(svi_state, batch, beta, lam, cell_weights):
+    def update(svi_state, batch, beta, lam, cell_weights, context_weights):
         return svi.update(svi_state, batch, target_sparsity=beta, acyclicity_weight=lam,
-                          cell_weights=cell_weights)
+                          cell_weights=cell_weights, context_weights=context_weights)
 
     if restarts > 1:  # one program for all restarts: the cells are shared, the state is not
-        update = jax.vmap(update, in_axes=(0, None, None, 0, None))
+        update = jax.vmap(update, in_axes=(0, None, None, 0, None, None))
 
     @jax.jit
     def run_chunk(state: FitState, xs, data, pad_weights):
         def body(state: FitState, x):
             beta, lam, step = x
-            batch, cell_weights = step_data(step, data, pad_weights)
+            batch, cell_weights, context_weights = step_data(step, data, pad_weights)
             lam = acyclicity_weight_at(lam, state.acyclicity_scale, max_weight)
-            svi_state, loss = update(state.svi_state, batch, beta, lam, cell_weights)
+            svi_state, loss = update(state.svi_state, batch, beta, lam, cell_weights,
+                                     context_weights)
             return state._replace(svi_state=svi_state), loss
         return lax.scan(body, state, xs)
 
     start = time.perf_counter()
     xs = (betas, lams, jnp.arange(steps, dtype=jnp.int32))
-    batch0, w0 = step_data(0, data, pad_weights)
+    batch0, w0, v0 = step_data(0, data, pad_weights)
     init_keys = [key] if restarts == 1 else list(jax.random.split(key, restarts))
     states = [s.init(k, batch0, target_sparsity=betas[0], acyclicity_weight=lams[0],
-                     cell_weights=w0) for s, k in zip(svis, init_keys, strict=True)]
+                     cell_weights=w0, context_weights=v0)
+              for s, k in zip(svis, init_keys, strict=True)]
     if restarts == 1:
         state = FitState(states[0], jnp.ones((), lams.dtype))
     else:
@@ -492,7 +513,9 @@ def _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restar
         "restarts": int(restarts),
         "validation": ckpt.data_fingerprint(held) if held is not None
         else ckpt.describe(validation),
-        "batch_size": None if batch_size is None else int(batch_size),
+        "batch_size": None if batch_size is None else (
+            list(batch_size) if isinstance(batch_size, PerturbationBatches)
+            else int(batch_size)),
         "devices": None if devices is None else len(list(devices)),
         "chunk_steps": CHUNK_STEPS,
         "x64": bool(jax.config.jax_enable_x64),
