@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mechanism", choices=("mlp", "linear"), default="mlp")
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--quick", action="store_true",
-                        help="seed 0, 200 steps (smoke run)")
+                        help="seed 0, 100 steps (smoke run)")
     parser.add_argument("--out", default="minibatches")
     return parser
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     for mode in args.modes:
         parse_mode(mode)
     if args.quick:
-        args.seeds, args.steps = [0], 200
+        args.seeds, args.steps = [0], 100
     rows = []
     for seed in args.seeds:
         for mode in args.modes:

@@ -1,5 +1,6 @@
 """Smoke runs of the supported scripts in benchmarks/ (as NumPyro's test_examples does)."""
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+import pytest
 
 import gim_ppl
 from gim_ppl.core.likelihood import CellModel, sample_cells
@@ -149,3 +151,19 @@ def test_target_calls_scores_by_hand_and_quick_run(tmp_path):
     record = json.loads((tmp_path / "target_calls.json").read_text())
     assert [r["seed"] for r in record["rows"]] == [0] and record["commit"]
     assert 0 <= record["rows"][0]["planted_called"] <= record["rows"][0]["n_planted"]
+
+
+def test_minibatches_modes_parse_and_quick_run_writes_its_record(tmp_path):
+    mb = _load("minibatches")
+    assert mb.parse_mode("full") is None and mb.parse_mode("cells:25") == 25
+    assert mb.parse_mode("perturbations:20") == gim_ppl.PerturbationBatches(20)
+    for bad in ("cells", "cells:0", "perturbations:x", "full:3", "drugs:2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--modes"):
+            mb.parse_mode(bad)
+    assert mb.main(["--quick", "--modes", "perturbations:20", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "minibatches.json").read_text())
+    assert {"command", "commit", "machine", "rows"} <= set(record)
+    (row,) = record["rows"]
+    assert row["mode"] == "perturbations:20" and row["message"] == ""
+    assert all(0.0 <= row[k] <= 1.0 for k in ("target_auroc_train_posterior",
+                                              "target_auroc_full_ood"))

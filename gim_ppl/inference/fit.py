@@ -319,6 +319,64 @@ def fit(
         >>> res = fit(GIM(10, 10), data, steps=30_000, key=jax.random.key(0),
         ...           optimizer=optax.adam(1e-3), restarts=4)  # doctest: +SKIP
     """
+    steps, optimizer, batch_size, devices, checkpoint_every = _checked_arguments(
+        data, steps, optimizer, target_sparsity, acyclicity_weight, restarts, batch_size,
+        devices, checkpoint, checkpoint_every)
+    data = _fit_data(model, data, batch_size)
+    saved = None if resume is None else ckpt.read_checkpoint(resume)
+    settings = _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
+                                    validation, batch_size, devices)
+    start = time.perf_counter()
+    run = _setup(model, data, key, steps=steps, optimizer=optimizer, guide=guide,
+                 schedules=(target_sparsity, acyclicity_weight),
+                 dual=_dual_ascent(dual_ascent), restarts=int(restarts),
+                 validation=validation, batch_size=batch_size, devices=devices)
+    settings["state_layout"] = [str(jax.tree_util.tree_structure(run.state)),
+                                ckpt.leaf_spec(jax.tree_util.tree_leaves(run.state))]
+    loop = _Loop(run.state, 0, np.ones(run.restarts, dtype=bool), "", [])
+    if saved is not None:
+        loop = _Loop(*_resume(resume, saved, settings, run.state, steps, *run.xs[:2]))
+    loop = _run_chunks(run, loop, steps, progress, _Checkpointing(
+        checkpoint, CHUNK_STEPS if checkpoint_every is None else int(checkpoint_every),
+        settings))
+    return _fit_result(model, run, loop, time.perf_counter() - start)
+
+
+class _Run(NamedTuple):
+    """The pieces of one `fit` that stay fixed through its loop."""
+
+    svi: SVI
+    guide: object
+    run_chunk: object  # jitted (FitState, chunk of xs, data, pad weights) -> (state, losses)
+    xs: tuple  # (betas, lams, step index), each (steps,)
+    data: PerturbationData
+    pad_weights: object
+    state: FitState  # the initial state
+    dual: DualAscent | None
+    restarts: int
+    held_out: PerturbationData | None
+
+
+class _Loop(NamedTuple):
+    """Where `fit`'s loop stands between chunks."""
+
+    state: FitState
+    done: int
+    alive: np.ndarray  # (restarts,) bool
+    message: str
+    losses: list  # of (chunk, restarts) arrays
+
+
+class _Checkpointing(NamedTuple):
+    path: str | os.PathLike | None
+    every: int
+    settings: dict
+
+
+def _checked_arguments(data, steps, optimizer, target_sparsity, acyclicity_weight, restarts,
+                       batch_size, devices, checkpoint, checkpoint_every):
+    """`fit`'s arguments checked: `(steps, optimizer, batch_size, devices,
+    checkpoint_every)` with defaults filled in."""
     steps = capped_steps(check_integer("steps", steps))
     if not isinstance(data, PerturbationData) or not data.has_cells:
         raise ValueError("data must be a PerturbationData with cells (data.x is None)")
@@ -326,7 +384,7 @@ def fit(
         batch_size = check_integer("batch_size", batch_size)
     if batch_size is not None and devices is not None:
         raise ValueError("give batch_size or devices, not both")
-    restarts = check_integer("restarts", restarts)
+    check_integer("restarts", restarts)
     if devices is not None:
         devices = _check_devices(devices)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
@@ -339,6 +397,12 @@ def fit(
         if checkpoint is None:
             raise ValueError("checkpoint_every needs checkpoint=path")
         checkpoint_every = check_integer("checkpoint_every", checkpoint_every)
+    return int(steps), optimizer, batch_size, devices, checkpoint_every
+
+
+def _fit_data(model: GIM, data: PerturbationData, batch_size) -> PerturbationData:
+    """The data the fit reads: moments shared over processes and attached where the model
+    reads them (with a warning when minibatches are asked of a model that needs none)."""
     if jax.process_count() > 1:  # one shard of the cells per process: share the moments
         if not model.cell_model.mechanism.is_linear or model.statistics == "cells":
             raise ValueError(f"fit over {jax.process_count()} processes needs moments: a "
@@ -353,30 +417,17 @@ def fit(
         warnings.warn(f"batch_size={batch_size}: a linear GIM's full-batch step reads each "
                       "context's moments and costs the same for any number of cells, with "
                       "no minibatch noise; drop batch_size (the minibatches asked for are "
-                      "used)", UserWarning, stacklevel=2)
-    saved = None if resume is None else ckpt.read_checkpoint(resume)
-    settings = _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,
-                                    validation, batch_size, devices)
+                      "used)", UserWarning, stacklevel=3)
     if model.shrinkage is not None:
         _, first = data.perturbation_contexts()
         warn_constant_features(np.asarray(data.features)[first], "data.features")
-    dual = _dual_ascent(dual_ascent)
-    restarts = int(restarts)
-    data, held_out = split_validation(data, validation, restarts)
-    guides = restart_guides(model, guide, restarts, data)
+    return data
 
-    steps = int(steps)
-    if target_sparsity is None:
-        target_sparsity = cosine_ramp(model.target_sparsity, steps - 1)
-    if acyclicity_weight is None:
-        acyclicity_weight = cosine_ramp(model.acyclicity_weight, 0.5 * (steps - 1))
-    betas = per_step_values("target_sparsity", target_sparsity, steps)
-    lams = per_step_values("acyclicity_weight", acyclicity_weight, steps)
-    max_weight = math.inf if dual is None else dual.max_weight
-    svis = [SVI(model, g, optax_to_numpyro(optimizer), SortedTraceELBO()) for g in guides]
-    svi, guide = svis[0], guides[0]
 
-    key, batch_key = jax.random.split(key)
+def _batch_source(data: PerturbationData, batch_size, devices, key):
+    """`(data, pad_weights, step_data)`: the data as placed (sharded with `devices`) and a
+    jittable `step_data(step, data, pad_weights) -> (batch, cell_weights,
+    context_weights)` giving each step's batch."""
     if batch_size is None:
         batches = None
     elif isinstance(batch_size, PerturbationBatches):
@@ -388,13 +439,34 @@ def fit(
         data, pad_weights = shard_cells(data, devices)
 
     def step_data(step, data, pad_weights):
-        """`(batch, cell_weights, context_weights)` of this step."""
         if batches is None:
             return data, pad_weights, None
-        key = jax.random.fold_in(batch_key, step)
+        step_key = jax.random.fold_in(key, step)
         if isinstance(batches, PerturbationBatchIndex):
-            return perturbation_batch(key, data, batches)
-        return (*stratified_batch(key, data, batches), None)
+            return perturbation_batch(step_key, data, batches)
+        return (*stratified_batch(step_key, data, batches), None)
+
+    return data, pad_weights, step_data
+
+
+def _setup(model: GIM, data: PerturbationData, key, *, steps: int, optimizer, guide,
+           schedules, dual: DualAscent | None, restarts: int, validation, batch_size,
+           devices) -> _Run:
+    """The SVI objects, schedule values, jitted chunk and initial state of a fit."""
+    data, held_out = split_validation(data, validation, restarts)
+    guides = restart_guides(model, guide, restarts, data)
+    target_sparsity, acyclicity_weight = schedules
+    if target_sparsity is None:
+        target_sparsity = cosine_ramp(model.target_sparsity, steps - 1)
+    if acyclicity_weight is None:
+        acyclicity_weight = cosine_ramp(model.acyclicity_weight, 0.5 * (steps - 1))
+    betas = per_step_values("target_sparsity", target_sparsity, steps)
+    lams = per_step_values("acyclicity_weight", acyclicity_weight, steps)
+    max_weight = math.inf if dual is None else dual.max_weight
+    svis = [SVI(model, g, optax_to_numpyro(optimizer), SortedTraceELBO()) for g in guides]
+    svi = svis[0]
+    key, batch_key = jax.random.split(key)
+    data, pad_weights, step_data = _batch_source(data, batch_size, devices, batch_key)
 
     def update(svi_state, batch, beta, lam, cell_weights, context_weights):
         return svi.update(svi_state, batch, target_sparsity=beta, acyclicity_weight=lam,
@@ -414,8 +486,6 @@ def fit(
             return state._replace(svi_state=svi_state), loss
         return lax.scan(body, state, xs)
 
-    start = time.perf_counter()
-    xs = (betas, lams, jnp.arange(steps, dtype=jnp.int32))
     batch0, w0, v0 = step_data(0, data, pad_weights)
     init_keys = [key] if restarts == 1 else list(jax.random.split(key, restarts))
     states = [s.init(k, batch0, target_sparsity=betas[0], acyclicity_weight=lams[0],
@@ -426,75 +496,91 @@ def fit(
     else:
         state = FitState(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states),
                          jnp.ones((restarts,), lams.dtype))
-    alive = np.ones(restarts, dtype=bool)
-    losses, message, done = [], "", 0
-    settings["state_layout"] = [str(jax.tree_util.tree_structure(state)),
-                                ckpt.leaf_spec(jax.tree_util.tree_leaves(state))]
-    if saved is not None:
-        state, done, alive, message, losses = _resume(resume, saved, settings, state, steps,
-                                                      betas, lams)
-    every = CHUNK_STEPS if checkpoint_every is None else int(checkpoint_every)
-    written = done
+    xs = (betas, lams, jnp.arange(steps, dtype=jnp.int32))
+    return _Run(svi, guides[0], run_chunk, xs, data, pad_weights, state, dual, restarts,
+                held_out)
+
+
+def _run_chunks(run: _Run, loop: _Loop, steps: int, progress: bool,
+                checkpointing: _Checkpointing) -> _Loop:
+    """Run `fit`'s loop from `loop` to `steps`: jitted chunks of `CHUNK_STEPS` steps, and
+    between them dual ascent, the NaN guard, checkpoints and the progress bar."""
+    written = loop.done
     bar = _progress_bar(steps, progress)
     if bar is not None:
-        bar.update(done)
-    while done < steps and alive.any():
+        bar.update(loop.done)
+    while loop.done < steps and loop.alive.any():
+        state, done = loop.state, loop.done
         # between chunks (here, so that a resumed run takes the same step after its
         # checkpoint): dual ascent on λ
-        if done > 0 and dual is not None and dual.start * steps <= done:
-            state = _dual_ascent_all(state, lams[done], dual, guide, svi, restarts,
-                                     model.scm_weights)
+        if done > 0 and run.dual is not None and run.dual.start * steps <= done:
+            state = _dual_ascent_all(state, run.xs[1][done], run.dual, run.guide, run.svi,
+                                     run.restarts, run.svi.model.scm_weights)
         n = min(CHUNK_STEPS, steps - done)
-        chunk = jax.tree_util.tree_map(lambda a, lo=done, hi=done + n: a[lo:hi], xs)
-        new_state, chunk_losses = run_chunk(state, chunk, data, pad_weights)
-        chunk_losses = np.asarray(chunk_losses).reshape(n, -1)  # (n, R)
-        finite = np.all(np.isfinite(chunk_losses), axis=0) & _finite_per_restart(
-            svi.get_params(new_state.svi_state), restarts)
-        if not finite.all():
-            first = done + int(np.argmin(np.all(np.isfinite(chunk_losses), axis=1)))
-            message = (
-                f"non-finite loss or parameters within steps {done}..{done + n - 1} "
-                f"(first non-finite loss at step {first}); stopped and kept the parameters "
-                f"after step {done - 1}. Try a smaller learning rate in `optimizer`."
-            )
-            if restarts > 1:
-                message = f"restarts {np.flatnonzero(alive & ~finite).tolist()}: " + message
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            if restarts == 1:
-                break
-            alive &= finite
-            new_state = keep_live_restarts(alive, new_state, state)
-            chunk_losses = np.where(alive, chunk_losses, np.nan)
-        state, done = new_state, done + n
-        losses.append(chunk_losses)
-        if checkpoint is not None and (done - written >= every or done == steps):
-            _write(checkpoint, state, settings, done, steps, alive, message, losses,
-                   betas, lams)
-            written = done
+        chunk = jax.tree_util.tree_map(lambda a, lo=done, hi=done + n: a[lo:hi], run.xs)
+        new_state, chunk_losses = run.run_chunk(state, chunk, run.data, run.pad_weights)
+        loop = _guard_nonfinite(run, loop._replace(state=state), new_state,
+                                np.asarray(chunk_losses).reshape(n, -1))
+        if loop.done == done:  # the one fit hit a non-finite value: stopped
+            break
+        if checkpointing.path is not None and (loop.done - written >= checkpointing.every
+                                               or loop.done == steps):
+            _write(checkpointing.path, loop.state, checkpointing.settings, loop.done, steps,
+                   loop.alive, loop.message, loop.losses, *run.xs[:2])
+            written = loop.done
         if bar is not None:
             bar.update(n)
-            bar.set_postfix(loss=f"{np.nanmin(chunk_losses[-1]):.4g}")
+            bar.set_postfix(loss=f"{np.nanmin(loop.losses[-1][-1]):.4g}")
     if bar is not None:
         bar.close()
-    losses = np.concatenate(losses) if losses else np.zeros((0, restarts))
-    params = svi.get_params(state.svi_state)
-    seconds = time.perf_counter() - start
-    if restarts == 1:
+    return loop
+
+
+def _guard_nonfinite(run: _Run, loop: _Loop, new_state: FitState, chunk_losses) -> _Loop:
+    """The loop after a chunk: on a non-finite loss or parameter a warning, and the restarts
+    it hit stopped with the parameters of their last finite chunk (one fit: stopped)."""
+    n = chunk_losses.shape[0]
+    done, alive, message = loop.done, loop.alive, loop.message
+    finite = np.all(np.isfinite(chunk_losses), axis=0) & _finite_per_restart(
+        run.svi.get_params(new_state.svi_state), run.restarts)
+    if not finite.all():
+        first = done + int(np.argmin(np.all(np.isfinite(chunk_losses), axis=1)))
+        message = (
+            f"non-finite loss or parameters within steps {done}..{done + n - 1} "
+            f"(first non-finite loss at step {first}); stopped and kept the parameters "
+            f"after step {done - 1}. Try a smaller learning rate in `optimizer`."
+        )
+        if run.restarts > 1:
+            message = f"restarts {np.flatnonzero(alive & ~finite).tolist()}: " + message
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        if run.restarts == 1:
+            return loop._replace(message=message)
+        alive = alive & finite
+        new_state = keep_live_restarts(alive, new_state, loop.state)
+        chunk_losses = np.where(alive, chunk_losses, np.nan)
+    return _Loop(new_state, done + n, alive, message, [*loop.losses, chunk_losses])
+
+
+def _fit_result(model: GIM, run: _Run, loop: _Loop, seconds: float) -> FitResult:
+    """The `FitResult` of a finished loop (with restarts: the selected one)."""
+    guide, state = run.guide, loop.state
+    losses = np.concatenate(loop.losses) if loop.losses else np.zeros((0, run.restarts))
+    params = run.svi.get_params(state.svi_state)
+    if run.restarts == 1:
         losses = losses[:, 0]
         sites = {k: v for k, v in guide.median(params).items() if k in model.site_shapes}
         return FitResult(sites, losses, SVIRunResult(params, state.svi_state,
                                                      jnp.asarray(losses)),
-                         guide, message, seconds)
-
+                         guide, loop.message, seconds)
     all_sites = jax.vmap(lambda p: {k: v for k, v in guide.median(p).items()
                                     if k in model.site_shapes})(params)
-    report = select_restart(model, all_sites, losses.T, alive, held_out, data)
+    report = select_restart(model, all_sites, losses.T, loop.alive, run.held_out, run.data)
     chosen = {k: v[report.selected] for k, v in all_sites.items()}
     if report.agreement.message:
-        warnings.warn(report.agreement.message, UserWarning, stacklevel=2)
+        warnings.warn(report.agreement.message, UserWarning, stacklevel=3)
     return FitResult(chosen, losses[:, report.selected],
                      SVIRunResult(params, state.svi_state, jnp.asarray(losses.T)), guide,
-                     message, seconds, report)
+                     loop.message, seconds, report)
 
 
 def _checkpoint_settings(model, data, key, optimizer, guide, dual_ascent, restarts,

@@ -98,15 +98,7 @@ def plot_targets(
                                                         for g in pert_ids])
         title = "posterior P(I=1 | cells)\nof all its doses"
         panels.append((title, post))
-    truth = None
-    if true_targets is not None:
-        truth = np.asarray(true_targets, dtype=bool)
-        if truth.shape == (data.n_contexts, data.n_vars):
-            truth = truth[first]
-        elif truth.shape != (len(pert_ids), data.n_vars):
-            raise ValueError(
-                f"true_targets must have shape ({data.n_contexts}, {data.n_vars}) (contexts) or "
-                f"({len(pert_ids)}, {data.n_vars}) (perturbations shown), got {truth.shape}")
+    truth = _shown_truth(true_targets, data, first)
     rows = np.arange(len(pert_ids))
     if order == "similarity":
         rows = similarity_order(np.concatenate([v for _, v in panels], axis=1))
@@ -139,15 +131,39 @@ def plot_targets(
                 a.add_patch(Rectangle((j - 0.5, r - 0.5), 1.0, 1.0, fill=False, lw=1.6,
                                       edgecolor=TRUTH_COLOR, gid="true_target"))
     fig.colorbar(image, ax=list(axes), label="target probability", shrink=0.9)
-    handles = []
-    if truth is not None:
-        handles.append(Patch(fill=False, edgecolor=TRUTH_COLOR, label="true target"))
-    if posterior and np.isnan(panels[-1][1]).any():
-        handles.append(Patch(color="0.85", label=f"no cells of this {perturbation_label}"))
-    if handles:
-        if ax is None:
-            fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False,
-                       ncols=len(handles))
-        else:
-            axes[-1].legend(handles=handles, loc="upper right", fontsize=7)
+    _legend(fig, axes, own_figure=ax is None, truth=truth is not None,
+            blank=posterior and np.isnan(panels[-1][1]).any(),
+            perturbation_label=perturbation_label)
     return fig, axes
+
+
+def _shown_truth(true_targets, data: PerturbationData, first) -> np.ndarray | None:
+    """`true_targets` as bool `(n_shown, n_vars)` rows of the perturbations shown (their
+    first contexts `first`), or None."""
+    if true_targets is None:
+        return None
+    truth = np.asarray(true_targets, dtype=bool)
+    if truth.shape == (data.n_contexts, data.n_vars):
+        return truth[first]
+    if truth.shape != (len(first), data.n_vars):
+        raise ValueError(
+            f"true_targets must have shape ({data.n_contexts}, {data.n_vars}) (contexts) or "
+            f"({len(first)}, {data.n_vars}) (perturbations shown), got {truth.shape}")
+    return truth
+
+
+def _legend(fig, axes, *, own_figure: bool, truth: bool, blank: bool,
+            perturbation_label: str) -> None:
+    """The legend of the outlines (true targets) and the grey cells (no cells), if any."""
+    handles = []
+    if truth:
+        handles.append(Patch(fill=False, edgecolor=TRUTH_COLOR, label="true target"))
+    if blank:
+        handles.append(Patch(color="0.85", label=f"no cells of this {perturbation_label}"))
+    if not handles:
+        return
+    if own_figure:
+        fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False,
+                   ncols=len(handles))
+    else:
+        axes[-1].legend(handles=handles, loc="upper right", fontsize=7)
