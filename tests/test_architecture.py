@@ -17,8 +17,8 @@ What is checked, and how an import is read:
   name* from its own package (`from gim_ppl import fit` inside a module that `gim_ppl`
   imports) does make that edge: it reads a half-initialised package, and it is reported.
   Imports under `if TYPE_CHECKING:` never run and make no cycle edge.
-* Layers (a module may import its own layer and the layers below): extras, lazy, data,
-  core = 0;
+* Layers (a module may import its own layer and the layers below): extras, lazy, errors,
+  data, core = 0;
   model = 1; inference = 2; datasets, evaluation = 3 (evaluation may import datasets, not
   the reverse); design = 3.5 (queries on a fitted model: above model, inference
   and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
@@ -54,6 +54,7 @@ TESTS_DIR = ROOT / "tests"
 LAYERS = [
     ("gim_ppl.extras", 0),
     ("gim_ppl.lazy", 0),
+    ("gim_ppl.errors", 0),
     ("gim_ppl.checks", 0),
     ("gim_ppl.data", 0),
     ("gim_ppl.core", 0),
