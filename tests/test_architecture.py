@@ -653,8 +653,11 @@ def test_extras_match_pyproject():
 
 def test_every_subpackage_is_reachable_after_import_gim_ppl():
     """`gim_ppl.design.rank_experiments` once raised AttributeError after `import gim_ppl`
-    (a fresh interpreter: in this process another test may already have imported it)."""
-    code = ("import gim_ppl\n"
+    (a fresh interpreter: in this process another test may already have imported it); the
+    names are lazy: `import gim_ppl` and `gim_ppl.ArgumentError` load no jax."""
+    code = ("import sys, gim_ppl\n"
+            "assert 'jax' not in sys.modules and {'design', 'ArgumentError'} <= set(dir(gim_ppl))\n"
+            "assert issubclass(gim_ppl.ArgumentError, ValueError) and 'jax' not in sys.modules\n"
             "for name in ('design', 'evaluation', 'plots', 'metrics', 'baselines'):\n"
             "    assert getattr(gim_ppl, name) is not None, name\n"
             "assert callable(gim_ppl.design.rank_experiments)\n")
