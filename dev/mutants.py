@@ -175,6 +175,17 @@ MUTANTS = [
            'return {k: v + 0.0 * self.shift.get(k.removesuffix("_auto_loc"), 0.0)',
            ("tests/test_calibration.py::test_vsbc_passes_the_fitted_guide_and_catches_half_a"
             "_prior_sd",)),
+    Mutant("checkpoint_model_settings_listed_by_hand", "gim_ppl/inference/checkpoint.py",
+           "attributes = {n: v for n, v in vars(model).items() if not n.startswith(\"_\")}",
+           "attributes = {n: getattr(model, n) for n in (\"n_vars\", \"mechanism\", "
+           "\"priors\", \"pooled\", \"coarsening\")}",
+           ("tests/test_checkpoint.py::test_checkpoint_of_other_settings_or_data_is_refused",
+            "tests/test_checkpoint.py::test_the_model_fingerprint_covers_every_attribute")),
+    Mutant("cli_flag_from_the_prose", "gim_ppl/cli/errors.py",
+           "    return f\"{flag}: {text}\"",
+           "    return text",
+           ("tests/test_errors.py::test_the_cli_names_the_flag_from_the_argument_not_the"
+            "_prose",)),
 ]
 
 

@@ -3,7 +3,8 @@
 Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `allowed_edges` (background
 knowledge as an edge mask), `fit` (with `cosine_ramp`,
 `DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`,
-`initialize_distributed` and `share_moments` (multi-process fits), and the submodules
+`initialize_distributed` and `share_moments` (multi-process fits), `ArgumentError` (the
+`ValueError` of a bad argument, naming it as `.argument`), and the submodules
 `datasets`, `metrics`, `baselines`, `plots`, `summary` (result tables), `design` and
 `evaluation`.
 
@@ -23,6 +24,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "gim_ppl.data": ["PerturbationData"],
+        "gim_ppl.errors": ["ArgumentError"],
         "gim_ppl.inference": ["DualAscent", "FitResult", "cosine_ramp", "cross_fit",
                               "diagnose", "fit", "init_from_data", "initialize_distributed",
                               "mean_intervals", "PerturbationBatches", "run_mcmc",
@@ -41,12 +43,14 @@ __getattr__, __dir__ = lazy_exports(
         "summary": "gim_ppl.summary",
         # not in __all__, but attributes of the package as when it imported them eagerly
         **{name: f"gim_ppl.{name}" for name in (
-            "checks", "core", "data", "extras", "inference", "knowledge", "model", "priors")},
+            "checks", "core", "data", "errors", "extras", "inference", "knowledge", "model",
+            "priors")},
     },
 )
 
 __all__ = [
     "GIM",
+    "ArgumentError",
     "DualAscent",
     "FitResult",
     "PerturbationBatches",

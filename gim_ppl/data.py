@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gim_ppl.core.likelihood import CellMoments, cell_moments
+from gim_ppl.errors import ArgumentError, ArgumentTypeError
 
 _MAX_SHOWN = 10
 
@@ -40,9 +41,11 @@ def _float_array(name: str, value: Any, ndim: int) -> np.ndarray:
     try:
         arr = np.array(value, dtype=float, copy=True)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}") from err
+        raise ArgumentTypeError(f"{name} must be a numeric array, got {type(value).__name__}",
+                                argument=name) from err
     if arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+        raise ArgumentError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}",
+                            argument=name)
     return arr
 
 
@@ -56,9 +59,9 @@ def _check_storable(name: str, arr: np.ndarray, where: str) -> None:
     bad = (np.flatnonzero(lost.reshape(arr.shape[0], math.prod(arr.shape[1:])).any(axis=1))
            if arr.ndim else [])
     if len(bad):
-        raise ValueError(f"{name} has values beyond the {dtype} range (|value| > "
-                         f"{np.finfo(dtype).max:.3g}) at {where} {_rows(bad)}; rescale them "
-                         "or enable float64 (jax.enable_x64)")
+        raise ArgumentError(f"{name} has values beyond the {dtype} range (|value| > "
+                            f"{np.finfo(dtype).max:.3g}) at {where} {_rows(bad)}; rescale them "
+                            "or enable float64 (jax.enable_x64)", argument=name, rows=bad)
 
 
 #: A feature column whose mean or sd over the perturbations exceeds this is "far from unit
@@ -93,10 +96,10 @@ def _names(name: str, value: Sequence[str] | None, length: int, default_prefix: 
         return tuple(f"{default_prefix}{i:0{width}d}" for i in range(length))
     names = tuple(str(v) for v in value)
     if len(names) != length:
-        raise ValueError(f"{name} has {len(names)} entries, expected {length}")
+        raise ArgumentError(f"{name} has {len(names)} entries, expected {length}", argument=name)
     dups = sorted(n for n, c in Counter(names).items() if c > 1)
     if dups:
-        raise ValueError(f"{name} contains duplicate names: {dups[:_MAX_SHOWN]}")
+        raise ArgumentError(f"{name} contains duplicate names: {dups[:_MAX_SHOWN]}", argument=name)
     return names
 
 
@@ -303,7 +306,8 @@ class PerturbationData:
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) \
                 or n_cells < 1:
-            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+            raise ArgumentError(f"n_cells must be a positive integer, got {n_cells!r}",
+                                argument="n_cells")
         context = np.repeat(np.arange(self.n_contexts, dtype=np.int32), int(n_cells))
         return self.replace(x=None, context=jnp.asarray(context))
 
@@ -346,13 +350,15 @@ class PerturbationData:
         features, dose, obs = _check_contexts(features, dose, observational)
         if dose_scale is not None and not all(
                 hasattr(dose_scale, a) for a in ("unit", "to_model", "to_user")):
-            raise TypeError("dose_scale must have unit, to_model and to_user (e.g. "
-                            f"gim_ppl.datasets.DoseScale), got {type(dose_scale).__name__}")
+            raise ArgumentTypeError("dose_scale must have unit, to_model and to_user (e.g. "
+                                    f"gim_ppl.datasets.DoseScale), got {type(dose_scale).__name__}",
+                                    argument="dose_scale")
         if x is None:
             if context is not None:
-                raise ValueError("context was given without x; pass both or neither")
+                raise ArgumentError("context was given without x; pass both or neither",
+                                    argument="context")
             if var_names is None and n_vars is None:
-                raise ValueError("without x, give var_names or n_vars")
+                raise ArgumentError("without x, give var_names or n_vars", argument="var_names")
             d = len(var_names) if var_names is not None else int(n_vars)
             x_arr = ctx = None
         else:
@@ -362,7 +368,8 @@ class PerturbationData:
 
         var_names = _names("var_names", var_names, d, "x")
         if x_arr is not None and len(var_names) != x_arr.shape[1]:
-            raise ValueError(f"var_names has {len(var_names)} entries, x has {d} columns")
+            raise ArgumentError(f"var_names has {len(var_names)} entries, x has {d} columns",
+                                argument="var_names")
         context_names = _names("context_names", context_names, dose.shape[0], "context_")
         feature_names = _names("feature_names", feature_names, features.shape[1], "feature_")
         perturbation_names = _names("perturbation_names", perturbation_names, n_pert, "pert_")
@@ -420,11 +427,12 @@ class PerturbationData:
             raise ValueError("take_cells: data has no cells (x is None)")
         if isinstance(n_parts, bool) or not isinstance(n_parts, (int, np.integer)) \
                 or not 1 <= n_parts <= self.n_cells:
-            raise ValueError(f"n_parts must be an integer in [1, {self.n_cells}] (the cells), "
-                             f"got {n_parts!r}")
+            raise ArgumentError(f"n_parts must be an integer in [1, {self.n_cells}] (the cells), "
+                                f"got {n_parts!r}", argument="n_parts")
         if isinstance(part, bool) or not isinstance(part, (int, np.integer)) \
                 or not 0 <= part < n_parts:
-            raise ValueError(f"part must be an integer in [0, {n_parts}), got {part!r}")
+            raise ArgumentError(f"part must be an integer in [0, {n_parts}), got {part!r}",
+                                argument="part")
         keep = np.arange(int(part), self.n_cells, int(n_parts))
         return self.replace(x=jnp.asarray(np.asarray(self.x)[keep]),
                             context=jnp.asarray(np.asarray(self.context)[keep]))
@@ -433,9 +441,10 @@ class PerturbationData:
         """Split contexts by a `(n_contexts,)` label array: `{label: subset}`."""
         labels = np.asarray(labels)
         if labels.shape != (self.n_contexts,):
-            raise ValueError(
+            raise ArgumentError(
                 f"labels must have shape ({self.n_contexts},) (one per context), got "
-                f"{labels.shape}"
+                f"{labels.shape}",
+                argument="labels"
             )
         return {lab.item(): self.subset(labels == lab) for lab in np.unique(labels)}
 
@@ -443,24 +452,28 @@ class PerturbationData:
         arr = np.asarray(contexts)
         if arr.dtype == bool:
             if arr.shape != (self.n_contexts,):
-                raise ValueError(
-                    f"a boolean context mask must have shape ({self.n_contexts},), got {arr.shape}"
+                raise ArgumentError(
+                    f"a boolean context mask must have shape ({self.n_contexts},), got {arr.shape}",
+                    argument="contexts"
                 )
             return np.flatnonzero(arr)
         if arr.dtype.kind in "US":
             lookup = {n: i for i, n in enumerate(self.context_names)}
             missing = [str(n) for n in arr.ravel() if str(n) not in lookup]
             if missing:
-                raise ValueError(f"unknown context names: {missing[:_MAX_SHOWN]}")
+                raise ArgumentError(f"unknown context names: {missing[:_MAX_SHOWN]}",
+                                    argument="contexts")
             return np.array([lookup[str(n)] for n in arr.ravel()], dtype=np.int64)
         if arr.size == 0:  # [] reads as float64; an empty selection is no context
             return np.zeros(0, dtype=np.int64)
         if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"contexts must be ints, names or a bool mask, got {arr.dtype}")
+            raise ArgumentTypeError(f"contexts must be ints, names or a bool mask, got {arr.dtype}",
+                                    argument="contexts")
         arr = arr.ravel().astype(np.int64)
         bad = arr[(arr < 0) | (arr >= self.n_contexts)]
         if bad.size:
-            raise ValueError(f"context indices out of range [0, {self.n_contexts}): {_rows(bad)}")
+            raise ArgumentError(f"context indices out of range [0, {self.n_contexts}): "
+                                f"{_rows(bad)}", argument="contexts")
         return arr
 
 
@@ -475,32 +488,39 @@ def _check_contexts(features, dose, observational) -> tuple[np.ndarray, np.ndarr
     obs = np.array(observational, copy=True)
     if obs.dtype != bool:
         if not np.issubdtype(obs.dtype, np.integer) or not np.isin(obs, (0, 1)).all():
-            raise TypeError(f"observational must be a boolean array, got dtype {obs.dtype}")
+            raise ArgumentTypeError(f"observational must be a boolean array, got dtype {obs.dtype}",
+                                    argument="observational")
         obs = obs.astype(bool)
     if obs.ndim != 1:
-        raise ValueError(f"observational must have 1 dimension, got shape {obs.shape}")
+        raise ArgumentError(f"observational must have 1 dimension, got shape {obs.shape}",
+                            argument="observational")
     n_contexts = dose.shape[0]
     if obs.shape[0] != n_contexts:
-        raise ValueError(
+        raise ArgumentError(
             f"observational has {obs.shape[0]} entries but dose has {n_contexts} (one per "
-            "context)"
+            "context)",
+            argument="observational"
         )
     if features.shape[0] != n_contexts:
-        raise ValueError(
+        raise ArgumentError(
             f"features has {features.shape[0]} rows but there are {n_contexts} contexts "
-            "(dose has one entry per context); feature rows must match contexts"
+            "(dose has one entry per context); feature rows must match contexts",
+            argument="features"
         )
     bad = np.flatnonzero(~np.isfinite(dose))
     if bad.size:
-        raise ValueError(f"dose has non-finite values at contexts {_rows(bad)}")
+        raise ArgumentError(f"dose has non-finite values at contexts {_rows(bad)}",
+                            argument="dose", rows=bad)
     bad = np.flatnonzero(dose < 0)
     if bad.size:
-        raise ValueError(f"dose must be >= 0; negative at contexts {_rows(bad)}")
+        raise ArgumentError(f"dose must be >= 0; negative at contexts {_rows(bad)}",
+                            argument="dose", rows=bad)
     bad = np.flatnonzero(~obs & ~np.isfinite(features).all(axis=1))
     if bad.size:
-        raise ValueError(
+        raise ArgumentError(
             f"features has missing or non-finite values at perturbational contexts "
-            f"{_rows(bad)}"
+            f"{_rows(bad)}",
+            argument="features", rows=bad
         )
     features[obs] = 0.0  # ignored by the model; zeros keep every array finite
     _check_storable("dose", dose, "contexts")
@@ -514,15 +534,17 @@ def _check_cells(x, context, obs: np.ndarray,
     n_contexts = obs.shape[0]
     x_arr = _float_array("x", x, 2)
     if context is None:
-        raise ValueError("x was given without context: pass the context index of each cell")
+        raise ArgumentError("x was given without context: pass the context index of each cell",
+                            argument="context")
     if require_cells and x_arr.shape[0] == 0:
-        raise ValueError(f"x has no cells (shape {x_arr.shape}); every context needs cells "
-                         "(or pass require_cells=False)")
+        raise ArgumentError(f"x has no cells (shape {x_arr.shape}); every context needs cells "
+                            "(or pass require_cells=False)", argument="x")
     ctx = np.array(context, copy=True)
     if ctx.ndim != 1 or ctx.shape[0] != x_arr.shape[0]:
-        raise ValueError(
+        raise ArgumentError(
             f"context must have shape ({x_arr.shape[0]},) (one entry per row of x), "
-            f"got {ctx.shape}"
+            f"got {ctx.shape}",
+            argument="context"
         )
     if not np.issubdtype(ctx.dtype, np.integer):
         if np.issubdtype(ctx.dtype, np.floating) and np.all(
@@ -530,24 +552,28 @@ def _check_cells(x, context, obs: np.ndarray,
         ):
             ctx = ctx.astype(np.int64)
         else:
-            raise TypeError(f"context must hold integers, got dtype {ctx.dtype}")
+            raise ArgumentTypeError(f"context must hold integers, got dtype {ctx.dtype}",
+                                    argument="context")
     bad = np.flatnonzero((ctx < 0) | (ctx >= n_contexts))
     if bad.size:
-        raise ValueError(
+        raise ArgumentError(
             f"context indices must be in [0, {n_contexts}); out of range at cells "
-            f"{_rows(bad)} (values {_rows(ctx[bad])})"
+            f"{_rows(bad)} (values {_rows(ctx[bad])})",
+            argument="context", rows=bad
         )
     bad = np.flatnonzero(~np.isfinite(x_arr).all(axis=1))
     if bad.size:
-        raise ValueError(f"x has non-finite values (NaN or inf) at cells {_rows(bad)}")
+        raise ArgumentError(f"x has non-finite values (NaN or inf) at cells {_rows(bad)}",
+                            argument="x", rows=bad)
     _check_storable("x", x_arr, "cells")
     if require_cells:
         empty = np.flatnonzero(np.bincount(ctx, minlength=n_contexts) == 0)
         if empty.size:
             kind = "perturbational" if not obs[empty].all() else "observational"
-            raise ValueError(
+            raise ArgumentError(
                 f"contexts {_rows(empty)} have no cells ({kind}); every context needs "
-                "cells (drop it with subset() or pass require_cells=False)"
+                "cells (drop it with subset() or pass require_cells=False)",
+                argument="context", rows=empty
             )
     return x_arr, ctx.astype(np.int32)
 
@@ -566,15 +592,17 @@ def _check_perturbations(perturbation, obs: np.ndarray, features: np.ndarray,
         return pert, len(rows)
     pert = np.array(perturbation, copy=True)
     if pert.shape != (n_contexts,) or not np.issubdtype(pert.dtype, np.integer):
-        raise ValueError(
+        raise ArgumentError(
             f"perturbation must be an int array of shape ({n_contexts},), got "
-            f"{pert.dtype} {pert.shape}"
+            f"{pert.dtype} {pert.shape}",
+            argument="perturbation"
         )
     bad = np.flatnonzero(~obs & (pert < 0))
     if bad.size:
-        raise ValueError(
+        raise ArgumentError(
             f"perturbation must be >= 0 for perturbational contexts; negative at "
-            f"{_rows(bad)}"
+            f"{_rows(bad)}",
+            argument="perturbation", rows=bad
         )
     pert = np.where(obs, -1, pert).astype(np.int32)
     n_pert = int(pert.max()) + 1 if (pert >= 0).any() else 0

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gim_ppl.errors import ArgumentError
+
 
 def _index(var_names: Sequence[str], name, argument: str) -> int:
     names = [str(v) for v in var_names]
@@ -25,8 +27,8 @@ def _index(var_names: Sequence[str], name, argument: str) -> int:
         return names.index(str(name))
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f" (closest: {close[0]!r})" if close else ""
-    raise ValueError(f"{argument}: unknown variable {name!r}{hint}; the data's variables are "
-                     f"{names[:20]}{' …' if len(names) > 20 else ''}")
+    raise ArgumentError(f"{argument}: unknown variable {name!r}{hint}; the data's variables "
+                        f"are {names[:20]}{' …' if len(names) > 20 else ''}", argument=argument)
 
 
 def allowed_edges(var_names: Sequence[str], *, sources: Sequence[str] = (),
@@ -41,8 +43,9 @@ def allowed_edges(var_names: Sequence[str], *, sources: Sequence[str] = (),
         tiers: groups of names in causal order; an edge from a later tier into an earlier
             one is not allowed.
     Raises:
-        ValueError naming the argument and the closest variable for an unknown name, and
-        for a tier list that names a variable twice.
+        ArgumentError (a ValueError) naming the argument (`.argument`: "sources", "forbid"
+        or "tiers") and the closest variable for an unknown name, and for a tier list that
+        names a variable twice.
     """
     d = len(var_names)
     mask = ~np.eye(d, dtype=bool)
@@ -52,7 +55,8 @@ def allowed_edges(var_names: Sequence[str], *, sources: Sequence[str] = (),
         mask[:, _index(var_names, name, "sources")] = False
     for pair in forbid:
         if isinstance(pair, str) or len(pair) != 2:
-            raise ValueError(f"forbid: expected (parent, child) pairs, got {pair!r}")
+            raise ArgumentError(f"forbid: expected (parent, child) pairs, got {pair!r}",
+                                argument="forbid")
         parent, child = pair
         mask[_index(var_names, parent, "forbid"), _index(var_names, child, "forbid")] = False
     if tiers is not None:
@@ -61,7 +65,8 @@ def allowed_edges(var_names: Sequence[str], *, sources: Sequence[str] = (),
             for name in [tier] if isinstance(tier, str) else tier:
                 i = _index(var_names, name, "tiers")
                 if i in rank:
-                    raise ValueError(f"tiers: variable {name!r} is in more than one tier")
+                    raise ArgumentError(f"tiers: variable {name!r} is in more than one tier",
+                                        argument="tiers")
                 rank[i] = t
         for i, ti in rank.items():
             for j, tj in rank.items():

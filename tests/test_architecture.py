@@ -17,8 +17,8 @@ What is checked, and how an import is read:
   name* from its own package (`from gim_ppl import fit` inside a module that `gim_ppl`
   imports) does make that edge: it reads a half-initialised package, and it is reported.
   Imports under `if TYPE_CHECKING:` never run and make no cycle edge.
-* Layers (a module may import its own layer and the layers below): extras, lazy, data,
-  core = 0;
+* Layers (a module may import its own layer and the layers below): extras, lazy, errors,
+  data, core = 0;
   model = 1; inference = 2; datasets, evaluation = 3 (evaluation may import datasets, not
   the reverse); design = 3.5 (queries on a fitted model: above model, inference
   and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
@@ -54,6 +54,7 @@ TESTS_DIR = ROOT / "tests"
 LAYERS = [
     ("gim_ppl.extras", 0),
     ("gim_ppl.lazy", 0),
+    ("gim_ppl.errors", 0),
     ("gim_ppl.checks", 0),
     ("gim_ppl.data", 0),
     ("gim_ppl.core", 0),
@@ -652,8 +653,11 @@ def test_extras_match_pyproject():
 
 def test_every_subpackage_is_reachable_after_import_gim_ppl():
     """`gim_ppl.design.rank_experiments` once raised AttributeError after `import gim_ppl`
-    (a fresh interpreter: in this process another test may already have imported it)."""
-    code = ("import gim_ppl\n"
+    (a fresh interpreter: in this process another test may already have imported it); the
+    names are lazy: `import gim_ppl` and `gim_ppl.ArgumentError` load no jax."""
+    code = ("import sys, gim_ppl\n"
+            "assert 'jax' not in sys.modules and {'design', 'ArgumentError'} <= set(dir(gim_ppl))\n"
+            "assert issubclass(gim_ppl.ArgumentError, ValueError) and 'jax' not in sys.modules\n"
             "for name in ('design', 'evaluation', 'plots', 'metrics', 'baselines'):\n"
             "    assert getattr(gim_ppl, name) is not None, name\n"
             "assert callable(gim_ppl.design.rank_experiments)\n")

@@ -115,12 +115,15 @@ def written_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("change, match", [
     (dict(data=small_data(seed=1)), "other data"),
-    (dict(model=gim_ppl.GIM(3, 2, mechanism="mlp", hidden=2)), "other model"),
+    (dict(model=gim_ppl.GIM(3, 2, mechanism="mlp", hidden=2)), "other model.mechanism"),
     (dict(model=gim_ppl.GIM(3, 2, edge_mask=np.triu(np.ones((3, 3), bool), 1))),
-     "other model"),  # the mask was missing from the fingerprint once
-    (dict(model=gim_ppl.GIM(3, 2, coarsening=50.0)), "other model"),
+     "other model.edge_mask"),  # the mask was missing from the fingerprint once
+    (dict(model=gim_ppl.GIM(3, 2, coarsening=50.0)), "other model.coarsening"),
     (dict(model=gim_ppl.GIM(3, 2, priors=gim_ppl.Priors(
-        bias=__import__("numpyro").distributions.Normal(0.0, 1.0)))), "other model"),
+        bias=__import__("numpyro").distributions.Normal(0.0, 1.0)))), "other model.priors"),
+    (dict(model=gim_ppl.GIM(3, 2, pooled=small_data())), "other model.pooled"),
+    (dict(model=gim_ppl.GIM(3, 2, shrinkage="ard")), "other model.intervention_map"),
+    (dict(model=gim_ppl.GIM(3, 2, target_sparsity=2.0)), "other model.target_sparsity"),
     (dict(key=jax.random.key(1)), "other key"),
     (dict(batch_size=4), "other batch_size"),
     (dict(restarts=2, validation=0), "other restarts"),
@@ -133,6 +136,33 @@ def test_checkpoint_of_other_settings_or_data_is_refused(written_checkpoint, cha
               progress=False) | change
     with pytest.raises(ValueError, match=match):
         gim_ppl.fit(kw.pop("model"), kw.pop("data"), resume=written_checkpoint, **kw)
+
+
+def test_the_model_fingerprint_covers_every_attribute(written_checkpoint):
+    """The model's settings are read off the object (`ckpt.model_description`), not listed
+    by hand: a setting stored by a future `__init__` is checked without being named
+    anywhere, and the same model rebuilt from the same arguments (the edge mask a new array
+    of the same values) resumes."""
+    mask = np.triu(np.ones((3, 3), bool), 1)
+    model = gim_ppl.GIM(3, 2, edge_mask=mask)
+    assert ckpt.model_description(model) == ckpt.model_description(
+        gim_ppl.GIM(3, 2, edge_mask=mask.copy()))
+    assert ckpt.model_description(model)["edge_mask"] == mask.tolist()
+    # a long description is recorded by its hash, which a change of one value changes
+    big = np.ones((30, 30), bool)
+    hashed = ckpt.model_description(gim_ppl.GIM(30, 2, edge_mask=big))["edge_mask"]
+    big[3, 7] = False
+    assert hashed.startswith("sha256:") and hashed != ckpt.model_description(
+        gim_ppl.GIM(30, 2, edge_mask=big))["edge_mask"]
+    model = gim_ppl.GIM(3, 2)  # the checkpoint's model...
+    model.future_setting = 0.5  # ...with a setting stored as a future __init__ would
+    kw = dict(steps=10, key=jax.random.key(0), progress=False, resume=written_checkpoint)
+    with pytest.raises(ValueError, match=r'other model\.future_setting: "absent" in the '
+                                         r"checkpoint, 0\.5 now"):
+        gim_ppl.fit(model, small_data(), **kw)
+    # the same model from the same arguments: accepted (the run is already complete)
+    resumed = gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), **kw)
+    assert resumed.losses.shape[0] == 10
 
 
 def test_checkpoint_of_another_package_version_is_refused(written_checkpoint, monkeypatch):

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gim_ppl
-from gim_ppl import GIM, PerturbationData
+from gim_ppl import GIM, ArgumentError, PerturbationData
 from gim_ppl.evaluation import metrics
 from tests._problems import random_sites, small_data
 
@@ -96,9 +96,13 @@ def check_call(what, call, inputs: dict, names):
                    for n in names), (
             f"{what}: {type(err).__name__} does not name the argument {sorted(names)}: "
             f"{message!r}")
-        # jax's own errors subclass these (e.g. a traced shape error); they name no argument
-        assert type(err).__module__ == "builtins", f"{what}: raw {type(err)}: {message}"
-        OUTCOMES[what, type(err).__name__] += 1
+        # jax's own errors subclass these (e.g. a traced shape error); they name no argument.
+        # Ours are builtins, or an ArgumentError that names the argument as data too.
+        if isinstance(err, ArgumentError):
+            assert err.argument in names, f"{what}: .argument {err.argument!r}: {message}"
+        else:
+            assert type(err).__module__ == "builtins", f"{what}: raw {type(err)}: {message}"
+        OUTCOMES[what, "TypeError" if isinstance(err, TypeError) else "ValueError"] += 1
         out = None
     else:
         _assert_finite(out, what)

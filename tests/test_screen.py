@@ -342,9 +342,10 @@ def test_doses_that_are_not_numbers(screen, features):
     with pytest.raises(TypeError, match=r"obs\['dose'\] must hold numeric doses; .* not "
                                         r"numbers: \['10 nM', '100 nM'") as err:
         load(bad, features)
-    # in the CLI's words the fix names its flag (cli_words maps `name=value`)
-    from gim_ppl.cli.errors import cli_words
-    assert "give the unit as --dose-unit 'nM')" in cli_words(str(err.value))
+    # the error carries its argument, and the CLI names its flag from that, not the prose
+    assert err.value.argument == "dose_key"
+    from gim_ppl.cli.errors import cli_message
+    assert cli_message(err.value).startswith("--dose-key: obs['dose'] must hold numeric doses")
 
 
 def test_missing_and_negative_doses(screen, features):

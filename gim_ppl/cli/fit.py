@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gim_ppl.cli.arguments import NON_NEGATIVE_FLOAT, POSITIVE_INT
-from gim_ppl.cli.errors import USER_ERRORS, UsageError, cli_words, fail
+from gim_ppl.cli.errors import USER_ERRORS, UsageError, fail, warning_message
 from gim_ppl.cli.machine import machine_description
 from gim_ppl.cli.outputs import Fitted, OutputFolder, Screen, write_outputs
 from gim_ppl.cli.screen import (
@@ -213,11 +213,8 @@ def knowledge_mask(args, var_names) -> np.ndarray | None:
         pairs.append((parent.strip(), child.strip()))
     if not sources and not pairs:
         return None
-    try:
-        return allowed_edges(var_names, sources=sources, forbid=pairs)
-    except ValueError as err:  # "sources: ..." / "forbid: ..." → the flag
-        argument, _, rest = str(err).partition(": ")
-        raise UsageError(f"--{argument} {rest}") from None
+    # an unknown name is an ArgumentError of "sources" or "forbid": `fail` names the flag
+    return allowed_edges(var_names, sources=sources, forbid=pairs)
 
 
 def fit_screen(args, train: PerturbationData, *,
@@ -247,5 +244,5 @@ def fit_screen(args, train: PerturbationData, *,
                      guide=None if guide is None else guide(model, centred))
     said = {str(w.message) for w in caught}
     for message in sorted(said | ({result.message} if result.message else set())):
-        print(f"warning: {' '.join(cli_words(message).split())}", file=sys.stderr)
+        print(f"warning: {' '.join(warning_message(message).split())}", file=sys.stderr)
     return Fitted(model, result, centred, offset)

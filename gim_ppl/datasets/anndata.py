@@ -24,6 +24,7 @@ import numpy as np
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale
 from gim_ppl.datasets.expression import AnnDataInfo, listed, normalize_choice, read_expression
+from gim_ppl.errors import ArgumentError, ArgumentKeyError, ArgumentTypeError
 from gim_ppl.extras import require
 
 
@@ -140,30 +141,32 @@ def from_anndata_with_info(
     anndata = require("anndata")
     pd = require("pandas")
     if not isinstance(adata, anndata.AnnData):
-        raise TypeError(f"adata must be an anndata.AnnData, got {type(adata).__name__}")
+        raise ArgumentTypeError(f"adata must be an anndata.AnnData, got {type(adata).__name__}",
+                                argument="adata")
     normalize = normalize_choice(normalize)
     obs = adata.obs
     if adata.n_obs == 0:
-        raise ValueError("adata has no cells (n_obs = 0)")
+        raise ArgumentError("adata has no cells (n_obs = 0)", argument="adata")
     if adata.n_vars == 0:
-        raise ValueError("adata has no genes (n_vars = 0)")
+        raise ArgumentError("adata has no genes (n_vars = 0)", argument="adata")
     require_obs_key(obs, perturbation_key, "perturbation_key")
     require_obs_key(obs, dose_key, "dose_key")
 
     keep, pooled = _selected_cells(obs, cell_type, cell_type_key)
     is_control = control_mask(obs, perturbation_key, control)[keep]
     if not is_control.any():
-        raise ValueError(
+        raise ArgumentError(
             f"no control cells: control={control!r} marks none of the "
             f"{int(keep.sum())} selected cells; control must be a boolean obs column or "
             f"a value of obs[{perturbation_key!r}] "
-            f"(values: {listed(np.unique(obs[perturbation_key].astype(str)))})"
+            f"(values: {listed(np.unique(obs[perturbation_key].astype(str)))})",
+            argument="control"
         )
     pert_raw = obs[perturbation_key].astype(object).to_numpy()[keep]
     missing = ~is_control & pd.isna(pert_raw)
     if missing.any():
-        raise ValueError(f"obs[{perturbation_key!r}] is missing for perturbed cells "
-                         f"{listed(obs.index[keep][missing])}")
+        raise ArgumentError(f"obs[{perturbation_key!r}] is missing for perturbed cells "
+                            f"{listed(obs.index[keep][missing])}", argument="perturbation_key")
     pert_label = np.where(is_control, "", pert_raw.astype(str))
     dose_user = _numeric_doses(obs[dose_key], dose_key, keep, is_control)
 
@@ -201,9 +204,10 @@ def _selected_cells(obs, cell_type, cell_type_key: str) -> tuple[np.ndarray, tup
         labels = obs[cell_type_key].astype(str).to_numpy()
         keep = labels == str(cell_type)
         if not keep.any():
-            raise ValueError(
+            raise ArgumentError(
                 f"cell_type={cell_type!r} matches no cell; obs[{cell_type_key!r}] holds "
-                f"{listed(np.unique(labels))}"
+                f"{listed(np.unique(labels))}",
+                argument="cell_type"
             )
     elif cell_type_key in obs.columns:
         present = np.unique(obs[cell_type_key].astype(str).to_numpy())
@@ -235,18 +239,19 @@ def require_obs_key(obs, key: str, argument: str) -> None:
     """Raise unless `key` names a column of `obs` (the error names `argument` and lists the
     columns)."""
     if not isinstance(key, str):
-        raise TypeError(f"{argument} must be the name of an obs column (str), got "
-                        f"{type(key).__name__}")
+        raise ArgumentTypeError(f"{argument} must be the name of an obs column (str), got "
+                                f"{type(key).__name__}", argument=argument)
     if key not in obs.columns:
-        raise KeyError(f"{argument}={key!r} is not an obs column; obs has "
-                       f"{listed(obs.columns)}")
+        raise ArgumentKeyError(f"{argument}={key!r} is not an obs column; obs has "
+                               f"{listed(obs.columns)}", argument=argument)
 
 
 def control_mask(obs, perturbation_key: str, control: str) -> np.ndarray:
     """`(n_obs,)` bool: control cells, from a boolean obs column or a perturbation value."""
     if not isinstance(control, str):
-        raise TypeError(f"control must be a boolean obs column name or a value of "
-                        f"obs[{perturbation_key!r}] (str), got {type(control).__name__}")
+        raise ArgumentTypeError(f"control must be a boolean obs column name or a value of "
+                                f"obs[{perturbation_key!r}] (str), got {type(control).__name__}",
+                                argument="control")
     if control in obs.columns:
         col = obs[control]
         values = col.to_numpy()
@@ -256,18 +261,20 @@ def control_mask(obs, perturbation_key: str, control: str) -> np.ndarray:
             col.isin([0, 1, True, False]).all()
         ):
             return values.astype(bool)
-        raise TypeError(
+        raise ArgumentTypeError(
             f"control={control!r} names an obs column, which must be boolean (True for "
             f"control cells); it has dtype {col.dtype} (e.g. {listed(col.unique()[:3])}). To "
-            f"mark controls by name, pass control=<a value of obs[{perturbation_key!r}]>"
+            f"mark controls by name, pass control=<a value of obs[{perturbation_key!r}]>",
+            argument="control"
         )
     labels = obs[perturbation_key].astype(str).to_numpy()
     mask = labels == control
     if not mask.any():
-        raise KeyError(
+        raise ArgumentKeyError(
             f"control={control!r} is neither an obs column nor a value of "
             f"obs[{perturbation_key!r}]; obs columns: {listed(obs.columns)}; values of "
-            f"obs[{perturbation_key!r}]: {listed(np.unique(labels))}"
+            f"obs[{perturbation_key!r}]: {listed(np.unique(labels))}",
+            argument="control"
         )
     return mask
 
@@ -278,28 +285,31 @@ def _numeric_doses(column, dose_key: str, keep: np.ndarray, is_control: np.ndarr
     raw = column.astype(object).to_numpy()[keep]
     perturbed = ~is_control
     if raw.size and any(isinstance(v, (bool, np.bool_)) for v in raw[perturbed]):
-        raise TypeError(f"obs[{dose_key!r}] holds booleans; doses must be numbers")
+        raise ArgumentTypeError(f"obs[{dose_key!r}] holds booleans; doses must be numbers",
+                                argument="dose_key")
     values = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
     not_number = perturbed & np.isnan(values) & ~pd.isna(raw)
     if not_number.any():
         bad = sorted({str(v) for v in raw[not_number]})
-        raise TypeError(
+        raise ArgumentTypeError(
             f"obs[{dose_key!r}] must hold numeric doses; {int(not_number.sum())} perturbed "
             f"cells have values that are not numbers: {listed(bad)} (strip units such as "
-            "'nM' and give the unit as dose_unit='nM')"
+            "'nM' and give the unit as dose_unit='nM')",
+            argument="dose_key"
         )
     missing = perturbed & np.isnan(values)
     if missing.any():
-        raise ValueError(f"obs[{dose_key!r}] is missing (NaN) for {int(missing.sum())} "
-                         f"perturbed cells {listed(column.index[keep][missing])}")
+        raise ArgumentError(f"obs[{dose_key!r}] is missing (NaN) for {int(missing.sum())} "
+                            f"perturbed cells {listed(column.index[keep][missing])}",
+                            argument="dose_key")
     bad = perturbed & ~np.isfinite(values)
     if bad.any():
-        raise ValueError(f"obs[{dose_key!r}] is infinite for perturbed cells "
-                         f"{listed(column.index[keep][bad])}")
+        raise ArgumentError(f"obs[{dose_key!r}] is infinite for perturbed cells "
+                            f"{listed(column.index[keep][bad])}", argument="dose_key")
     negative = perturbed & (values < 0)
     if negative.any():
-        raise ValueError(f"obs[{dose_key!r}] must be >= 0; negative for perturbed cells "
-                         f"{listed(column.index[keep][negative])}")
+        raise ArgumentError(f"obs[{dose_key!r}] must be >= 0; negative for perturbed cells "
+                            f"{listed(column.index[keep][negative])}", argument="dose_key")
     return np.where(is_control, 0.0, values)
 
 
@@ -307,36 +317,38 @@ def _feature_rows(features, drugs: list[str]) -> tuple[np.ndarray, list[str]]:
     """`(n_drugs, n_features)` feature rows in the order of `drugs`, and feature names."""
     if isinstance(features, str):
         if features != "onehot":
-            raise ValueError(f"features must be a DataFrame indexed by perturbation name or "
-                             f"'onehot', got {features!r}")
+            raise ArgumentError(f"features must be a DataFrame indexed by perturbation name or "
+                                f"'onehot', got {features!r}", argument="features")
         return np.eye(len(drugs)), [f"onehot_{d}" for d in drugs]
     pd = require("pandas")
     if not isinstance(features, pd.DataFrame):
-        raise TypeError(
+        raise ArgumentTypeError(
             "features must be a pandas DataFrame indexed by perturbation name (e.g. "
-            f"gim_ppl.datasets.drug_features(...)) or 'onehot', got {type(features).__name__}"
+            f"gim_ppl.datasets.drug_features(...)) or 'onehot', got {type(features).__name__}",
+            argument="features"
         )
     index = [str(i) for i in features.index]
     dups = sorted(i for i, c in Counter(index).items() if c > 1)
     if dups:
-        raise ValueError(f"features has duplicate index entries {listed(dups)}; expected one "
-                         "row per perturbation")
+        raise ArgumentError(f"features has duplicate index entries {listed(dups)}; expected one "
+                            "row per perturbation", argument="features")
     missing = [d for d in drugs if d not in set(index)]
     if missing:
-        raise KeyError(f"features has no row for the perturbations {listed(missing)}; its "
-                       f"index holds {listed(index)}")
+        raise ArgumentKeyError(f"features has no row for the perturbations {listed(missing)}; its "
+                               f"index holds {listed(index)}", argument="features")
     if features.shape[1] == 0:
-        raise ValueError("features has no columns")
+        raise ArgumentError("features has no columns", argument="features")
     non_numeric = [str(c) for c in features.columns
                    if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
-        raise TypeError(f"features must be numeric; non-numeric columns: {listed(non_numeric)}")
+        raise ArgumentTypeError("features must be numeric; non-numeric columns: "
+                                f"{listed(non_numeric)}", argument="features")
     table = features.set_axis(index, axis=0)
     rows = table.loc[drugs].to_numpy(dtype=float) if drugs else np.zeros((0, features.shape[1]))
     bad = [d for d, r in zip(drugs, rows, strict=True) if not np.all(np.isfinite(r))]
     if bad:
-        raise ValueError(f"features has missing or non-finite values for the perturbations "
-                         f"{listed(bad)}")
+        raise ArgumentError(f"features has missing or non-finite values for the perturbations "
+                            f"{listed(bad)}", argument="features")
     return rows, [str(c) for c in features.columns]
 
 

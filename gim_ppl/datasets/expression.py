@@ -19,6 +19,7 @@ from collections import Counter
 
 import numpy as np
 
+from gim_ppl.errors import ArgumentError, ArgumentKeyError, ArgumentTypeError
 from gim_ppl.extras import require
 
 _MAX_SHOWN = 10
@@ -114,8 +115,8 @@ def normalize_choice(normalize) -> str:
         return "yes" if normalize else "no"
     if normalize in NORMALIZE_CHOICES:
         return str(normalize)
-    raise ValueError(f"normalize must be 'auto', 'yes' or 'no' (or None, True, False), got "
-                     f"{normalize!r}")
+    raise ArgumentError(f"normalize must be 'auto', 'yes' or 'no' (or None, True, False), got "
+                        f"{normalize!r}", argument="normalize")
 
 
 def listed(values) -> str:
@@ -196,15 +197,16 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
 
     if layer is not None:
         if layer not in adata.layers:
-            raise KeyError(f"layer={layer!r} is not in adata.layers; layers: "
-                           f"{listed(adata.layers.keys())}")
+            raise ArgumentKeyError(f"layer={layer!r} is not in adata.layers; layers: "
+                                   f"{listed(adata.layers.keys())}", argument="layer")
         mat = adata.layers[layer]
         source = f"adata.layers[{layer!r}]"
     else:
         mat = adata.X
         source = "adata.X"
     if mat is None:
-        raise ValueError("adata.X is None: pass layer=... naming the expression layer")
+        raise ArgumentError("adata.X is None: pass layer=... naming the expression layer",
+                            argument="layer")
     if not sparse.issparse(mat):
         mat = np.asarray(mat)
     mat = mat[np.flatnonzero(keep)]  # a new matrix: the caller's AnnData is never touched
@@ -212,8 +214,8 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
         names = np.asarray(adata.var_names.astype(str))
     else:
         if gene_key not in adata.var.columns:
-            raise KeyError(f"gene_key={gene_key!r} is not a var column; var has "
-                           f"{listed(adata.var.columns)}")
+            raise ArgumentKeyError(f"gene_key={gene_key!r} is not a var column; var has "
+                                   f"{listed(adata.var.columns)}", argument="gene_key")
         names = adata.var[gene_key].astype(str).to_numpy()
     n_file = int(mat.shape[1])
     nonfinite = _nonfinite_columns(mat)
@@ -221,7 +223,8 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
     if genes is None:
         n_top = int(n_top_genes)
         if n_top < 1:
-            raise ValueError(f"n_top_genes must be at least 1, got {n_top_genes}")
+            raise ArgumentError(f"n_top_genes must be at least 1, got {n_top_genes}",
+                                argument="n_top_genes")
         candidates = np.flatnonzero(nonfinite == 0)
         if candidates.size == 0:
             raise ValueError(f"every gene of {source} holds NaN or infinite values in the "
@@ -234,8 +237,9 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
         if bad:
             named = ", ".join(f"{g!r} ({n} cell{'s' if n != 1 else ''})"
                               for g, n in bad[:_MAX_SHOWN])
-            raise ValueError(f"{source} holds NaN or infinite values in the genes used: "
-                             f"{named}; leave these genes out (genes=...) or fix the file")
+            raise ArgumentError(f"{source} holds NaN or infinite values in the genes used: "
+                                f"{named}; leave these genes out (genes=...) or fix the file",
+                                argument="genes")
         used_for_detection = idx
 
     n_det = used_for_detection.size
@@ -247,8 +251,9 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
         values = mat.data if sparse.issparse(mat) else mat
         values = np.asarray(values, dtype=float)
         if np.any(values[np.isfinite(values)] < 0):
-            raise ValueError(f"normalize='yes' needs non-negative counts, but {source} has "
-                             "negative values (already log-normalised or scaled?)")
+            raise ArgumentError(f"normalize='yes' needs non-negative counts, but {source} has "
+                                "negative values (already log-normalised or scaled?)",
+                                argument="normalize")
         mat = _normalise_log1p(mat, float(target_sum))
 
     if idx is None:
@@ -283,13 +288,15 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
 def _named_genes(genes, names: np.ndarray, gene_key) -> np.ndarray:
     """Column indices of the named `genes` (in their order), checked."""
     if isinstance(genes, str):
-        raise TypeError(f"genes must be a list of gene names, got the string {genes!r}")
+        raise ArgumentTypeError(f"genes must be a list of gene names, got the string {genes!r}",
+                                argument="genes")
     wanted = [str(g) for g in genes]
     if not wanted:
-        raise ValueError("genes is empty: name at least one gene (or pass genes=None)")
+        raise ArgumentError("genes is empty: name at least one gene (or pass genes=None)",
+                            argument="genes")
     dups = sorted(g for g, c in Counter(wanted).items() if c > 1)
     if dups:
-        raise ValueError(f"genes lists some genes twice: {listed(dups)}")
+        raise ArgumentError(f"genes lists some genes twice: {listed(dups)}", argument="genes")
     where: dict[str, list[int]] = {}
     for i, n in enumerate(names):
         where.setdefault(n, []).append(i)
@@ -302,11 +309,12 @@ def _named_genes(genes, names: np.ndarray, gene_key) -> np.ndarray:
         close = {g: c[0] for g, c in close.items() if c}
         hint = ("; did you mean " + ", ".join(f"{c!r} for {g!r}" for g, c in close.items())
                 if close else "")
-        raise KeyError(f"genes not found in {source}: {listed(missing)}{hint}; it has "
-                       f"{len(names)} genes, e.g. {listed(names[:5])}")
+        raise ArgumentKeyError(f"genes not found in {source}: {listed(missing)}{hint}; it has "
+                               f"{len(names)} genes, e.g. {listed(names[:5])}", argument="genes")
     ambiguous = [g for g in wanted if len(where[g]) > 1]
     if ambiguous:
-        raise ValueError(f"genes match several columns of adata: {listed(ambiguous)}")
+        raise ArgumentError(f"genes match several columns of adata: {listed(ambiguous)}",
+                            argument="genes")
     return np.array([where[g][0] for g in wanted], dtype=int)
 
 

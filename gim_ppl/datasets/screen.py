@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gim_ppl.errors import ArgumentError, ArgumentTypeError
 from gim_ppl.extras import require
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,14 +109,15 @@ def drug_smiles(adata, *, perturbation_key: str = SCIPLEX3.perturbation_key,
             entry.add(s.strip())
     missing = sorted(d for d, s in found.items() if not s)
     if missing:
-        raise ValueError(
+        raise ArgumentError(
             f"obs[{smiles_key!r}] has no SMILES for the drugs {_shown(missing)}; give every "
-            "drug a SMILES, or pass a features DataFrame indexed by drug name instead"
+            "drug a SMILES, or pass a features DataFrame indexed by drug name instead",
+            argument="smiles_key"
         )
     several = sorted(d for d, s in found.items() if len(s) > 1)
     if several:
-        raise ValueError(f"obs[{smiles_key!r}] has several different SMILES for the drugs "
-                         f"{_shown(several)}; expected one per drug")
+        raise ArgumentError(f"obs[{smiles_key!r}] has several different SMILES for the drugs "
+                            f"{_shown(several)}; expected one per drug", argument="smiles_key")
     return {d: next(iter(s)) for d, s in sorted(found.items())}
 
 
@@ -123,19 +125,20 @@ def _molecules(smiles: Mapping[str, str]) -> dict:
     chem = require("rdkit.Chem")
     rdbase = require("rdkit.rdBase")
     if not isinstance(smiles, Mapping):
-        raise TypeError(f"smiles must be a mapping {{drug name: SMILES}}, got "
-                        f"{type(smiles).__name__}")
+        raise ArgumentTypeError(f"smiles must be a mapping {{drug name: SMILES}}, got "
+                                f"{type(smiles).__name__}", argument="smiles")
     if not smiles:
-        raise ValueError("smiles is empty: give at least one {drug name: SMILES}")
+        raise ArgumentError("smiles is empty: give at least one {drug name: SMILES}",
+                            argument="smiles")
     mols = {}
     with rdbase.BlockLogs():  # RDKit's own parse errors are replaced by the one below
         for name, s in smiles.items():
             if not isinstance(s, str) or not s.strip():
-                raise ValueError(f"drug {name!r} has no SMILES (got {s!r})")
+                raise ArgumentError(f"drug {name!r} has no SMILES (got {s!r})", argument="smiles")
             mol = chem.MolFromSmiles(s)
             if mol is None:
-                raise ValueError(f"invalid SMILES for drug {name!r}: {s!r} (RDKit cannot "
-                                 "parse it)")
+                raise ArgumentError(f"invalid SMILES for drug {name!r}: {s!r} (RDKit cannot "
+                                    "parse it)", argument="smiles")
             mols[str(name)] = mol
     return mols
 
@@ -160,7 +163,7 @@ def drug_features(smiles: Mapping[str, str], kind: str = "morgan",
     """
     pd = require("pandas")
     if kind not in ("morgan", "rdkit2d"):
-        raise ValueError(f"kind must be 'morgan' or 'rdkit2d', got {kind!r}")
+        raise ArgumentError(f"kind must be 'morgan' or 'rdkit2d', got {kind!r}", argument="kind")
     mols = _molecules(smiles)
     names = list(mols)
     if kind == "morgan":
@@ -185,10 +188,11 @@ def drug_features(smiles: Mapping[str, str], kind: str = "morgan",
                                 columns=[f"rdkit2d_{c}" for c in columns])
     n_components = int(n_components)
     if not 1 <= n_components <= len(names) - 1:
-        raise ValueError(
+        raise ArgumentError(
             f"n_components must be between 1 and n_drugs − 1 = {len(names) - 1} (PCA of "
             f"{len(names)} drugs has at most that many informative components), got "
-            f"{n_components}"
+            f"{n_components}",
+            argument="n_components"
         )
     decomposition = require("sklearn.decomposition")
     pca = decomposition.PCA(n_components=n_components, whiten=True, svd_solver="full")
@@ -302,14 +306,15 @@ def toy_screen(
     pd = require("pandas")
     sparse = require("scipy.sparse")
     if not 1 <= n_drugs <= len(TOY_DRUGS):
-        raise ValueError(f"n_drugs must be between 1 and {len(TOY_DRUGS)}, got {n_drugs}")
+        raise ArgumentError(f"n_drugs must be between 1 and {len(TOY_DRUGS)}, got {n_drugs}",
+                            argument="n_drugs")
     if n_genes < 2 or not 1 <= max_targets <= n_genes:
         raise ValueError("need n_genes >= 2 and 1 <= max_targets <= n_genes")
     if n_cells < 1 or n_control < 1 or not cell_types:
         raise ValueError("need n_cells >= 1, n_control >= 1 and at least one cell type")
     doses = tuple(float(c) for c in doses)
     if not doses or min(doses) <= 0:
-        raise ValueError(f"doses must be positive, got {doses}")
+        raise ArgumentError(f"doses must be positive, got {doses}", argument="doses")
     rng = np.random.default_rng(seed)
     d, n_ct = n_genes, len(cell_types)
     drugs = tuple(list(TOY_DRUGS)[:n_drugs])

@@ -12,12 +12,15 @@ previous checkpoint whole (POSIX rename is atomic within a file system).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import numbers
 import os
 import tempfile
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -26,8 +29,9 @@ import numpy as np
 
 from gim_ppl.data import PerturbationData
 
-#: Version of the file layout; a reader refuses other versions.
-CHECKPOINT_FORMAT = 1
+#: Version of the file layout; a reader refuses other versions (2: the model's settings
+#: are every attribute of the GIM, `model_description`).
+CHECKPOINT_FORMAT = 2
 
 
 class Checkpoint(NamedTuple):
@@ -109,6 +113,12 @@ def describe(value: Any):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {"type": type(value).__name__,
                 **{f.name: describe(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, functools.partial):
+        return {"type": "partial", "func": describe(value.func),
+                "args": describe(list(value.args)), "keywords": describe(value.keywords)}
+    if isinstance(value, types.FunctionType | types.BuiltinFunctionType):
+        return {"type": "function",
+                "name": f"{value.__module__}.{value.__qualname__}"}
     params = getattr(value, "arg_constraints", None)
     if isinstance(params, dict):  # a numpyro Distribution
         return {"type": type(value).__name__,
@@ -116,16 +126,29 @@ def describe(value: Any):
     return {"type": type(value).__name__}
 
 
+#: A setting whose description is longer than this (in JSON) is recorded by its SHA-256.
+_SHOWN_CHARS = 200
+
+
 def model_description(model) -> dict:
-    """The settings of a `GIM` that change what `fit` computes: its sizes, components,
-    weights, priors, pooled perturbations, GP anchors and site shapes."""
-    names = ("n_vars", "n_features", "mechanism", "marginal", "intervention_map",
-             "intervention_effect", "hidden", "acyclicity", "acyclicity_weight",
-             "power_iterations", "target_sparsity", "temperature", "n_mc", "shared_targets",
-             "pooled", "shrinkage", "map_anchors", "edge_mask", "coarsening", "statistics",
-             "priors")
-    out = {"repr": repr(model), **{n: describe(getattr(model, n, None)) for n in names}}
-    out["site_shapes"] = {s: list(shape) for s, shape in sorted(model.site_shapes.items())}
+    """Every setting of a `GIM`, read off the object, not listed by hand: one entry per
+    public attribute (`vars(model)`, names not starting with "_"; a setting added to the
+    class is covered once `__init__` stores it), each `describe`d (arrays by their values,
+    priors by their distributions and parameters, functions by their qualified names, a
+    `functools.partial` by its function and arguments). An entry whose description is longer
+    than `_SHOWN_CHARS` characters (an edge mask, the priors of every site) is recorded as
+    `"sha256:..."` of its JSON, so the header stays small and a change in one value still
+    changes it. The attributes named like `__init__`'s parameters come first, in its order,
+    then the derived ones by name, so that `check_settings` names the setting the user
+    changed (`pooled`) before what follows from it (`sites`)."""
+    attributes = {n: v for n, v in vars(model).items() if not n.startswith("_")}
+    given = [n for n in inspect.signature(type(model).__init__).parameters if n in attributes]
+    out = {}
+    for name in [*given, *sorted(set(attributes) - set(given))]:
+        value = attributes[name]
+        text = json.dumps(describe(value), sort_keys=True)
+        out[name] = (json.loads(text) if len(text) <= _SHOWN_CHARS
+                     else "sha256:" + hashlib.sha256(text.encode()).hexdigest())
     return out
 
 
@@ -233,15 +256,22 @@ def restore_state(template, leaves: list):
 
 def check_settings(path, saved: dict, current: dict) -> None:
     """Raise a ValueError naming the first setting in which `current` differs from the
-    checkpoint's `saved` settings."""
+    checkpoint's `saved` settings (for a dict setting such as the model's, the entry:
+    `model.edge_mask`)."""
     current = json.loads(json.dumps(current))  # tuples as lists, as the header has them
     for name, value in current.items():
         if name not in saved:
             raise ValueError(f"resume: checkpoint {path!r} does not record {name}")
-        if saved[name] != value:
+        was = saved[name]
+        if was != value:
+            if isinstance(value, dict) and isinstance(was, dict):
+                key = next(k for k in [*value, *(k for k in was if k not in value)]
+                           if was.get(k, "absent") != value.get(k, "absent"))
+                name, was, value = f"{name}.{key}", was.get(key, "absent"), \
+                    value.get(key, "absent")
             raise ValueError(
                 f"resume: checkpoint {path!r} was written with other {name}: "
-                f"{_short(saved[name])} in the checkpoint, {_short(value)} now; resume with "
+                f"{_short(was)} in the checkpoint, {_short(value)} now; resume with "
                 "the settings and data of the run that wrote it")
 
 

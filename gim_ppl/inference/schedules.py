@@ -10,6 +10,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gim_ppl.errors import ArgumentError, ArgumentTypeError
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 ScalarOrSchedule = float | Schedule
 
@@ -46,13 +48,15 @@ def cosine_ramp(final: float, ramp_steps: float) -> Schedule:
 
 
 def check_scalar_or_schedule(name: str, value) -> None:
+    """Check the argument `name`: a float >= 0, a schedule (a callable) or None; else an
+    `ArgumentError` (`ArgumentTypeError` for a non-number) naming it."""
     if value is None or callable(value):
         return
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a float, a schedule (step -> value) or None, "
-                        f"got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a float, a schedule (step -> value) or "
+                                f"None, got {type(value).__name__}", argument=name)
     if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ArgumentError(f"{name} must be >= 0, got {value}", argument=name)
 
 
 def per_step_values(name: str, value: ScalarOrSchedule, steps: int) -> jnp.ndarray:
@@ -61,8 +65,8 @@ def per_step_values(name: str, value: ScalarOrSchedule, steps: int) -> jnp.ndarr
         return jnp.full((steps,), value)
     values = jnp.asarray(jax.vmap(value)(jnp.arange(steps)))
     if values.shape != (steps,):
-        raise ValueError(f"{name} schedule must return a scalar per step, got values of "
-                         f"shape {values.shape[1:]}")
+        raise ArgumentError(f"{name} schedule must return a scalar per step, got values of "
+                            f"shape {values.shape[1:]}", argument=name)
     if not jnp.issubdtype(values.dtype, jnp.floating):
         values = values.astype(jnp.result_type(float))
     return values
