@@ -188,6 +188,24 @@ def _column_values(mat, idx: np.ndarray) -> np.ndarray:
     return np.asarray(sub.data if sparse.issparse(sub) else sub, dtype=float).ravel()
 
 
+def _expression_matrix(adata, layer):
+    """`(matrix, source)`: `adata.layers[layer]` (or `adata.X`), sparse or a numpy array,
+    and how to name it in messages."""
+    from scipy import sparse
+
+    if layer is not None:
+        if layer not in adata.layers:
+            raise ArgumentKeyError(f"layer={layer!r} is not in adata.layers; layers: "
+                                   f"{listed(adata.layers.keys())}", argument="layer")
+        mat, source = adata.layers[layer], f"adata.layers[{layer!r}]"
+    else:
+        mat, source = adata.X, "adata.X"
+    if mat is None:
+        raise ArgumentError("adata.X is None: pass layer=... naming the expression layer",
+                            argument="layer")
+    return (mat if sparse.issparse(mat) else np.asarray(mat)), source
+
+
 def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_genes,
                     normalize, target_sum) -> tuple[np.ndarray, tuple, dict]:
     """Dense `(n_kept, n_genes)` expression of the kept cells, the gene names, and the facts
@@ -195,20 +213,7 @@ def read_expression(adata, keep: np.ndarray, *, layer, genes, gene_key, n_top_ge
     n_genes_in_file, unused_nonfinite_genes)."""
     from scipy import sparse
 
-    if layer is not None:
-        if layer not in adata.layers:
-            raise ArgumentKeyError(f"layer={layer!r} is not in adata.layers; layers: "
-                                   f"{listed(adata.layers.keys())}", argument="layer")
-        mat = adata.layers[layer]
-        source = f"adata.layers[{layer!r}]"
-    else:
-        mat = adata.X
-        source = "adata.X"
-    if mat is None:
-        raise ArgumentError("adata.X is None: pass layer=... naming the expression layer",
-                            argument="layer")
-    if not sparse.issparse(mat):
-        mat = np.asarray(mat)
+    mat, source = _expression_matrix(adata, layer)
     mat = mat[np.flatnonzero(keep)]  # a new matrix: the caller's AnnData is never touched
     if gene_key is None:
         names = np.asarray(adata.var_names.astype(str))
