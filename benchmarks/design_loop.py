@@ -72,7 +72,8 @@ def report(rows: list[dict], figure, rounds: int = ROUNDS) -> str:
                         label=f"{strategy} ({len(have)} seeds)")
         ax.set_xlabel("contexts added")
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figure, dpi=110)
     plt.close(fig)

@@ -75,7 +75,7 @@ def run(seed: int, variant: str, noise: int, steps: int, data_options: dict) -> 
     seconds = time.time() - start
     s = fit_scores(model, res.sites, bench)
     return dict(seed=seed, variant=variant, noise=noise, seconds=round(seconds, 1),
-                **{k: round(v, 4) for k, v in s.items()})
+                **{k: v if isinstance(v, str) else round(v, 4) for k, v in s.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
