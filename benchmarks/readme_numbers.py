@@ -13,10 +13,10 @@ Each number the README claims comes from one command, which the README names nex
 
 A number matches when the rerun value, rounded to the README's decimals, is the README's
 number. `--check` runs everything at full size (hours on 2 CPU cores; a benchmark, not CI)
-and exits 1 on a mismatch; `--records` compares with the raw records stored in docs/data
-(no fitting); `--quick` runs each command at a tiny size (the demo: its exact column only)
-and checks only that every claimed number was found in the README and read from the
-command's output (tests/test_docs_blocks.py).
+and exits 1 on a mismatch; `--records` compares with the raw records stored in
+benchmarks/results (no fitting); `--quick` runs each command at a tiny size (the demo: its
+exact column only) and checks only that every claimed number was found in the README and
+read from the command's output (tests/test_docs_blocks.py).
 
     python benchmarks/readme_numbers.py --check            # rerun at full size, compare
     python benchmarks/readme_numbers.py --records          # the stored records vs the README
@@ -193,18 +193,20 @@ def run_sachs(quick: bool, work: Path) -> dict:
             "--out", str(work / "sachs")]
     if main(argv + (["--steps", "20", "--keys", "0"] if quick else [])) != 0:
         raise RuntimeError("gim-ppl bench --sachs failed")
-    return sachs_values(json.loads((work / "sachs" / "data" / "sachs.json").read_text()))
+    return sachs_values(json.loads((work / "sachs" / "sachs.json").read_text()))
 
 
 RUN = {"demo": run_demo, "prediction_variants": run_prediction_variants, "sachs": run_sachs}
 
 
 def records() -> dict:
-    """The sources' values from the raw records stored in docs/data (the demo has none)."""
-    data = ROOT / "docs" / "data"
-    pv = json.loads((data / "prediction_variants_moments.json").read_text())["rows"]
+    """The sources' values from the raw records stored in benchmarks/results (the demo has
+    none)."""
+    results = ROOT / "benchmarks" / "results"
+    pv = json.loads((results / "prediction_variants" / "pooled_seeds0-9_moments.json")
+                    .read_text())["rows"]
     return {"prediction_variants": pv_values(pv),
-            "sachs": sachs_values(json.loads((data / "sachs.json").read_text()))}
+            "sachs": sachs_values(json.loads((results / "sachs" / "sachs.json").read_text()))}
 
 
 # --- the comparison -------------------------------------------------------------------------
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="rerun every producing command at full size and compare")
     mode.add_argument("--records", action="store_true",
-                      help="compare with the raw records in docs/data (no fitting)")
+                      help="compare with the raw records in benchmarks/results (no fitting)")
     mode.add_argument("--quick", action="store_true",
                       help="every command at a tiny size: checks reading, not the numbers")
     parser.add_argument("--sources", nargs="+", choices=list(RUN), default=list(RUN),

@@ -17,9 +17,10 @@ Parts (`--parts`, all by default), each measured side by side in one process:
   fit with a progress bar: time, steps, loss change over the last 10 % of steps, peak memory
   (the process's maximum resident set), target AUROC of the training contexts.
 
-    python benchmarks/scale.py --parts step demo restarts --out docs/data/scale
-    python benchmarks/scale.py --parts sciplex --out docs/data/scale_sciplex  # own process:
-                                                  # its peak memory is the fit's
+    python benchmarks/scale.py --parts step demo restarts \
+        --out benchmarks/results/scale/step_demo_restarts
+    python benchmarks/scale.py --parts sciplex --out benchmarks/results/scale/sciplex
+        # (its own process: its peak memory is the fit's)
     python benchmarks/scale.py --quick --out /tmp/scale         # smoke run (CI)
 """
 

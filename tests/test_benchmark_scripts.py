@@ -167,3 +167,101 @@ def test_minibatches_modes_parse_and_quick_run_writes_its_record(tmp_path):
     assert row["mode"] == "perturbations:20" and row["message"] == ""
     assert all(0.0 <= row[k] <= 1.0 for k in ("target_auroc_train_posterior",
                                               "target_auroc_full_ood"))
+# --- the benchmarks that fit for minutes at their smallest: parser, usage lines, units -----
+# Their --quick runs take 30-60 s each on two shared cores (a fit's compilation dominates),
+# too long for CI; each is smoke-run here through its parser, its docstring's command lines
+# and the parts that need no fit.
+
+SLOW = ("fit_variants", "restart_selection", "fit_start", "intercept_drift", "head_priors",
+        "intervention_maps", "map_timing", "autonormal_intervals", "nuts_acyclicity",
+        "sbc_nuts", "eig_estimator", "design_loop")
+
+
+def _usage_lines(name):
+    """The argument lists of the `python benchmarks/NAME.py ...` lines of its docstring
+    (continuations joined)."""
+    import shlex
+
+    doc = (ROOT / "benchmarks" / f"{name}.py").read_text().split('"""')[1]
+    doc = doc.replace("\\\n", " ")
+    return [shlex.split(line.split(f"benchmarks/{name}.py", 1)[1], comments=True)
+            for line in doc.splitlines() if f"python benchmarks/{name}.py" in line]
+
+
+@pytest.mark.parametrize("name", SLOW)
+def test_benchmark_parses_quick_and_its_usage_lines(name, tmp_path):
+    script = _load(name)
+    assert script.__doc__.splitlines()[0].strip()
+    args = script.build_parser().parse_args(["--quick", "--out", str(tmp_path)])
+    assert args.quick and args.out == str(tmp_path)
+    usages = _usage_lines(name)
+    assert any("--quick" in u for u in usages) and any("--quick" not in u for u in usages)
+    for usage in usages:
+        script.build_parser().parse_args(usage)  # SystemExit on a stale usage line
+    assert callable(script.main)
+
+
+def test_design_loop_report_by_hand_and_from_its_rows_file(tmp_path):
+    loop = _load("design_loop")
+    rows = []
+    for seed, errors in ((0, {"eig": [1.0, 0.8, 0.7], "random": [1.0, 0.9, 0.75]}),
+                         (1, {"eig": [1.0, 0.9, 0.85], "random": [1.0, 0.95, 0.8]})):
+        for strategy, errs in errors.items():
+            rows += [{"seed": seed, "strategy": strategy, "round": i,
+                      "full_ood_error_rel": e, "unseen_auroc": 0.5 + 0.1 * i}
+                     for i, e in enumerate(errs)]
+    rows.append({"seed": 2, "strategy": "eig", "round": 0, "full_ood_error_rel": 1.0,
+                 "unseen_auroc": 0.5})  # an incomplete run: left out
+    table = loop.report(rows, tmp_path / "f.png", rounds=3)
+    assert "| eig | 0,1 | 1.000 | 0.775 |" in table  # rounds 0 and 2, mean over seeds 0, 1
+    # random's error after round 2: 0.75 (seed 0), 0.8 (seed 1); eig reaches 0.75 at round
+    # 2 on seed 0 (0.7) and never 0.8 on seed 1 (0.85 at best)
+    assert "| eig | 2 | > 2 |" in table and "| random | 2 | 2 |" in table
+    assert (tmp_path / "f.png").stat().st_size > 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "design_loop.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows if r["seed"] == 0) + "\n")
+    # --report on a file of 3-round runs: ROUNDS is 11, so no run is complete there
+    assert loop.main(["--report", "--out", str(out)]) == 0
+    record = json.loads((out / "design_loop.json").read_text())
+    assert {"command", "commit", "machine"} <= set(record)
+    assert record["command"] == f"python benchmarks/design_loop.py --report --out {out}"
+
+
+def test_benchmark_units_by_hand():
+    from tests._problems import small_data
+
+    bins = _load("autonormal_intervals").reliability_bins(
+        np.array([[1, 0], [0, 1]]), np.array([[0.95, 0.05], [0.12, 1.0]]))
+    assert bins["count"] == [1, 1] + [0] * 7 + [2]
+    np.testing.assert_allclose(bins["sum_p"][9], 1.95)
+    assert bins["sum_y"][9] == 2.0 and bins["sum_y"][0] == 0.0
+
+    restarts = _load("restart_selection").summary_rows(
+        [{"seed": 1, "key": 0, "selected": 2, "auroc": [0.9, 0.7, 0.8], "secs": 3.0,
+          "err_full_ood": [1.0, 2.0, 3.0], "ctrl_err_full_ood": 2.5}, {"error": "x"}])
+    assert restarts == [{"seed": 1, "key": 0, "selected": 2, "auroc_selected": 0.8,
+                         "auroc_restart_0": 0.9, "auroc_best": 0.9,
+                         "err_full_ood_selected": 3.0, "ctrl_err_full_ood": 2.5,
+                         "secs": 3.0}]
+
+    data = small_data(0)  # 3 perturbations × 2 doses and a control context; d = 3, p = 2
+    values = _load("fit_start").start_values("zerohead+ctrl", data)
+    control = np.asarray(data.x)[np.asarray(data.context) == 0]
+    np.testing.assert_allclose(values["bias"], control.mean(0), rtol=1e-6)
+    assert values["target_weights"].shape == (2, 3) and "weights" not in values
+    assert _load("fit_start").start_values("median", data) == {}
+
+    wide = _load("intercept_drift").with_indicators(data, 3)
+    np.testing.assert_array_equal(np.asarray(wide.features)[:, 2:],
+                                  [[0, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0],
+                                   [0, 0, 1], [0, 0, 1]])
+
+    heads = _load("head_priors")
+    model = heads.build_model("pooled_scaled_hill", data)
+    value = jnp.ones((2, 3))
+    # Normal(0, 1/√p) given, divided by √p again by the model's per-unit-of-output scaling
+    np.testing.assert_allclose(model.site_priors["emax_weights"].log_prob(value),
+                               dist.Normal(0.0, 1 / 2).log_prob(value).sum(), rtol=1e-5)
+    assert len(model.pooled) == 3 and heads.build_model("base", data).pooled is None

@@ -217,19 +217,21 @@ def test_cli_writes_json_and_keeps_prose_around_the_tables(tmp_path, monkeypatch
                           '"gim_ppl[peers]"')
 
     monkeypatch.setattr(bench, "require", missing)  # as without the [peers] extra
-    (tmp_path / "sachs.md").write_text(f"# Title\n\nprose before\n\n{bench.BEGIN}\nold\n"
-                                       f"{bench.END}\n\nprose after\n")
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\nprose before\n\n{bench.BEGIN}\nold\n{bench.END}\n\nprose after\n")
     rc = main(["bench", "--sachs", "--methods", "mean_shift,ut_igsp,gies", "--out",
-               str(tmp_path)])
+               str(tmp_path / "out"), "--page", str(page)])
     assert rc == 0
-    results = json.loads((tmp_path / "data" / "sachs.json").read_text())
+    results = json.loads((tmp_path / "out" / "sachs.json").read_text())
     assert results["command"].startswith("gim-ppl bench --sachs --methods")
+    assert results["command"].endswith(f"--page {page}")
     by_method = {r["method"]: r for r in results["rows"]}
     assert by_method["mean_shift"]["target_auroc"] > 0.5
     assert "gim_ppl[peers]" in by_method["ut_igsp"]["error"]
-    md = (tmp_path / "sachs.md").read_text()
+    md = page.read_text()
     assert "prose before" in md and "prose after" in md and "old" not in md
     assert "| mean_shift |" in md and "not run: ImportError" in md
+    assert "| mean_shift |" in (tmp_path / "out" / "sachs.md").read_text()
 
 
 def test_utigsp_runs_when_installed():

@@ -1,6 +1,6 @@
 """`gim-ppl bench`: run every method on the synthetic benchmark protocol, several seeds, and
 write results.json / results.md; with `--perf`, the performance benchmark (perf.json / .md);
-with `--sachs`, the Sachs benchmark (data/sachs.json / sachs.md; its peers need `[peers]`).
+with `--sachs`, the Sachs benchmark (sachs.json / sachs.md; its peers need `[peers]`).
 All need the `[bench]` extra; the evaluation modules are imported when the command runs."""
 
 from __future__ import annotations
@@ -95,13 +95,16 @@ def _sachs(args) -> int:
         conditions=args.conditions, steps=args.steps, learning_rate=args.learning_rate,
         methods=args.methods, coarsening=args.coarsening).items() if v is not None]
     flags += [f"--keys {' '.join(map(str, args.keys))}"] if args.keys else []
-    command = " ".join(["gim-ppl bench --sachs", *flags, f"--out {args.out}"])
+    command = " ".join(["gim-ppl bench --sachs", *flags, f"--out {args.out}",
+                        *([f"--page {args.page}"] if args.page else [])])
     print(f"machine: {machine}")
     print(f"config: {config}")
     results = run_sachs(config)
     out = Path(args.out)
-    json_path, md_path = write_sachs(results, out / "data" / "sachs.json", out / "sachs.md",
+    json_path, md_path = write_sachs(results, out / "sachs.json", out / "sachs.md",
                                      machine=machine, command=command)
+    if args.page:  # the docs page: only its block between the sachs-tables markers
+        write_sachs(results, json_path, args.page, machine=machine, command=command)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
     return 0
@@ -213,10 +216,13 @@ def add_parser(sub) -> None:
                        help="Sachs benchmark instead: the GIMs (--keys, default 0 1 2; --steps, "
                             "default 10000) beside UT-IGSP, GIES (the [peers] extra) and the "
                             "mean-shift detector on the Sachs et al. (2005) data; writes "
-                            "data/sachs.json and sachs.md under --out (e.g. --out docs)")
+                            "sachs.json and sachs.md under --out")
     bench.add_argument("--conditions", choices=("inhibitors", "igsp", "all"),
                        help="with --sachs: which conditions (gim_ppl.datasets.sachs; default "
                             "inhibitors)")
+    bench.add_argument("--page", metavar="MARKDOWN",
+                       help="with --sachs: also rewrite the tables between the sachs-tables "
+                            "markers of this page (e.g. docs/sachs.md)")
     bench.add_argument("--coarsening", type=POSITIVE_FLOAT, metavar="ALPHA",
                        help="with --sachs: α of the *_coarsened GIMs (default: 5)")
     bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",

@@ -1,6 +1,7 @@
 """`machine_description`: the machine a benchmark or fit ran on (CPU, cores, Python, JAX
 backend), printed and recorded by the `demo`, `bench` and `fit` commands; `write_record`: a
-benchmark script's results as JSON and Markdown with their command, commit and machine."""
+benchmark script's results as JSON and Markdown with their command, commit and machine
+(`provenance`), its rows as a Markdown table (`rows_markdown`)."""
 
 from __future__ import annotations
 
@@ -38,13 +39,33 @@ def current_commit() -> str:
     return out or "unknown"
 
 
+def provenance(command: str) -> dict:
+    """`{"command", "commit", "machine"}`: what every benchmark record carries inside."""
+    return {"command": command, "commit": current_commit(), "machine": machine_description()}
+
+
+def rows_markdown(rows, columns=None) -> str:
+    """A Markdown table of `rows` (dicts), one column per key of `columns` (default: the
+    first row's keys whose values are numbers or strings); floats to 4 significant digits."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or [k for k, v in rows[0].items()
+                               if isinstance(v, int | float | str) and k != "command"])
+
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return "\n".join([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns),
+                      *(f"| {' | '.join(cell(r.get(c, '')) for c in columns)} |"
+                        for r in rows)])
+
+
 def write_record(out_dir, stem: str, command: str, title: str, table: str,
                  **fields) -> dict:
     """Write `{stem}.json` (command, commit, machine and `fields`) and `{stem}.md` (`title`,
     the provenance line and the Markdown `table`) into `out_dir` (created); return the
     record."""
-    record = {"command": command, "commit": current_commit(),
-              "machine": machine_description(), **fields}
+    record = {**provenance(command), **fields}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
