@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from gim_ppl.cli import main
 
@@ -23,3 +24,22 @@ def test_demo_runs_and_prints_every_metric_row(capsys):
     for name, value in values.items():
         if name.startswith("target AUROC"):
             assert 0.0 <= float(value) <= 1.0, name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--perf", "--sachs"], "not allowed with argument"),
+    (["--stability", "--learning-curve", "20,40"], "not allowed with argument"),
+    (["--perf", "--conditions", "all"], "--conditions belongs to --sachs, not to --perf"),
+    (["--restarts", "4"], "--restarts belongs to --stability, not to the protocol"),
+    (["--sachs", "--large", "1000x10"], "--large belongs to --perf, not to --sachs"),
+    (["--perf", "--keys", "0"], "--keys belongs to --stability or --sachs"),
+])
+def test_bench_refuses_two_modes_and_options_of_another_mode(argv, message, tmp_path, capsys):
+    """One program per call: `--perf --sachs` used to run perf and ignore --sachs."""
+    try:
+        code = main(["bench", *argv, "--out", str(tmp_path)])
+    except SystemExit as exit_:  # argparse's own refusal
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

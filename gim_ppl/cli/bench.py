@@ -149,9 +149,39 @@ def _learning_curve(args, config) -> int:
     return 0
 
 
+#: The options that belong to one mode only (the others are shared or read by several).
+MODE_ONLY = {"conditions": "sachs", "page": "sachs", "coarsening": "sachs",
+             "restarts": "stability", "workers": "stability", "large": "perf"}
+
+
+def _mode(args) -> str:
+    for name in ("perf", "stability", "sachs", "learning_curve"):
+        if getattr(args, name):
+            return name
+    return "protocol"
+
+
+def _misplaced(args) -> str | None:
+    """The first option given for a mode other than the one chosen, as an error message."""
+    chosen = _mode(args)
+    for option, mode in MODE_ONLY.items():
+        if getattr(args, option) not in (None, (), []) and mode != chosen:
+            flag = "--" + option.replace("_", "-")
+            return (f"{flag} belongs to --{mode.replace('_', '-')}, not to "
+                    + ("the protocol (no mode flag)" if chosen == "protocol"
+                       else f"--{chosen.replace('_', '-')}"))
+    if args.keys and chosen not in ("stability", "sachs"):
+        return "--keys belongs to --stability or --sachs"
+    return None
+
+
 def run(args) -> int:
     """`gim-ppl bench`: the benchmark protocol, or with `--perf` the performance benchmark,
     or with `--stability` the stability benchmark."""
+    misplaced = _misplaced(args)  # before the heavy imports: a typo fails at once
+    if misplaced is not None:
+        print(f"gim-ppl bench: error: {misplaced}", file=sys.stderr)
+        return 2
     from gim_ppl.evaluation.benchmark import METHODS, BenchConfig, run_benchmark, write_results
 
     if args.perf:
@@ -201,18 +231,20 @@ def add_parser(sub) -> None:
         description="Run the GIM and the baselines on the synthetic benchmark protocol for "
                      "several seeds and write the scores to --out as results.json and "
                      "results.md (with the machine); with --perf, time the model instead.")
+    # one program per call: two mode flags are refused, not resolved by a silent precedence
+    mode = bench.add_mutually_exclusive_group()
     bench.add_argument("--quick", action="store_true",
                        help="small setting for CI: 1 seed, 4000 steps at lr 1e-2, fewer "
                             "test contexts")
-    bench.add_argument("--perf", action="store_true",
+    mode.add_argument("--perf", action="store_true",
                        help="performance benchmark instead: NumPyro step vs pure-JAX floor, "
                             "scaling in cells and variables, full-fit time (perf.json/.md)")
-    bench.add_argument("--stability", action="store_true",
+    mode.add_argument("--stability", action="store_true",
                        help="stability benchmark instead: --methods (fit, fit_restarts, plain; "
                             "default fit,plain) × --seeds (default 0-9) × --keys (default "
                             "0 1 2), the default GIM at --steps (default 30000); "
                             "stability.json/.md")
-    bench.add_argument("--sachs", action="store_true",
+    mode.add_argument("--sachs", action="store_true",
                        help="Sachs benchmark instead: the GIMs (--keys, default 0 1 2; --steps, "
                             "default 10000) beside UT-IGSP, GIES (the [peers] extra) and the "
                             "mean-shift detector on the Sachs et al. (2005) data; writes "
@@ -225,7 +257,7 @@ def add_parser(sub) -> None:
                             "markers of this page (e.g. docs/sachs.md)")
     bench.add_argument("--coarsening", type=POSITIVE_FLOAT, metavar="ALPHA",
                        help="with --sachs: α of the *_coarsened GIMs (default: 5)")
-    bench.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
+    mode.add_argument("--learning-curve", type=_sizes, metavar="N1,N2,...",
                        help="learning curve instead: the protocol (--methods, --seeds, "
                             "--steps) at each number of training perturbations, e.g. "
                             "20,40,80,160; learning_curve.json/.md/.png")
