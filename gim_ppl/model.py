@@ -31,13 +31,13 @@ from gim_ppl.core.graph import (
     is_dag,
     threshold_graph,
 )
-from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.interventions import (
     OFFSET_SITES,
     InterventionOutputs,
     as_intervention_map,
     check_anchors,
     intervention_outputs,
+    intervention_shift,
     shrink,
 )
 from gim_ppl.core.likelihood import (
@@ -295,7 +295,7 @@ class GIM:
                 -lam * n_scale * self.acyclicity_penalty(params["weights"]),
             )
         heads = self._heads(params, data)
-        shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+        shift = intervention_shift(heads, data.dose)
         return params, heads, shift
 
     def _target_sparsity_factor(self, heads: InterventionOutputs, data: PerturbationData,
@@ -520,7 +520,7 @@ class GIM:
 
         def fn(params, data):
             heads = self._heads(params, data)
-            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+            shift = intervention_shift(heads, data.dose)
             post = cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
                                           shift, groups=groups)
             if min_effect is None:
@@ -546,7 +546,7 @@ class GIM:
 
         def fn(params, data):
             heads = self._heads(params, data)
-            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+            shift = intervention_shift(heads, data.dose)
             return log_likelihood(exact, params, data, heads.target_logits, shift,
                                   groups=self._groups(data))
 
@@ -579,7 +579,7 @@ class GIM:
 
         def fn(params, data):
             heads = self._heads(params, data)
-            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+            shift = intervention_shift(heads, data.dose)
             return jnp.where(data.observational[:, None], 0.0, shift)
 
         return np.asarray(self._map_sites(fn, sites, contexts))
@@ -680,7 +680,7 @@ class GIM:
         if not (rows >= 0).any():
             return logits
         heads = self._heads(params, observed)
-        shift = hill_shift(observed.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+        shift = intervention_shift(heads, observed.dose)
         groups = make_groups(observed.perturbation, observed.observational,
                              max(len(observed.perturbation_names), 1))
         post = cell_posterior_targets(self.cell_model, params, observed, heads.target_logits,
@@ -759,8 +759,7 @@ class GIM:
         def one(p, k):
             logits = self._prediction_logits(p, contexts, observed)
             heads = self._heads(p, contexts)
-            shift = hill_shift(contexts.dose[:, None], heads.emax, heads.log_ec50,
-                               heads.log_hill)
+            shift = intervention_shift(heads, contexts.dose)
             targets = jax.random.bernoulli(k, jax.nn.sigmoid(logits)).astype(zeros.dtype)
             targets = jnp.where(observational, 0.0, targets)
             return sample_cells(self.cell_model, p, zeros, targets, shift)

@@ -23,8 +23,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.optim import optax_to_numpyro
 
-from gim_ppl.core.hill import hill_shift
-from gim_ppl.core.interventions import intervention_outputs
+from gim_ppl.core.interventions import intervention_outputs, intervention_shift
 from gim_ppl.core.likelihood import log_likelihood
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
@@ -43,7 +42,7 @@ def floor_loss(model: GIM, unconstrained: dict, data: PerturbationData, key):
     n_cells = data.x.shape[0]
     penalty = model.acyclicity_weight * n_cells * model.acyclicity_penalty(params["weights"])
     heads = intervention_outputs(params, data.features)
-    shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+    shift = intervention_shift(heads, data.dose)
     prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
     sparsity = model.target_sparsity * jnp.sum(prob)
     loglik = log_likelihood(model.cell_model, params, data, heads.target_logits, shift, key=key)
