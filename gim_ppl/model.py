@@ -15,6 +15,7 @@ import copy
 import math
 import warnings
 from collections.abc import Mapping
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,6 @@ from gim_ppl.core.interventions import (
     InterventionOutputs,
     as_intervention_map,
     check_anchors,
-    intervention_outputs,
     intervention_shift,
     shrink,
 )
@@ -50,9 +50,19 @@ from gim_ppl.core.likelihood import (
     sample_cells,
 )
 from gim_ppl.core.likelihood import posterior_targets as cell_posterior_targets
-from gim_ppl.core.mechanisms import as_mechanism, masked_weights
+from gim_ppl.core.mechanisms import as_mechanism
 from gim_ppl.core.sites import Site, site_shape
 from gim_ppl.data import PerturbationData
+from gim_ppl.joint import (
+    acyclicity_factor,
+    check_data,
+    context_effects,
+    context_heads,
+    log_joint_factors,
+    scm_weights,
+    target_groups,
+    target_sparsity_factor,
+)
 from gim_ppl.priors import SCM_SITES, Priors, site_prior
 
 
@@ -259,27 +269,17 @@ class GIM:
         this call, so `fit` can anneal them. `cell_weights (n_cells,)` weight each cell in the
         sufficient statistics (minibatches: `n_k / b_k`; padding: 0).
         """
-        self._check_data(data)
-        # The Gaussian conditionals form a proper density only for a DAG; a cycle can raise
-        # them by O(1) nats per cell, so the penalty scales with the number of cells.
+        check_data(self, data)
         if data.x is None:
-            n_scale = 1
-        elif cell_weights is None:
-            # with moments, the cells behind them (in a multi-process fit more than data.x)
-            n_scale = data.x.shape[0] if data.moments is None else jnp.sum(data.moments.count)
-        else:
-            if jnp.shape(cell_weights) != data.x.shape[:1]:
-                raise ValueError(f"cell_weights must have shape ({data.x.shape[0]},) (one per "
-                                 f"cell), got {jnp.shape(cell_weights)}")
-            n_scale = jnp.sum(cell_weights)
-        params, heads, shift = self._sample_sites(data, n_scale, acyclicity_weight)
-        if data.x is None:
+            params, heads, shift = self._sample_sites(data, 1, acyclicity_weight)
             return self._generate(params, heads.target_logits, shift, data, hard_targets)
-        self._target_sparsity_factor(heads, data, target_sparsity)
+        params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
         key = None if self.marginal == "exact" else _prng_key()
-        numpyro.factor("cells", log_likelihood(
-            self.cell_model, params, data, heads.target_logits, shift,
-            groups=self._groups(data), cell_weights=cell_weights, key=key))
+        factors = log_joint_factors(self, params, data, target_sparsity=target_sparsity,
+                                    acyclicity_weight=acyclicity_weight,
+                                    cell_weights=cell_weights, key=key)
+        for name, value in factors._asdict().items():
+            numpyro.factor(name, value)
         return None
 
     def _sample_sites(self, data: PerturbationData, n_scale, acyclicity_weight):
@@ -288,21 +288,11 @@ class GIM:
         of `data`'s contexts."""
         params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
         params["weights"] = self.scm_weights(params["weights"])
-        lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
         if n_scale is not None:
-            numpyro.factor(
-                "acyclicity",
-                -lam * n_scale * self.acyclicity_penalty(params["weights"]),
-            )
-        heads = self._heads(params, data)
-        shift = intervention_shift(heads, data.dose)
+            numpyro.factor("acyclicity", acyclicity_factor(self, params["weights"], n_scale,
+                                                           acyclicity_weight))
+        heads, shift = context_effects(self, params, data)
         return params, heads, shift
-
-    def _target_sparsity_factor(self, heads: InterventionOutputs, data: PerturbationData,
-                                target_sparsity):
-        beta = self.target_sparsity if target_sparsity is None else target_sparsity
-        prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
-        numpyro.factor("target_sparsity", -beta * jnp.sum(prob))
 
     def observed_model(self, contexts: PerturbationData):
         """This model with the cells as an observed sample site: `fn(x=None)`, for tools
@@ -318,7 +308,7 @@ class GIM:
         `edge_mask` that is a DAG. Factors that vanish identically are left out (the model
         then has sample sites only); the others are kept.
         """
-        self._check_data(contexts)
+        check_data(self, contexts)
         if contexts.context is None:
             raise ValueError("contexts must give the context of each cell (contexts.context "
                              "is None); e.g. data.for_prediction(n_cells)")
@@ -338,7 +328,7 @@ class GIM:
             params, heads, shift = self._sample_sites(cells, None if acyclic else n_cells,
                                                       None)
             if self.target_sparsity != 0.0:
-                self._target_sparsity_factor(heads, cells, None)
+                numpyro.factor("target_sparsity", target_sparsity_factor(self, heads, cells))
             return numpyro.sample("x", _MarginalCells(exact, params, cells, heads.target_logits,
                                                       shift), obs=x)
 
@@ -365,33 +355,8 @@ class GIM:
 
     def scm_weights(self, weights):
         """The weights `(…, n_vars, n_vars)` the SCM uses: diagonal masked, and zeroed outside
-        `edge_mask`."""
-        weights = masked_weights(weights)
-        if self.edge_mask is None:
-            return weights
-        return weights * jnp.asarray(self.edge_mask, dtype=weights.dtype)
-
-    def _heads(self, params: dict, data: PerturbationData) -> InterventionOutputs:
-        """The four heads of every context of `data`, with the offsets of pooled ones."""
-        return intervention_outputs(params, data.features, self._pooled_rows(data),
-                                    self.map_anchors)
-
-    def _pooled_rows(self, data: PerturbationData):
-        """`(n_contexts,)` offset row of each context (−1: not pooled), or None. Names are
-        static, so the lookup table is built at trace time; the indices may be traced."""
-        if not self.pooled:
-            return None
-        index = {name: i for i, name in enumerate(self.pooled)}
-        table = jnp.asarray([index.get(n, -1) for n in data.perturbation_names] or [-1],
-                            dtype=jnp.int32)
-        pert = jnp.asarray(data.perturbation)
-        return jnp.where(pert >= 0, table[jnp.clip(pert, 0, table.shape[0] - 1)], -1)
-
-    def _groups(self, data: PerturbationData):
-        if not self.shared_targets:
-            return None
-        return make_groups(data.perturbation, data.observational,
-                           max(len(data.perturbation_names), 1))
+        `edge_mask` (`joint.scm_weights`)."""
+        return scm_weights(self, weights)
 
     def with_moments(self, data: PerturbationData) -> PerturbationData:
         """`data` with per-context moments attached where this model reads them
@@ -401,23 +366,6 @@ class GIM:
         if self.statistics != "auto" or not self.cell_model.mechanism.is_linear:
             return data
         return data.with_moments(only_if_cheaper=True)
-
-    def _check_data(self, data):
-        if not isinstance(data, PerturbationData):
-            raise TypeError(f"data must be a gim_ppl.PerturbationData, got {type(data).__name__}")
-        if data.n_vars != self.n_vars:
-            raise ValueError(
-                f"data has {data.n_vars} variables but the model was built with "
-                f"n_vars={self.n_vars}"
-            )
-        if data.features.shape[-1] != self.n_features:
-            raise ValueError(
-                f"data.features has {data.features.shape[-1]} columns but the model was built "
-                f"with n_features={self.n_features}"
-            )
-        if self.statistics == "moments" and data.x is not None and data.moments is None:
-            raise ValueError("statistics='moments': data carries no moments; pass "
-                             "data.with_moments()")
 
     # -- reading a fit -----------------------------------------------------------------
     # Convention: every read-off returns one value per draw when `sites` carry a leading draw
@@ -468,17 +416,17 @@ class GIM:
     def intervention_outputs(self, sites, contexts: PerturbationData) -> InterventionOutputs:
         """`InterventionOutputs(target_logits, emax, log_ec50, log_hill)` of each context,
         each `(n_contexts, n_vars)` (`(n_draws, …)` with draws)."""
-        self._check_data(contexts)
-        out = self._map_sites(self._heads, sites, contexts)
+        check_data(self, contexts)
+        out = self._map_sites(partial(context_heads, self), sites, contexts)
         return InterventionOutputs(*(np.asarray(v) for v in out))
 
     def target_probabilities(self, sites, contexts: PerturbationData) -> np.ndarray:
         """Prior target probabilities π(z) from features, `(n_contexts, n_vars)`
         (`(n_draws, …)` with draws); 0 for observational contexts."""
-        self._check_data(contexts)
+        check_data(self, contexts)
 
         def fn(params, data):
-            logits = self._heads(params, data).target_logits
+            logits = context_heads(self, params, data).target_logits
             return jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(logits))
 
         return np.asarray(self._map_sites(fn, sites, contexts))
@@ -502,7 +450,7 @@ class GIM:
                 in absolute value. Averaged over draws, the posterior probability of that
                 event. Shift interventions only.
         """
-        self._check_data(data)
+        check_data(self, data)
         if data.x is None:
             raise ValueError("posterior_targets needs cells: data.x is None")
         if per not in ("context", "perturbation"):
@@ -513,13 +461,13 @@ class GIM:
             if self.intervention_effect != "shift":
                 raise ValueError("min_effect needs intervention_effect='shift' (a replace "
                                  "intervention sets a value, it has no shift to compare)")
-        groups = self._groups(data)
+        groups = target_groups(self, data)
         if per == "perturbation":
             groups = make_groups(data.perturbation, data.observational,
                                  max(len(data.perturbation_names), 1))
 
         def fn(params, data):
-            heads = self._heads(params, data)
+            heads = context_heads(self, params, data)
             shift = intervention_shift(heads, data.dose)
             post = cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
                                           shift, groups=groups)
@@ -539,16 +487,16 @@ class GIM:
         (the model's "cells" factor, exact marginal whatever `marginal` the model fits
         with, never coarsened): the log predictive density of held-out cells, contexts or
         perturbations. A float, or `(n_draws,)` with draws."""
-        self._check_data(data)
+        check_data(self, data)
         if data.x is None:
             raise ValueError("log_likelihood needs cells: data.x is None")
         exact = self.cell_model._replace(marginal="exact", coarsening=None)
 
         def fn(params, data):
-            heads = self._heads(params, data)
+            heads = context_heads(self, params, data)
             shift = intervention_shift(heads, data.dose)
             return log_likelihood(exact, params, data, heads.target_logits, shift,
-                                  groups=self._groups(data))
+                                  groups=target_groups(self, data))
 
         out = np.asarray(self._map_sites(fn, sites, data))
         return out if out.ndim else float(out)
@@ -558,10 +506,10 @@ class GIM:
 
         EC50 is in the units of `contexts.dose`; emax is 0 for observational contexts.
         """
-        self._check_data(contexts)
+        check_data(self, contexts)
 
         def fn(params, data):
-            heads = self._heads(params, data)
+            heads = context_heads(self, params, data)
             return {
                 "emax": jnp.where(data.observational[:, None], 0.0, heads.emax),
                 "ec50": jnp.exp(heads.log_ec50),
@@ -575,10 +523,10 @@ class GIM:
         """The effect a target gets: the Hill shift at each context's dose, `(n_contexts,
         n_vars)` (`(n_draws, …)` with draws), in the units of the cells; 0 for
         observational contexts. (For replace interventions, the value set.)"""
-        self._check_data(contexts)
+        check_data(self, contexts)
 
         def fn(params, data):
-            heads = self._heads(params, data)
+            heads = context_heads(self, params, data)
             shift = intervention_shift(heads, data.dose)
             return jnp.where(data.observational[:, None], 0.0, shift)
 
@@ -658,10 +606,10 @@ class GIM:
                     observed: PerturbationData | None) -> dict:
         """Check `contexts` (and `observed`, data with cells) and return `sites` with a
         leading draw axis (one draw for a point)."""
-        self._check_data(contexts)
+        check_data(self, contexts)
         if observed is not None:
             _known_rows(contexts, observed)  # observed: data with cells, or a clear error
-            self._check_data(observed)
+            check_data(self, observed)
         has_draws = self.check_sites(sites)
         params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
         if not has_draws:
@@ -673,13 +621,13 @@ class GIM:
         """`(n_contexts, n_vars)` target logits `predict` draws from: π(z) from the features,
         or for a perturbation with perturbational contexts in `observed`, the logit of
         `P(I = 1 | all of them)` (one target vector per perturbation)."""
-        logits = self._heads(params, contexts).target_logits
+        logits = context_heads(self, params, contexts).target_logits
         if observed is None:
             return logits
         rows = _known_rows(contexts, observed)
         if not (rows >= 0).any():
             return logits
-        heads = self._heads(params, observed)
+        heads = context_heads(self, params, observed)
         shift = intervention_shift(heads, observed.dose)
         groups = make_groups(observed.perturbation, observed.observational,
                              max(len(observed.perturbation_names), 1))
@@ -758,7 +706,7 @@ class GIM:
 
         def one(p, k):
             logits = self._prediction_logits(p, contexts, observed)
-            heads = self._heads(p, contexts)
+            heads = context_heads(self, p, contexts)
             shift = intervention_shift(heads, contexts.dose)
             targets = jax.random.bernoulli(k, jax.nn.sigmoid(logits)).astype(zeros.dtype)
             targets = jnp.where(observational, 0.0, targets)
