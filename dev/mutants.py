@@ -165,7 +165,7 @@ MUTANTS = [
            'kind = np.where(obs, "observational", np.where(known, "new_dose", "new_perturbation"))',
            'kind = np.where(obs, "observational", np.where(known, "new_perturbation", "new_dose"))',
            ("tests/test_intervals.py::test_mean_intervals_add_the_calibrated_variance_by_kind",)),
-    Mutant("context_mean_draws_per_cell_targets", "gim_ppl/model.py",
+    Mutant("context_mean_draws_per_cell_targets", "gim_ppl/readout.py",
            "targets = jnp.where(observational, 0.0, targets)",
            "targets = jnp.where(observational, 0.0, jax.nn.sigmoid(logits))",
            ("tests/test_intervals.py::test_context_mean_draws_are_target_sets_drawn_at_their"

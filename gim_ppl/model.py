@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Mapping
 
 import jax
@@ -21,23 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.infer import Predictive
 
+from gim_ppl import readout
 from gim_ppl.checks import check_integer, check_real
 from gim_ppl.core.graph import (
     acyclicity_penalty_fn,
-    cycle_gain,
     default_power_iterations,
     is_dag,
-    threshold_graph,
 )
-from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.interventions import (
     OFFSET_SITES,
     InterventionOutputs,
     as_intervention_map,
     check_anchors,
-    intervention_outputs,
     shrink,
 )
 from gim_ppl.core.likelihood import (
@@ -46,23 +41,31 @@ from gim_ppl.core.likelihood import (
     STATISTICS,
     CellModel,
     log_likelihood,
-    make_groups,
     sample_cells,
 )
-from gim_ppl.core.likelihood import posterior_targets as cell_posterior_targets
-from gim_ppl.core.mechanisms import as_mechanism, masked_weights
+from gim_ppl.core.mechanisms import as_mechanism
 from gim_ppl.core.sites import Site, site_shape
 from gim_ppl.data import PerturbationData
+from gim_ppl.joint import (
+    acyclicity_factor,
+    check_data,
+    context_effects,
+    log_joint_factors,
+    scm_weights,
+    target_sparsity_factor,
+)
 from gim_ppl.priors import SCM_SITES, Priors, site_prior
+from gim_ppl.readout import posterior_mean
 
 
 class GIM:
     """Generative intervention model over `n_vars` variables and `n_features` features.
 
     A callable NumPyro model, `model(data, target_sparsity=None, acyclicity_weight=None)`:
-    priors on every site, the acyclicity and target-sparsity factors, and
-    `numpyro.factor("cells", core.likelihood.log_likelihood(...))`; the computation itself
-    lives in the pure functions of `gim_ppl.core` (as dynamax models call their filters).
+    priors on every site and, as NumPyro factors, the acyclicity, target-sparsity and
+    cells terms of `gim_ppl.joint.log_joint_factors`. The computation lives in pure
+    functions (as dynamax models call their filters): the log joint in `gim_ppl.joint`,
+    the read-offs (`posterior_targets`, `predict`, ...) in `gim_ppl.readout`.
 
     Args:
         n_vars: number of measured variables d.
@@ -261,35 +264,18 @@ class GIM:
         (n_contexts,)` weight each perturbed context's term, the mixture over its targets
         (minibatches of whole perturbations: `inference.batching.perturbation_batch`).
         """
-        self._check_data(data)
-        # The Gaussian conditionals form a proper density only for a DAG; a cycle can raise
-        # them by O(1) nats per cell, so the penalty scales with the number of cells.
+        check_data(self, data)
         if data.x is None:
-            n_scale = 1
-        elif cell_weights is None:
-            # with moments, the cells behind them (in a multi-process fit more than data.x)
-            n_scale = data.x.shape[0] if data.moments is None else jnp.sum(data.moments.count)
-        else:
-            if jnp.shape(cell_weights) != data.x.shape[:1]:
-                raise ValueError(f"cell_weights must have shape ({data.x.shape[0]},) (one per "
-                                 f"cell), got {jnp.shape(cell_weights)}")
-            n_scale = jnp.sum(cell_weights)
-        if context_weights is not None and data.x is not None:
-            if jnp.shape(context_weights) != data.dose.shape:
-                raise ValueError(f"context_weights must have shape ({data.dose.shape[0]},) "
-                                 f"(one per context), got {jnp.shape(context_weights)}")
-            # the cells a weighted context stands for
-            n_scale = jnp.sum(jnp.asarray(context_weights)[data.context]
-                              * (1.0 if cell_weights is None else cell_weights))
-        params, heads, shift = self._sample_sites(data, n_scale, acyclicity_weight)
-        if data.x is None:
+            params, heads, shift = self._sample_sites(data, 1, acyclicity_weight)
             return self._generate(params, heads.target_logits, shift, data, hard_targets)
-        self._target_sparsity_factor(heads, data, target_sparsity)
+        params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
         key = None if self.marginal == "exact" else _prng_key()
-        numpyro.factor("cells", log_likelihood(
-            self.cell_model, params, data, heads.target_logits, shift,
-            groups=self._groups(data), cell_weights=cell_weights,
-            context_weights=context_weights, key=key))
+        factors = log_joint_factors(self, params, data, target_sparsity=target_sparsity,
+                                    acyclicity_weight=acyclicity_weight,
+                                    cell_weights=cell_weights,
+                                    context_weights=context_weights, key=key)
+        for name, value in factors._asdict().items():
+            numpyro.factor(name, value)
         return None
 
     def _sample_sites(self, data: PerturbationData, n_scale, acyclicity_weight):
@@ -298,21 +284,11 @@ class GIM:
         of `data`'s contexts."""
         params = {s: numpyro.sample(s, prior) for s, prior in self.site_priors.items()}
         params["weights"] = self.scm_weights(params["weights"])
-        lam = self.acyclicity_weight if acyclicity_weight is None else acyclicity_weight
         if n_scale is not None:
-            numpyro.factor(
-                "acyclicity",
-                -lam * n_scale * self.acyclicity_penalty(params["weights"]),
-            )
-        heads = self._heads(params, data)
-        shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+            numpyro.factor("acyclicity", acyclicity_factor(self, params["weights"], n_scale,
+                                                           acyclicity_weight))
+        heads, shift = context_effects(self, params, data)
         return params, heads, shift
-
-    def _target_sparsity_factor(self, heads: InterventionOutputs, data: PerturbationData,
-                                target_sparsity):
-        beta = self.target_sparsity if target_sparsity is None else target_sparsity
-        prob = jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(heads.target_logits))
-        numpyro.factor("target_sparsity", -beta * jnp.sum(prob))
 
     def observed_model(self, contexts: PerturbationData):
         """This model with the cells as an observed sample site: `fn(x=None)`, for tools
@@ -328,7 +304,7 @@ class GIM:
         `edge_mask` that is a DAG. Factors that vanish identically are left out (the model
         then has sample sites only); the others are kept.
         """
-        self._check_data(contexts)
+        check_data(self, contexts)
         if contexts.context is None:
             raise ValueError("contexts must give the context of each cell (contexts.context "
                              "is None); e.g. data.for_prediction(n_cells)")
@@ -348,7 +324,7 @@ class GIM:
             params, heads, shift = self._sample_sites(cells, None if acyclic else n_cells,
                                                       None)
             if self.target_sparsity != 0.0:
-                self._target_sparsity_factor(heads, cells, None)
+                numpyro.factor("target_sparsity", target_sparsity_factor(self, heads, cells))
             return numpyro.sample("x", _MarginalCells(exact, params, cells, heads.target_logits,
                                                       shift), obs=x)
 
@@ -375,33 +351,8 @@ class GIM:
 
     def scm_weights(self, weights):
         """The weights `(…, n_vars, n_vars)` the SCM uses: diagonal masked, and zeroed outside
-        `edge_mask`."""
-        weights = masked_weights(weights)
-        if self.edge_mask is None:
-            return weights
-        return weights * jnp.asarray(self.edge_mask, dtype=weights.dtype)
-
-    def _heads(self, params: dict, data: PerturbationData) -> InterventionOutputs:
-        """The four heads of every context of `data`, with the offsets of pooled ones."""
-        return intervention_outputs(params, data.features, self._pooled_rows(data),
-                                    self.map_anchors)
-
-    def _pooled_rows(self, data: PerturbationData):
-        """`(n_contexts,)` offset row of each context (−1: not pooled), or None. Names are
-        static, so the lookup table is built at trace time; the indices may be traced."""
-        if not self.pooled:
-            return None
-        index = {name: i for i, name in enumerate(self.pooled)}
-        table = jnp.asarray([index.get(n, -1) for n in data.perturbation_names] or [-1],
-                            dtype=jnp.int32)
-        pert = jnp.asarray(data.perturbation)
-        return jnp.where(pert >= 0, table[jnp.clip(pert, 0, table.shape[0] - 1)], -1)
-
-    def _groups(self, data: PerturbationData):
-        if not self.shared_targets:
-            return None
-        return make_groups(data.perturbation, data.observational,
-                           max(len(data.perturbation_names), 1))
+        `edge_mask` (`joint.scm_weights`)."""
+        return scm_weights(self, weights)
 
     def with_moments(self, data: PerturbationData) -> PerturbationData:
         """`data` with per-context moments attached where this model reads them
@@ -412,370 +363,66 @@ class GIM:
             return data
         return data.with_moments(only_if_cheaper=True)
 
-    def _check_data(self, data):
-        if not isinstance(data, PerturbationData):
-            raise TypeError(f"data must be a gim_ppl.PerturbationData, got {type(data).__name__}")
-        if data.n_vars != self.n_vars:
-            raise ValueError(
-                f"data has {data.n_vars} variables but the model was built with "
-                f"n_vars={self.n_vars}"
-            )
-        if data.features.shape[-1] != self.n_features:
-            raise ValueError(
-                f"data.features has {data.features.shape[-1]} columns but the model was built "
-                f"with n_features={self.n_features}"
-            )
-        if self.statistics == "moments" and data.x is not None and data.moments is None:
-            raise ValueError("statistics='moments': data carries no moments; pass "
-                             "data.with_moments()")
-
-    # -- reading a fit -----------------------------------------------------------------
-    # Convention: every read-off returns one value per draw when `sites` carry a leading draw
-    # axis (`(n_draws, …)`), and the single-point shape otherwise; the caller averages.
-    # `graph` and `predict` summarise draws (majority edges; a mixture over draws).
+    # -- reading a fit: thin delegates to the pure functions of `gim_ppl.readout` ------
+    # (one value per draw when `sites` carry a leading draw axis; see that module)
     def check_sites(self, sites: Mapping) -> bool:
         """Validate `sites`; return True if they carry a leading draw axis."""
-        if not isinstance(sites, Mapping):
-            raise TypeError(f"sites must be a dict of sample-site values, got {type(sites)}")
-        missing = [s for s in self.site_shapes if s not in sites]
-        if missing:
-            raise ValueError(f"sites lacks the model's sample sites {missing}")
-        draws = None
-        for s, shape in self.site_shapes.items():
-            value = np.asarray(sites[s])
-            if value.dtype.kind not in "biuf":
-                raise TypeError(f"sites[{s!r}] must be a real array, got dtype {value.dtype}")
-            if not np.isfinite(value).all():
-                raise ValueError(f"sites[{s!r}] has non-finite values (NaN or inf) at "
-                                 f"{np.argwhere(~np.isfinite(value))[:5].tolist()}")
-            got = tuple(jnp.shape(sites[s]))
-            if got == shape:
-                this = False
-            elif len(got) == len(shape) + 1 and got[1:] == shape:
-                this = True
-            else:
-                raise ValueError(
-                    f"sites[{s!r}] has shape {got}; expected {shape} or (n_draws, *{shape})"
-                )
-            if draws is not None and this != draws:
-                raise ValueError("sites mix single values and draws; give one or the other")
-            draws = this
-        return bool(draws)
-
-    def _map_sites(self, fn, sites, *args):
-        """Apply `fn(params, *args)` to one point or vmap it over draws; params have the
-        diagonal of `weights` masked."""
-
-        def masked(params):
-            return fn({**params, "weights": self.scm_weights(params["weights"])}, *args)
-
-        draws = self.check_sites(sites)
-        params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
-        if draws:
-            return jax.vmap(masked)(params)
-        return masked(params)
+        return readout.check_sites(self, sites)
 
     def intervention_outputs(self, sites, contexts: PerturbationData) -> InterventionOutputs:
-        """`InterventionOutputs(target_logits, emax, log_ec50, log_hill)` of each context,
-        each `(n_contexts, n_vars)` (`(n_draws, …)` with draws)."""
-        self._check_data(contexts)
-        out = self._map_sites(self._heads, sites, contexts)
-        return InterventionOutputs(*(np.asarray(v) for v in out))
+        """The four heads of each context (`readout.intervention_outputs`)."""
+        return readout.intervention_outputs(self, sites, contexts)
 
     def target_probabilities(self, sites, contexts: PerturbationData) -> np.ndarray:
-        """Prior target probabilities π(z) from features, `(n_contexts, n_vars)`
-        (`(n_draws, …)` with draws); 0 for observational contexts."""
-        self._check_data(contexts)
-
-        def fn(params, data):
-            logits = self._heads(params, data).target_logits
-            return jnp.where(data.observational[:, None], 0.0, jax.nn.sigmoid(logits))
-
-        return np.asarray(self._map_sites(fn, sites, contexts))
+        """Prior target probabilities π(z) (`readout.target_probabilities`)."""
+        return readout.target_probabilities(self, sites, contexts)
 
     def posterior_targets(self, sites, data: PerturbationData, *, per: str = "context",
                           min_effect: float | None = None) -> np.ndarray:
-        """`P(I_kj = 1 | cells, model)`, `(n_contexts, n_vars)` (`(n_draws, …)` with draws),
-        exact; 0 for observational contexts.
-
-        Args:
-            per: "context": each context's own targets given its cells (with
-                `shared_targets`, its perturbation's, as the model was fit); "perturbation":
-                the perturbation targets the variable at all its doses, its effect at each
-                dose the Hill curve — one indicator conditioned on the cells of every dose
-                of `data` (what a dose-limited target shows: cells at low doses carry
-                little evidence either way, the high dose decides); every context of the
-                perturbation gets its value.
-            min_effect: δ ≥ 0 in the units of the cells: the probability that the variable
-                is a target *and* the model's effect on it (the Hill shift at the context's
-                dose; with per="perturbation", at the highest dose in `data`) is at least δ
-                in absolute value. Averaged over draws, the posterior probability of that
-                event. Shift interventions only.
-        """
-        self._check_data(data)
-        if data.x is None:
-            raise ValueError("posterior_targets needs cells: data.x is None")
-        if per not in ("context", "perturbation"):
-            raise ValueError(f"per must be 'context' or 'perturbation', got {per!r}")
-        if min_effect is not None:
-            if not np.isfinite(min_effect) or min_effect < 0:
-                raise ValueError(f"min_effect must be a finite number >= 0, got {min_effect!r}")
-            if self.intervention_effect != "shift":
-                raise ValueError("min_effect needs intervention_effect='shift' (a replace "
-                                 "intervention sets a value, it has no shift to compare)")
-        groups = self._groups(data)
-        if per == "perturbation":
-            groups = make_groups(data.perturbation, data.observational,
-                                 max(len(data.perturbation_names), 1))
-
-        def fn(params, data):
-            heads = self._heads(params, data)
-            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
-            post = cell_posterior_targets(self.cell_model, params, data, heads.target_logits,
-                                          shift, groups=groups)
-            if min_effect is None:
-                return post
-            size = jnp.abs(shift)
-            if per == "perturbation":  # a Hill curve is monotone: its largest dose decides
-                largest = jax.ops.segment_max(jnp.where(data.observational[:, None], 0.0, size),
-                                              groups.index, groups.n_groups)
-                size = largest[groups.index]
-            return jnp.where(size >= min_effect, post, 0.0)
-
-        return np.asarray(self._map_sites(fn, sites, data))
+        """`P(I_kj = 1 | cells, model)` (`readout.posterior_targets`)."""
+        return readout.posterior_targets(self, sites, data, per=per, min_effect=min_effect)
 
     def log_likelihood(self, sites, data: PerturbationData) -> np.ndarray | float:
-        """`log p(cells of data | sites)` with targets summed out and π from the features
-        (the model's "cells" factor, exact marginal whatever `marginal` the model fits
-        with, never coarsened): the log predictive density of held-out cells, contexts or
-        perturbations. A float, or `(n_draws,)` with draws."""
-        self._check_data(data)
-        if data.x is None:
-            raise ValueError("log_likelihood needs cells: data.x is None")
-        exact = self.cell_model._replace(marginal="exact", coarsening=None)
-
-        def fn(params, data):
-            heads = self._heads(params, data)
-            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
-            return log_likelihood(exact, params, data, heads.target_logits, shift,
-                                  groups=self._groups(data))
-
-        out = np.asarray(self._map_sites(fn, sites, data))
-        return out if out.ndim else float(out)
+        """`log p(cells of data | sites)`, targets summed out (`readout.log_likelihood`)."""
+        return readout.log_likelihood(self, sites, data)
 
     def hill_parameters(self, sites, contexts: PerturbationData) -> dict:
-        """`dict(emax, ec50, hill)`, each `(n_contexts, n_vars)` (`(n_draws, …)` with draws).
-
-        EC50 is in the units of `contexts.dose`; emax is 0 for observational contexts.
-        """
-        self._check_data(contexts)
-
-        def fn(params, data):
-            heads = self._heads(params, data)
-            return {
-                "emax": jnp.where(data.observational[:, None], 0.0, heads.emax),
-                "ec50": jnp.exp(heads.log_ec50),
-                "hill": jnp.exp(heads.log_hill),
-            }
-
-        out = self._map_sites(fn, sites, contexts)
-        return {k: np.asarray(v) for k, v in out.items()}
+        """`dict(emax, ec50, hill)` of each context (`readout.hill_parameters`)."""
+        return readout.hill_parameters(self, sites, contexts)
 
     def hill_effects(self, sites, contexts: PerturbationData) -> np.ndarray:
-        """The effect a target gets: the Hill shift at each context's dose, `(n_contexts,
-        n_vars)` (`(n_draws, …)` with draws), in the units of the cells; 0 for
-        observational contexts. (For replace interventions, the value set.)"""
-        self._check_data(contexts)
-
-        def fn(params, data):
-            heads = self._heads(params, data)
-            shift = hill_shift(data.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
-            return jnp.where(data.observational[:, None], 0.0, shift)
-
-        return np.asarray(self._map_sites(fn, sites, contexts))
+        """The Hill shift at each context's dose (`readout.hill_effects`)."""
+        return readout.hill_effects(self, sites, contexts)
 
     def edge_weights(self, sites) -> np.ndarray:
-        """`(n_vars, n_vars)` weights (i → j) with zero diagonal; `(n_draws, …)` with draws."""
-        return np.asarray(self._map_sites(lambda p: p["weights"], sites))
+        """`(n_vars, n_vars)` weights i → j (`readout.edge_weights`)."""
+        return readout.edge_weights(self, sites)
 
     def graph(self, sites, threshold: float = 0.3) -> np.ndarray:
-        """Learned DAG `(n_vars, n_vars)` bool (i → j), guaranteed acyclic.
+        """Learned DAG `(n_vars, n_vars)` bool i → j (`readout.graph`)."""
+        return readout.graph(self, sites, threshold)
 
-        One point: `|W| > threshold`. Draws: edges present in more than half of the draws.
-        Remaining cycles lose their weakest edge (with a warning).
-        """
-        w = self.edge_weights(sites)
-        if w.ndim == 3:
-            return threshold_graph((np.abs(w) > threshold).mean(0), 0.5)
-        return threshold_graph(w, threshold)
-
-    # -- prediction --------------------------------------------------------------------
     def predict(self, sites, contexts: PerturbationData, *, key, n_cells: int,
                 mode: str = "mixture", observed: PerturbationData | None = None
                 ) -> PerturbationData:
-        """Sample `n_cells` cells for each context of `contexts` (cells there are ignored).
-
-        Targets: a perturbation with cells in `observed` (the training data; matched by
-        perturbation name) is predicted with what those cells say, `P(I = 1 | all its
-        observed contexts)` — a drug hits the same variables at every dose, so a new dose
-        of a known drug keeps the targets its measured doses showed; any other perturbation
-        (and every one when `observed` is None) with the feature map's π(z).
-        `mode="mixture"` draws targets per cell from these probabilities (the Bayesian
-        predictive); `mode="threshold"` uses `I = P > 0.5`. With draws in `sites`, the cells
-        of each context are spread evenly over up to `n_cells` draws, in draw order (the
-        first ⌈n_cells / n_used⌉ from the first draw used, ...). Deterministic for a given
-        `key`.
-
-        A fitted W whose cycle gain (`core.graph.cycle_gain`) exceeds 1 has no equilibrium
-        to sample: such a draw is predicted with the DAG `graph(threshold=0)` reads off its
-        W (every edge kept but the weakest of each cycle), with a warning.
-
-        Returns:
-            `PerturbationData` with `x (n_contexts · n_cells, n_vars)`, contexts as given.
-        """
-        if mode not in ("mixture", "threshold"):
-            raise ValueError(f"mode must be 'mixture' or 'threshold', got {mode!r}")
-        n_cells = check_integer("n_cells", n_cells)
-        params = self._draw_stack(sites, contexts, observed)
-        n_draws = next(iter(params.values())).shape[0]
-        used = min(n_draws, n_cells)
-        pick = np.unique(np.round(np.linspace(0, n_draws - 1, used)).astype(int))
-        used = pick.size
-        params = {s: v[pick] for s, v in params.items()}
-        # the weights the SCM uses (diagonal and edge_mask applied), safe to sample through
-        params["weights"] = self._acyclic_weights(self.scm_weights(params["weights"]))
-        per_draw = math.ceil(n_cells / used)
-
-        k = contexts.n_contexts
-        logits = jax.vmap(lambda p: self._prediction_logits(p, contexts, observed))(params)
-        k_targets, key = jax.random.split(key)
-        if mode == "mixture":
-            # One context per generated cell, so each cell gets its own target draw.
-            rep = np.repeat(np.arange(k), per_draw)
-            gen = _expand_contexts(contexts, rep, np.arange(rep.size))
-            targets = jax.random.bernoulli(k_targets, jax.nn.sigmoid(logits[:, rep]))
-        else:
-            gen = _expand_contexts(contexts, np.arange(k), np.repeat(np.arange(k), per_draw))
-            targets = logits > 0
-        params["targets"] = targets.astype(params["bias"].dtype)
-        predictive = Predictive(self, posterior_samples=params, return_sites=["x"])
-        x = predictive(key, gen, hard_targets=True)["x"]  # (used, k * per_draw, d)
-        return contexts.replace(
-            x=_context_major(x, k, n_cells),
-            context=jnp.asarray(np.repeat(np.arange(k), n_cells).astype(np.int32)))
-
-    def _draw_stack(self, sites, contexts: PerturbationData,
-                    observed: PerturbationData | None) -> dict:
-        """Check `contexts` (and `observed`, data with cells) and return `sites` with a
-        leading draw axis (one draw for a point)."""
-        self._check_data(contexts)
-        if observed is not None:
-            _known_rows(contexts, observed)  # observed: data with cells, or a clear error
-            self._check_data(observed)
-        has_draws = self.check_sites(sites)
-        params = {s: jnp.asarray(sites[s]) for s in self.site_shapes}
-        if not has_draws:
-            params = {s: v[None] for s, v in params.items()}
-        return params
-
-    def _prediction_logits(self, params, contexts: PerturbationData,
-                           observed: PerturbationData | None):
-        """`(n_contexts, n_vars)` target logits `predict` draws from: π(z) from the features,
-        or for a perturbation with perturbational contexts in `observed`, the logit of
-        `P(I = 1 | all of them)` (one target vector per perturbation)."""
-        logits = self._heads(params, contexts).target_logits
-        if observed is None:
-            return logits
-        rows = _known_rows(contexts, observed)
-        if not (rows >= 0).any():
-            return logits
-        heads = self._heads(params, observed)
-        shift = hill_shift(observed.dose[:, None], heads.emax, heads.log_ec50, heads.log_hill)
-        groups = make_groups(observed.perturbation, observed.observational,
-                             max(len(observed.perturbation_names), 1))
-        post = cell_posterior_targets(self.cell_model, params, observed, heads.target_logits,
-                                      shift, groups=groups, logits=True)
-        rows = jnp.asarray(rows)
-        return jnp.where(rows[:, None] >= 0, post[jnp.maximum(rows, 0)], logits)
-
-    def _acyclic_weights(self, weights):
-        """`weights (n_draws, n_vars, n_vars)` with each draw whose cycle gain exceeds 1
-        replaced by its DAG read-off at threshold 0 (see `predict`), with a warning."""
-        w = np.array(weights)  # a copy: draws are projected in place
-        gains = np.array([cycle_gain(wi) for wi in w])
-        bad = np.flatnonzero(gains > 1.0)
-        if not bad.size:
-            return weights
-        dropped = 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # one warning below says what happened
-            for i in bad:
-                keep = threshold_graph(w[i], 0.0)
-                dropped += int(((w[i] != 0) & ~keep & ~np.eye(len(keep), dtype=bool)).sum())
-                w[i] = np.where(keep, w[i], 0.0)
-        warnings.warn(
-            f"predict: the fitted W is not acyclic (cycle gain {gains.max():.3g} > 1 in "
-            f"{bad.size} of {len(w)} draws), so its cells have no equilibrium; predicting "
-            f"with the DAG graph(threshold=0) reads off it ({dropped} edges dropped). Fit "
-            "longer or with a larger acyclicity_weight (gim_ppl.fit raises it by dual ascent)",
-            UserWarning, stacklevel=3)
-        return jnp.asarray(w, dtype=weights.dtype)
+        """`n_cells` cells sampled for each context (`readout.predict`)."""
+        return readout.predict(self, sites, contexts, key=key, n_cells=n_cells, mode=mode,
+                               observed=observed)
 
     def predicted_means(self, sites, contexts: PerturbationData, *, key,
                         n_cells: int = 200, observed: PerturbationData | None = None
                         ) -> np.ndarray:
-        """Mean of the predicted cells of each context under each draw, `(n_draws,
-        n_contexts, n_vars)` (`(n_contexts, n_vars)` for one point), from `n_cells` cells
-        per context and draw (targets drawn per cell as in `predict`, which `observed`
-        goes to): quantiles over the draws give intervals for a perturbation's mean effect;
-        the Monte Carlo error of each mean is about noise sd / √n_cells."""
-        n = check_integer("n_cells", n_cells)
-        if not self.check_sites(sites):
-            pred = self.predict(sites, contexts, key=key, n_cells=n, observed=observed)
-            return np.asarray(pred.x).reshape(contexts.n_contexts, n, -1).mean(1)
-        n_draws = int(jnp.shape(sites["bias"])[0])
-        # n_draws · n cells per context: `predict` gives each draw n of them, in draw order
-        pred = self.predict(sites, contexts, key=key, n_cells=n_draws * n, observed=observed)
-        x = np.asarray(pred.x).reshape(contexts.n_contexts, n_draws, n, -1)
-        return x.mean(2).transpose(1, 0, 2)
+        """Mean predicted cell of each context under each draw (`readout.predicted_means`)."""
+        return readout.predicted_means(self, sites, contexts, key=key, n_cells=n_cells,
+                                       observed=observed)
 
     def context_mean_draws(self, sites, contexts: PerturbationData, *, key,
                            n_draws: int = 200, observed: PerturbationData | None = None
                            ) -> np.ndarray:
-        """The mean cell of each context under target vectors drawn once per context,
-        `(n_draws, n_contexts, n_vars)`: the spread of a perturbation's mean effect over
-        its unknown targets (and over the posterior draws in `sites`, cycled), without the
-        Monte Carlo noise of sampled cells.
-
-        A context's targets are one vector shared by all its cells (the GIM's likelihood),
-        so its mean cell is one of up to 2^d values, not the per-cell mixture `predict`
-        samples; the average of these draws estimates that mixture's mean. Targets come
-        from the same probabilities as in `predict` (`observed`: known perturbations keep
-        what their cells said). Linear mechanisms only: there the noise-free equilibrium
-        cell is the mean cell.
-        """
-        if not self.cell_model.mechanism.is_linear:
-            raise ValueError("context_mean_draws needs a linear mechanism (the noise-free "
-                             "cell is the mean cell only then); for an MLP use "
-                             "predicted_means")
-        n_draws = check_integer("n_draws", n_draws)
-        params = self._draw_stack(sites, contexts, observed)
-        n_sites = next(iter(params.values())).shape[0]
-        params = {s: v[np.arange(n_draws) % n_sites] for s, v in params.items()}
-        params["weights"] = self._acyclic_weights(self.scm_weights(params["weights"]))
-        zeros = jnp.zeros((contexts.n_contexts, self.n_vars), params["bias"].dtype)
-        observational = jnp.asarray(contexts.observational)[:, None]
-
-        def one(p, k):
-            logits = self._prediction_logits(p, contexts, observed)
-            heads = self._heads(p, contexts)
-            shift = hill_shift(contexts.dose[:, None], heads.emax, heads.log_ec50,
-                               heads.log_hill)
-            targets = jax.random.bernoulli(k, jax.nn.sigmoid(logits)).astype(zeros.dtype)
-            targets = jnp.where(observational, 0.0, targets)
-            return sample_cells(self.cell_model, p, zeros, targets, shift)
-
-        return np.asarray(jax.jit(jax.vmap(one))(params, jax.random.split(key, n_draws)))
+        """Mean cell of each context under drawn target vectors
+        (`readout.context_mean_draws`)."""
+        return readout.context_mean_draws(self, sites, contexts, key=key, n_draws=n_draws,
+                                          observed=observed)
 
 
 class _MarginalCells(dist.Distribution):
@@ -816,13 +463,6 @@ class _MarginalCells(dist.Distribution):
         return jax.vmap(one)(flat).reshape(batch)
 
 
-def posterior_mean(model: GIM, sites, values) -> np.ndarray:
-    """A read-off of `model` averaged over draws when `sites` carry them (read-offs keep the
-    draw axis); the value itself for one point."""
-    values = np.asarray(values)
-    return values.mean(0) if model.check_sites(sites) else values
-
-
 def _check_edge_mask(edge_mask, n_vars: int) -> np.ndarray:
     mask = np.asarray(edge_mask)
     if mask.dtype != bool:
@@ -834,43 +474,6 @@ def _check_edge_mask(edge_mask, n_vars: int) -> np.ndarray:
         raise ValueError(f"edge_mask must have shape ({n_vars}, {n_vars}) (parent, child), got "
                          f"{mask.shape}")
     return mask & ~np.eye(n_vars, dtype=bool)
-
-
-def _known_rows(contexts: PerturbationData, observed: PerturbationData) -> np.ndarray:
-    """`(n_contexts,)` for each context of `contexts`, the first perturbational context of
-    `observed` with the same perturbation name (−1: none, or an observational context)."""
-    if not isinstance(observed, PerturbationData) or observed.x is None:
-        raise ValueError("observed must be a PerturbationData with cells (the training data), "
-                         f"got {type(observed).__name__}"
-                         + (" without cells" if isinstance(observed, PerturbationData) else ""))
-    first: dict[str, int] = {}
-    for row, (obs, pert) in enumerate(zip(np.asarray(observed.observational),
-                                          np.asarray(observed.perturbation), strict=True)):
-        if not obs:
-            first.setdefault(observed.perturbation_names[pert], row)
-    return np.array([-1 if obs else first.get(contexts.perturbation_names[pert], -1)
-                     for obs, pert in zip(np.asarray(contexts.observational),
-                                          np.asarray(contexts.perturbation), strict=True)],
-                    dtype=np.int32)
-
-
-def _context_major(x, n_contexts: int, n_cells: int):
-    """`(n_draws, n_contexts · per_draw, d)` draws → `(n_contexts · n_cells, d)`, cells of
-    each context taken round the draws and cut to `n_cells`."""
-    n_draws, _, d = x.shape
-    x = x.reshape(n_draws, n_contexts, -1, d).transpose(1, 0, 2, 3)
-    return x.reshape(n_contexts, -1, d)[:, :n_cells].reshape(-1, d)
-
-
-def _expand_contexts(contexts: PerturbationData, rows, cell_context) -> PerturbationData:
-    """Contexts `contexts[rows]` with cells assigned by `cell_context` (no x)."""
-    rows = jnp.asarray(rows)
-    return contexts.replace(
-        x=None, context=jnp.asarray(np.asarray(cell_context, dtype=np.int32)),
-        features=contexts.features[rows], dose=contexts.dose[rows],
-        observational=contexts.observational[rows], perturbation=contexts.perturbation[rows],
-        context_names=tuple(f"c{i}" for i in range(rows.shape[0])),
-    )
 
 
 def _prng_key():

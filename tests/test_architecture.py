@@ -19,9 +19,9 @@ What is checked, and how an import is read:
   Imports under `if TYPE_CHECKING:` never run and make no cycle edge.
 * Layers (a module may import its own layer and the layers below): extras, lazy, errors,
   data, core = 0;
-  model = 1; inference = 2; datasets, evaluation = 3 (evaluation may import datasets, not
-  the reverse); design = 3.5 (queries on a fitted model: above model, inference
-  and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
+  priors, model, joint, readout = 1; inference = 2; datasets, evaluation = 3 (evaluation may
+  import datasets, not the reverse); design = 3.5 (queries on a fitted model: above model,
+  inference and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
   importers; a name imported from a package is followed through the package's re-exports to
   the module that defines it. Importing the top-level `gim_ppl` from inside the package
   counts as importing the top layer: inside the package, import from the real module.
@@ -61,6 +61,8 @@ LAYERS = [
     ("gim_ppl.knowledge", 0),
     ("gim_ppl.priors", 1),
     ("gim_ppl.model", 1),
+    ("gim_ppl.joint", 1),
+    ("gim_ppl.readout", 1),
     ("gim_ppl.inference", 2),
     ("gim_ppl.datasets", 3.0),
     ("gim_ppl.evaluation", 3.5),  # layer 3, above datasets: evaluation may import datasets

@@ -3,24 +3,45 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from _problems import random_sites, small_data
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 
 import gim_ppl
 from gim_ppl import cli
 from gim_ppl.evaluation import perf
 
+FLOOR_OPTIONS = {"default": {}, "pooled": {"pooled": "some"},
+                 "edge_mask": {"edge_mask": np.triu(np.ones((3, 3), bool), 1)},
+                 "shared_targets": {"shared_targets": True},
+                 "gp": {"intervention_map": "gp", "map_anchors": "data"},
+                 "ard_mlp": {"shrinkage": "ard", "mechanism": "mlp"}}
 
-def test_floor_loss_is_the_models_negative_log_joint():
-    # the pure-JAX floor must time the same objective as the NumPyro model
+
+@pytest.mark.parametrize("name", list(FLOOR_OPTIONS))
+def test_floor_loss_is_the_models_negative_log_joint(name):
+    """The pure-JAX floor times the NumPyro model's objective in every configuration: it
+    once dropped pooled offsets, the edge mask and the GP anchors."""
     data = small_data()
-    for marginal in ("exact",):
-        model = gim_ppl.GIM(3, 2, marginal=marginal)
-        sites = random_sites(model)
-        unconstrained = {**sites, "noise_scale": jnp.log(sites["noise_scale"])}
-        want, _ = log_density(model, (data,), {}, sites)
-        got = perf.floor_loss(model, unconstrained, data, jax.random.key(0))
-        np.testing.assert_allclose(got, -want, rtol=1e-5)
+    options = dict(FLOOR_OPTIONS[name])
+    if options.get("pooled") == "some":  # one perturbation pooled, the others new
+        options["pooled"] = data.perturbation_names[:1]
+    if options.get("map_anchors") == "data":
+        options["map_anchors"] = data
+    model = gim_ppl.GIM(3, 2, **options)
+    sites = random_sites(model)
+    unconstrained = {}
+    for s, prior in model.site_priors.items():
+        transform = biject_to(prior.support)
+        if transform.codomain is not constraints.real:  # a positive site
+            sites[s] = jnp.abs(sites[s]) + 0.1
+        unconstrained[s] = transform.inv(sites[s])
+    want, _ = log_density(model, (data,), {}, sites)
+    got = perf.floor_loss(model, unconstrained, data, jax.random.key(0))
+    assert np.isfinite(want)
+    np.testing.assert_allclose(got, -want, rtol=1e-5)
 
 
 def test_random_cells_shapes():

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.lax.linalg import triangular_solve
 
+from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.sites import Site
 
 HEADS = ("target", "emax", "log_ec50", "log_hill")
@@ -280,9 +281,26 @@ def intervention_outputs(params: dict, features, pooled=None,
     return InterventionOutputs(*heads)
 
 
+def intervention_shift(heads: InterventionOutputs, dose):
+    """The Hill shift u = emax · a(dose) of each context: the intervention step from the
+    map's heads to the effect a target gets (`core.hill.hill_shift` with the heads' Hill
+    parameters).
+
+    Args:
+        heads: `InterventionOutputs`, each `(…, n_contexts, n_vars)` (a leading draw axis
+            is allowed).
+        dose: `(n_contexts,)` dose of each context.
+
+    Returns:
+        `(…, n_contexts, n_vars)` shift of each context and variable.
+    """
+    return hill_shift(jnp.asarray(dose)[:, None], heads.emax, heads.log_ec50, heads.log_hill)
+
+
 __all__ = ["ALL_MAPS", "FAN_IN_HEADS", "GP_MAP", "GP_NUGGET", "HEADS", "INTERVENTION_MAPS",
            "LINEAR_MAP",
            "MLP_MAP", "OFFSET_SITES", "SHRINKAGES", "InterventionMap", "InterventionOutputs",
            "as_intervention_map", "check_anchors", "cholesky", "feature_weights",
            "gp_conditional_mean", "gp_head", "gp_kernel", "intervention_outputs",
+           "intervention_shift",
            "shrink", "warn_constant_features"]

@@ -53,7 +53,7 @@ import numpy as np
 from numpyro.infer.autoguide import AutoDelta
 
 from gim_ppl.checks import check_integer, check_real
-from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.interventions import intervention_shift
 from gim_ppl.core.likelihood import context_stats, sample_cells, target_terms
 from gim_ppl.data import PerturbationData
 from gim_ppl.design.quantities import QUANTITIES
@@ -209,8 +209,7 @@ def _simulate_and_weigh(model: GIM, posterior: Mapping, candidates: Perturbation
     params = dict(posterior)
     params["weights"] = model.scm_weights(params["weights"])
     heads = model.intervention_outputs(posterior, candidates)  # each (S, C, d)
-    shift = hill_shift(jnp.asarray(candidates.dose)[None, :, None], heads.emax,
-                       heads.log_ec50, heads.log_hill)
+    shift = intervention_shift(heads, candidates.dose)
     logits = jnp.asarray(heads.target_logits)
     sim_keys = jax.random.split(key, candidates.n_contexts)
     cell_model = model.cell_model._replace(marginal="exact")

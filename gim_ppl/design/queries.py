@@ -56,7 +56,7 @@ import numpy as np
 from numpyro import handlers
 
 from gim_ppl.checks import check_integer
-from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.interventions import intervention_shift
 from gim_ppl.data import PerturbationData
 from gim_ppl.model import GIM
 
@@ -331,8 +331,7 @@ def _context_shifts(model, sites, contexts) -> np.ndarray:
     """Hill shift of every context under every draw, `(n_draws, n_contexts, n_vars)` (one
     draw for a point), from the model's heads."""
     heads = model.intervention_outputs(sites, contexts)
-    shift = np.asarray(hill_shift(np.asarray(contexts.dose)[:, None], heads.emax,
-                                  heads.log_ec50, heads.log_hill))
+    shift = np.asarray(intervention_shift(heads, contexts.dose))
     return shift if shift.ndim == 3 else shift[None]
 
 

@@ -42,7 +42,7 @@ import jax
 import numpy as np
 import optax
 
-from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.interventions import intervention_shift
 from gim_ppl.datasets.sachs import SachsData, sachs
 from gim_ppl.evaluation import metrics
 from gim_ppl.extras import require
@@ -138,8 +138,7 @@ def fit_gim(s: SachsData, marginal: str, *, steps: int, learning_rate: float, ke
     pert = s.perturbational
     prob = np.asarray(model.posterior_targets(result.sites, data))[pert]
     heads = model.intervention_outputs(result.sites, data)
-    shift = np.asarray(hill_shift(data.dose[:, None], heads.emax, heads.log_ec50,
-                                  heads.log_hill))[pert]
+    shift = np.asarray(intervention_shift(heads, data.dose))[pert]
     return {"target_prob": prob, "target_effect": prob * np.abs(shift),
             "weights": np.abs(np.asarray(model.edge_weights(result.sites))),
             "graph": np.asarray(model.graph(result.sites)), "seconds": seconds,

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gim_ppl.core.hill import hill_shift
+from gim_ppl.core.interventions import InterventionOutputs, intervention_shift
 from gim_ppl.data import PerturbationData
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.model import GIM, posterior_mean
@@ -127,7 +128,7 @@ def plot_dose_response(
         pert_ids, first = pert_ids[:1], first[:1]
     has_draws = model.check_sites(sites)
     firsts = data.subset(first)
-    hill = model.hill_parameters(sites, firsts)  # each (n_draws?, n_pert, d)
+    heads = model.intervention_outputs(sites, firsts)  # each (n_draws?, n_pert, d)
     prob = posterior_mean(model, sites, model.target_probabilities(sites, firsts))
     if variables is None:
         order = np.argsort(-prob.max(0), kind="stable")
@@ -137,10 +138,10 @@ def plot_dose_response(
 
     max_dose = float(np.max(np.asarray(data.dose)))
     doses = np.linspace(0.0, 1.08 * max(max_dose, 1e-6), int(n_doses))
-    hill = {k: v if has_draws else v[None] for k, v in hill.items()}
-    curves = np.asarray(hill_shift(
-        doses[None, None, None, :], hill["emax"][..., None], np.log(hill["ec50"])[..., None],
-        np.log(hill["hill"])[..., None]))  # (n_draws, n_pert, d, n_doses)
+    # each panel's heads at every dose of the grid, (n_draws, n_pert, n_doses, d)
+    grid = InterventionOutputs(*((v if has_draws else v[None])[..., None, :] for v in heads))
+    curves = np.moveaxis(np.asarray(intervention_shift(grid, doses)), -2, -1)
+    # (n_draws, n_pert, d, n_doses)
     effects = observed_effects(model, sites, data) if data.x is not None else None
 
     n_rows, n_cols = len(pert_ids), len(var_ids)
