@@ -173,19 +173,7 @@ class GIM:
         if shrinkage is not None:
             imap = shrink(imap, shrinkage)
         self.shrinkage = shrinkage
-        self.map_anchors = None
-        if imap.name == "gp":
-            if map_anchors is None:
-                raise ValueError("intervention_map='gp' needs map_anchors: the features of "
-                                 "the training perturbations, or the training data")
-            if isinstance(map_anchors, PerturbationData):
-                _, first = map_anchors.perturbation_contexts()
-                map_anchors = np.asarray(map_anchors.features)[first]
-            self.map_anchors = jnp.asarray(check_anchors(map_anchors, int(n_features)),
-                                           dtype=jnp.result_type(float))
-        elif map_anchors is not None:
-            raise ValueError("map_anchors is used by intervention_map='gp' only, got "
-                             f"intervention_map={imap.name!r}")
+        self.map_anchors = _gp_anchors(imap.name, map_anchors, int(n_features))
         self.n_vars, self.n_features = int(n_vars), int(n_features)
         self.edge_mask = None if edge_mask is None else _check_edge_mask(edge_mask, self.n_vars)
         self.mechanism, self.marginal = mech.name, marginal
@@ -207,18 +195,7 @@ class GIM:
         self.cell_model = CellModel(mech, intervention_effect, marginal, self.temperature,
                                     self.n_mc, self.coarsening, statistics)
         # One table: each site's axes (→ shape and ArviZ dims) and prior field.
-        if isinstance(pooled, PerturbationData):  # the training data: its perturbations
-            ids, _ = pooled.perturbation_contexts()
-            pooled = [pooled.perturbation_names[i] for i in ids]
-        if pooled is not None and (isinstance(pooled, (str, bytes))
-                                   or not hasattr(pooled, "__iter__")):
-            raise TypeError(f"pooled must be a sequence of perturbation names, got "
-                            f"{type(pooled).__name__} {pooled!r}")
-        self.pooled = None if pooled is None else tuple(str(n) for n in pooled)
-        if self.pooled is not None and (not self.pooled
-                                        or len(set(self.pooled)) != len(self.pooled)):
-            raise ValueError("pooled must be a non-empty sequence of distinct perturbation "
-                             f"names, got {pooled!r}")
+        self.pooled = _pooled_names(pooled)
         self.sites: dict[str, Site] = {**SCM_SITES, **mech.sites, **imap.sites,
                                        **(OFFSET_SITES if self.pooled else {})}
         # The sites of the causal model of the cells (graph, mechanisms, noise); the rest
@@ -461,6 +438,40 @@ class _MarginalCells(dist.Distribution):
         batch = jnp.shape(value)[:-2]
         flat = jnp.reshape(value, (-1, *self.event_shape))
         return jax.vmap(one)(flat).reshape(batch)
+
+
+def _gp_anchors(map_name: str, map_anchors, n_features: int):
+    """The GP map's anchors `(n_anchors, n_features)` from features or the training data
+    (one row per perturbation); None for other maps, which take none."""
+    if map_name != "gp":
+        if map_anchors is not None:
+            raise ValueError("map_anchors is used by intervention_map='gp' only, got "
+                             f"intervention_map={map_name!r}")
+        return None
+    if map_anchors is None:
+        raise ValueError("intervention_map='gp' needs map_anchors: the features of the "
+                         "training perturbations, or the training data")
+    if isinstance(map_anchors, PerturbationData):
+        _, first = map_anchors.perturbation_contexts()
+        map_anchors = np.asarray(map_anchors.features)[first]
+    return jnp.asarray(check_anchors(map_anchors, n_features), dtype=jnp.result_type(float))
+
+
+def _pooled_names(pooled) -> tuple[str, ...] | None:
+    """`pooled` as a tuple of distinct perturbation names (from the training data: its
+    perturbations), or None."""
+    if isinstance(pooled, PerturbationData):
+        ids, _ = pooled.perturbation_contexts()
+        pooled = [pooled.perturbation_names[i] for i in ids]
+    if pooled is not None and (isinstance(pooled, (str, bytes))
+                               or not hasattr(pooled, "__iter__")):
+        raise TypeError(f"pooled must be a sequence of perturbation names, got "
+                        f"{type(pooled).__name__} {pooled!r}")
+    names = None if pooled is None else tuple(str(n) for n in pooled)
+    if names is not None and (not names or len(set(names)) != len(names)):
+        raise ValueError("pooled must be a non-empty sequence of distinct perturbation "
+                         f"names, got {pooled!r}")
+    return names
 
 
 def _check_edge_mask(edge_mask, n_vars: int) -> np.ndarray:
