@@ -96,3 +96,17 @@ def brute_force_loglik(model, sites, data, shared=False, coarsening=None):
             terms.append(prior + null + zeta * (sum(cells_ll(k, t) for k in members) - null))
         total += logsumexp(terms)
     return total
+
+
+def train_target_aurocs(model, sites, bench):
+    """`(AUROC of the fitted posterior targets, AUROC of the raw mean-shift detector)` on the
+    training contexts of a `synthetic_hill` benchmark: a fit must beat doing nothing but
+    comparing means."""
+    from gim_ppl.evaluation import metrics
+    from gim_ppl.evaluation.stability import mean_shift_scores
+
+    pert = ~np.asarray(bench.train.observational)
+    truth = bench.truth.targets["train"][pert]
+    post = model.posterior_targets(sites, bench.train)[pert]
+    return (metrics.auroc(truth, post),
+            metrics.auroc(truth, mean_shift_scores(bench.train)[pert]))
