@@ -30,18 +30,27 @@ def machine_description() -> str:
 
 
 def current_commit() -> str:
-    """The short git commit of the working directory, or "unknown" outside a checkout."""
+    """The short git commit of the working directory, with "+changes" when tracked files
+    differ from it, or "unknown" outside a checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=False).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
-        out = ""
-    return out or "unknown"
+        out, changed = "", ""
+    return (out + ("+changes" if changed else "")) if out else "unknown"
+
+
+#: The commit when this module was first imported: a benchmark imports it at its start, so a
+#: run that outlives a commit records the code it ran, not the commit it finished under.
+COMMIT_AT_IMPORT = current_commit()
 
 
 def provenance(command: str) -> dict:
-    """`{"command", "commit", "machine"}`: what every benchmark record carries inside."""
-    return {"command": command, "commit": current_commit(), "machine": machine_description()}
+    """`{"command", "commit", "machine"}`: what every benchmark record carries inside (the
+    commit of `COMMIT_AT_IMPORT`)."""
+    return {"command": command, "commit": COMMIT_AT_IMPORT, "machine": machine_description()}
 
 
 def rows_markdown(rows, columns=None) -> str:
