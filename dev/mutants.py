@@ -186,6 +186,23 @@ MUTANTS = [
            "    return text",
            ("tests/test_errors.py::test_the_cli_names_the_flag_from_the_argument_not_the"
             "_prose",)),
+    # minibatches of whole perturbations: the mixture weighted, not its sums; the control
+    # cells' weight; draws without replacement
+    Mutant("perturbation_weight_ignored", "gim_ppl/core/likelihood.py",
+           "    return obs_ll + jnp.sum(jnp.where(mask, weight * mix, 0.0))",
+           "    return obs_ll + jnp.sum(jnp.where(mask, mix, 0.0))",
+           ("tests/test_batching.py::test_batch_loglik_is_unbiased_over_the_draws",)),
+    Mutant("control_cells_unweighted", "gim_ppl/inference/batching.py",
+           "n_control / index.n_control_batch, dtype)",
+           "1.0, dtype)",
+           ("tests/test_batching.py::test_batch_draws_whole_perturbations_and_subsamples"
+            "_control_cells", "tests/test_batching.py::test_batch_loglik_is_unbiased_over_the"
+            "_draws")),
+    Mutant("perturbations_with_replacement", "gim_ppl/inference/batching.py",
+           "chosen = jax.random.choice(key_p, n_units, (index.size,), replace=False)",
+           "chosen = jax.random.choice(key_p, n_units, (index.size,), replace=True)",
+           ("tests/test_batching.py::test_batch_draws_whole_perturbations_and_subsamples"
+            "_control_cells",)),
 ]
 
 

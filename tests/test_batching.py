@@ -53,6 +53,20 @@ def test_batch_draws_whole_perturbations_and_subsamples_control_cells():
     np.testing.assert_allclose(counts[obs], full[obs], rtol=1e-6)  # control: n / b each
     np.testing.assert_allclose(np.asarray(ctx_w), np.where(obs, 1.0, N_PERT / SIZE))
 
+    # without replacement: over 200 batches no perturbation is drawn twice (its contexts'
+    # counts would double) and each is drawn in a fraction SIZE / N_PERT of them
+    @jax.vmap
+    def per_context(key):
+        batch, cell_w, _ = perturbation_batch(key, data, index)
+        return jax.ops.segment_sum(cell_w, batch.context, data.n_contexts)
+
+    counts = np.asarray(per_context(jax.random.split(jax.random.key(4), 200)))[:, ~obs]
+    assert np.all((counts == 0) | (counts == full[~obs]))
+    drawn = np.stack([np.isin(np.arange(N_PERT), pert[~obs][c > 0]) for c in counts])
+    assert np.all(drawn.sum(1) == SIZE)
+    # binomial(200, 0.4) per perturbation: 4.3 standard deviations is ±30
+    assert np.all(np.abs(drawn.sum(0) - 200 * SIZE / N_PERT) <= 30)
+
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_drawn_perturbations_mixtures_are_exact(shared):
