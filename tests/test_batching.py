@@ -131,8 +131,12 @@ def test_bad_perturbation_batches_are_refused():
     data = small_data(n_pert=3)
     with pytest.raises(ValueError, match=r"n_perturbations must be in \[1, 3\]"):
         PerturbationBatchIndex.build(data, PerturbationBatches(4))
-    with pytest.raises(ValueError, match="control_cells must be at least 1"):
+    with pytest.raises(ValueError, match=r"control_cells must be an integer >= 1, got 0"):
         PerturbationBatchIndex.build(data, PerturbationBatches(1, control_cells=0))
+    with pytest.raises(ValueError, match=r"n_perturbations must be an integer >= 1, got 2.5"):
+        PerturbationBatchIndex.build(data, PerturbationBatches(2.5))
+    with pytest.raises(TypeError, match=r"n_perturbations must be an integer >= 1, got str"):
+        PerturbationBatchIndex.build(data, PerturbationBatches("2"))
     model = gim_ppl.GIM(3, 2)
     with pytest.raises(ValueError, match=r"context_weights must have shape \(7,\)"):
         log_density(model, (data,), {"context_weights": jnp.ones(3)}, random_sites(model))

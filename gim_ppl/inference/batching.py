@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gim_ppl.checks import check_integer
 from gim_ppl.data import PerturbationData
 
 
@@ -115,7 +116,7 @@ class PerturbationBatchIndex(NamedTuple):
         pert = np.asarray(data.perturbation)[ctx]  # per cell; -1 for control cells
         obs = np.asarray(data.observational)[ctx]
         ids = np.unique(pert[~obs])
-        size = int(batches.n_perturbations)
+        size = check_integer("batch_size.n_perturbations", batches.n_perturbations)
         if not 1 <= size <= len(ids):
             raise ValueError(f"batch_size.n_perturbations must be in [1, {len(ids)}] (the "
                              f"perturbations with cells), got {size}")
@@ -129,9 +130,7 @@ class PerturbationBatchIndex(NamedTuple):
         n_control = batches.control_cells
         if n_control is None:
             n_control = int(np.ceil(len(control) * size / len(ids)))
-        n_control = int(n_control) if len(control) else 0
-        if len(control) and n_control < 1:
-            raise ValueError(f"batch_size.control_cells must be at least 1, got {n_control}")
+        n_control = check_integer("batch_size.control_cells", n_control) if len(control) else 0
         return cls(jnp.asarray(cells), jnp.asarray(valid), jnp.asarray(control), size,
                    n_control)
 
