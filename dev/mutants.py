@@ -176,9 +176,9 @@ MUTANTS = [
            ("tests/test_calibration.py::test_vsbc_passes_the_fitted_guide_and_catches_half_a"
             "_prior_sd",)),
     Mutant("checkpoint_model_settings_listed_by_hand", "gim_ppl/inference/checkpoint.py",
-           "attributes = {n: v for n, v in vars(model).items() if not n.startswith(\"_\")}",
-           "attributes = {n: getattr(model, n) for n in (\"n_vars\", \"mechanism\", "
-           "\"priors\", \"pooled\", \"coarsening\")}",
+           "    for field in dataclasses.fields(model):",
+           "    for field in [f for f in dataclasses.fields(model) if f.name in (\"n_vars\", "
+           "\"mechanism\", \"priors\", \"pooled\", \"coarsening\")]:",
            ("tests/test_checkpoint.py::test_checkpoint_of_other_settings_or_data_is_refused",
             "tests/test_checkpoint.py::test_the_model_fingerprint_covers_every_attribute")),
     Mutant("cli_flag_from_the_prose", "gim_ppl/cli/errors.py",

@@ -18,13 +18,13 @@ What is checked, and how an import is read:
   imports) does make that edge: it reads a half-initialised package, and it is reported.
   Imports under `if TYPE_CHECKING:` never run and make no cycle edge.
 * Layers (a module may import its own layer and the layers below): extras, lazy, errors,
-  data, core = 0;
-  priors, model, joint, readout = 1; inference = 2; datasets, evaluation = 3 (evaluation may
-  import datasets, not the reverse); design = 3.5 (queries on a fitted model: above model,
-  inference and datasets); summary, plots = 4; cli = 5. Package `__init__` files are exempt as
-  importers; a name imported from a package is followed through the package's re-exports to
-  the module that defines it. Importing the top-level `gim_ppl` from inside the package
-  counts as importing the top layer: inside the package, import from the real module.
+  data, core = 0; priors, model, joint, readout, generative, settings = 1; inference = 2;
+  datasets, evaluation = 3 (evaluation may import datasets, not the reverse); design = 3.5
+  (queries on a fitted model: above model, inference and datasets); summary, plots = 4; cli
+  = 5. Package `__init__` files are exempt as importers; a name imported from a package is
+  followed through the package's re-exports to the module that defines it. Importing the
+  top-level `gim_ppl` from inside the package counts as importing the top layer: inside the
+  package, import from the real module.
 * Private names: no module imports or reads another module's `_private` name
   (`from gim_ppl.x import _y`, or `m._y` where `m` is bound to a gim_ppl module by an import).
   Dunder names are fine; a private submodule may be imported by its own package's modules.
@@ -63,6 +63,8 @@ LAYERS = [
     ("gim_ppl.model", 1),
     ("gim_ppl.joint", 1),
     ("gim_ppl.readout", 1),
+    ("gim_ppl.generative", 1),
+    ("gim_ppl.settings", 1),
     ("gim_ppl.inference", 2),
     ("gim_ppl.datasets", 3.0),
     ("gim_ppl.evaluation", 3.5),  # layer 3, above datasets: evaluation may import datasets
