@@ -181,7 +181,7 @@ MUTANTS = [
            "\"priors\", \"pooled\", \"coarsening\")}",
            ("tests/test_checkpoint.py::test_checkpoint_of_other_settings_or_data_is_refused",
             "tests/test_checkpoint.py::test_the_model_fingerprint_covers_every_attribute")),
-    Mutant("cli_flag_from_the_prose", "gim_ppl/cli/errors.py",
+    Mutant("cli_flag_from_the_prose", "gim_ppl/cli/user_errors.py",
            "    return f\"{flag}: {text}\"",
            "    return text",
            ("tests/test_errors.py::test_the_cli_names_the_flag_from_the_argument_not_the"

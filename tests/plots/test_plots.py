@@ -15,7 +15,7 @@ import gim_ppl
 from gim_ppl import plots
 from gim_ppl.datasets import DoseScale
 from gim_ppl.evaluation import metrics
-from gim_ppl.plots import graph as graph_figures
+from gim_ppl.plots import dag as graph_figures
 from tests._problems import random_sites
 
 
