@@ -1,11 +1,22 @@
 """`gim_ppl.lazy`: the names of `gim_ppl`, `gim_ppl.datasets` and `gim_ppl.design` are
 imported on first use, are the objects their modules define, and `import gim_ppl` loads no
-jax."""
+jax and no optional dependency."""
 
+import ast
 import subprocess
 import sys
 
 from tests import ROOT
+
+
+def test_import_gim_ppl_loads_no_optional_dependency():
+    from gim_ppl.extras import EXTRA_OF
+
+    code = "import sys, gim_ppl; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    loaded = set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+    assert loaded & {*EXTRA_OF, "arviz"} == set()  # arviz: imported only inside to_arviz
 
 
 def test_every_subpackage_is_reachable_after_import_gim_ppl():
