@@ -1,19 +1,17 @@
-"""The package's architecture (DESIGN §6), read from the `ast` of every module of gim_ppl/:
-the rules are the tables below, each checked by one small function that
-`test_each_rule_can_fail` also runs on a planted package breaking it.
+"""The package's architecture (DESIGN §6), read from the `ast` of gim_ppl/ and tests/: the
+tables below, each rule checked by a small function that `test_each_rule_can_fail` also runs
+on a planted package breaking it.
 
-* LAYERS: a module imports only its own layer and those before it; every import counts, also
-  inside functions; package `__init__`s are exempt; `gim_ppl` itself is the top layer.
+* LAYERS: a module imports its own layer and those before it, also inside functions
+  (package `__init__`s exempt; `gim_ppl` itself is the top layer). Imports are absolute.
 * No import cycle: `from a.b import c` depends on `a.b.c` (a module) or `a.b`, and on the
   `__init__`s above it but the importer's own; `if TYPE_CHECKING:` imports do not count.
-  Imports are absolute, so that every one is read here.
-* No `_private` name of one module used in another (imported, read as `m._y`, or off an
-  object whose class another module defines), but a package's private submodule; a test
-  uses the private names of the module it tests only (tests/core/test_hill.py: core/hill.py).
-* Packaging: outside LAZY_MODULES optional dependencies (those of EXTRA_OF) are imported
-  inside functions only, and third-party imports are core dependencies or have an extra.
-  That `import gim_ppl` loads none is checked in test_lazy.py, that the core and `gim-ppl
-  demo` run without the other extras in test_extras.py; every module imports (below).
+* No `_private` name of a module used in another (imported, read as `m._y`, or off an object
+  of another module's class), but a package's private submodules; a test may use those of
+  the module it tests (`modules_tested_by`). tests/ mirrors gim_ppl/, but for CROSS_CUTTING tests.
+* Outside LAZY_MODULES extras are imported inside functions only; every third-party import
+  is core or has an extra (EXTRA_OF). test_lazy.py checks that `import gim_ppl` loads none,
+  test_extras.py that the core and `gim-ppl demo` run without the other extras.
 """
 
 from __future__ import annotations
@@ -42,6 +40,8 @@ LAYERS = [  # lowest first; `gim_ppl` itself is above them all
 CORE_IMPORTS = {"jax", "jaxlib", "numpyro", "optax", "numpy", "arviz", "tqdm", "scipy"}
 OPTIONAL = set(EXTRA_OF)  # every module an extra installs
 LAZY_MODULES = ("gim_ppl.evaluation", "gim_ppl.plots", "gim_ppl.cli")  # reached lazily only
+# tests/ mirrors gim_ppl/ (modules_tested_by), but for these tests about no one module
+CROSS_CUTTING = {"architecture", "benchmark_scripts", "docs_blocks", "fuzz", "recovery"}
 
 
 class Module(NamedTuple):
@@ -135,8 +135,7 @@ def class_privates(tree: ast.AST) -> set[str]:
 
 
 def private_uses(parsed: dict[str, Module], readers) -> list[tuple[str, str, str]]:
-    """(reader:line, name, owner) for each private name of a package module `owner` used in
-    another module."""
+    """(reader:line, name, owner) for each private name of a gim_ppl module used in another."""
     owners: dict[str, set[str]] = {}
     for module, mod in parsed.items():
         for name in mod.privates if module.startswith("gim_ppl") else ():
@@ -163,19 +162,28 @@ def private_uses(parsed: dict[str, Module], readers) -> list[tuple[str, str, str
     return sorted(found)
 
 
+def modules_tested_by(test: str) -> set[str]:
+    """tests.core.test_likelihood_moments → {gim_ppl.core.likelihood_moments, ...likelihood}."""
+    *folders, stem = test.split(".")[1:]
+    name = stem.removeprefix("test_")
+    return {".".join(["gim_ppl", *folders, name.rsplit("_", i)[0]])
+            for i in range(name.count("_") + 1)}
+
+
 def foreign_privates_in_tests(parsed: dict[str, Module]) -> list[str]:
-    """Private names a test uses of modules it does not test: tests.core.test_hill tests
-    gim_ppl.core.hill, tests.core.test_likelihood_moments gim_ppl.core.likelihood."""
+    """Private names a test uses of no module it tests (of no owner, if several)."""
     owners: dict[tuple[str, str], set[str]] = {}
     for where, name, owner in private_uses(parsed, [m for m in parsed if m.startswith("tests.")]):
         owners.setdefault((where, name), set()).add(owner)
-    found = []
-    for (where, name), modules in sorted(owners.items()):
-        *folders, stem = where.split(":")[0].split(".")[1:]
-        tested = ".".join(["gim_ppl", *folders, stem.removeprefix("test_")])
-        if not any(tested == m or tested.startswith(m + "_") for m in modules):
-            found.append(f"{where} {name}")
-    return found
+    return [f"{where} {name}" for (where, name), modules in sorted(owners.items())
+            if not modules & modules_tested_by(where.split(":")[0])]
+
+
+def unmirrored_tests(tests, modules) -> list[str]:
+    """Test modules named after no package module, but for those about no one module."""
+    return sorted(t for t in tests if t.rpartition(".")[2].startswith("test_")
+                  and t.removeprefix("tests.test_") not in CROSS_CUTTING
+                  and not modules_tested_by(t) & set(modules))
 
 
 def optional_at_module_level(parsed: dict[str, Module]) -> list[str]:
@@ -193,13 +201,15 @@ SOURCES = sources_of(ROOT / "gim_ppl", "gim_ppl")
 
 
 def test_the_package_follows_every_rule():
-    parsed = parse({**SOURCES, **sources_of(ROOT / "tests", "tests")})
+    tests = sources_of(ROOT / "tests", "tests")
+    parsed = parse({**SOURCES, **tests})
     package = {m: parsed[m] for m in SOURCES}
     assert [m for m in package if layer_of(m) is None] == [], "modules outside LAYERS"
     assert upward_imports(parsed) == [], "imports of a higher layer"
     assert import_cycle(parsed) is None
     assert private_uses(parsed, package) == [], "private names used across modules"
     assert foreign_privates_in_tests(parsed) == [], "tests using others' private names"
+    assert unmirrored_tests(tests, SOURCES) == [], "tests/ mirrors gim_ppl/ (CONTRIBUTING.md)"
     assert optional_at_module_level(package) == [], "optional dependencies at module level"
     assert undeclared_imports(package) == [], "add them to EXTRA_OF or core"
 
@@ -222,6 +232,8 @@ def test_each_rule_can_fail():
         ("gim_ppl.core.hill:4", "_scale", "gim_ppl.model"),
         ("gim_ppl.model:1", "_g", "gim_ppl.core.hill")]
     assert foreign_privates_in_tests(planted) == ["tests.test_data:1 _shift"]
+    assert unmirrored_tests([*planted, "tests.core.test_hill_sums", "tests.test_fuzz"],
+                            planted) == ["tests.test_data"]
     assert optional_at_module_level(planted) == ["gim_ppl.model:3 matplotlib"]
     assert undeclared_imports(planted) == ["gim_ppl.model not_declared_xyz"]
     type_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gim_ppl.model\n"
