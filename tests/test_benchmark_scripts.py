@@ -154,7 +154,7 @@ def test_target_calls_scores_by_hand_and_quick_run(tmp_path):
 
 
 def test_minibatches_modes_parse():
-    """Its fits are covered by tests/test_batching.py; its parser and usage lines are
+    """Its fits are covered by tests/inference/test_batching.py; its parser and usage lines are
     checked with the other slow ones (SLOW)."""
     mb = _load("minibatches")
     assert mb.parse_mode("full") is None and mb.parse_mode("cells:25") == 25

@@ -19,10 +19,10 @@ import pytest
 import gim_ppl
 from gim_ppl.inference import checkpoint as ckpt
 from gim_ppl.inference.schedules import cosine_ramp
+from tests import ROOT
 from tests._problems import small_data
 
 fit_module = importlib.import_module("gim_ppl.inference.fit")
-ROOT = Path(__file__).resolve().parents[1]
 
 # Short chunks keep the tests fast; a checkpoint is written between chunks.
 CHUNK = 20
