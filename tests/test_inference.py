@@ -118,6 +118,7 @@ def test_fit_rejects_data_without_cells():
     (dict(acyclicity_weight="cosine"), TypeError, "acyclicity_weight must be a float"),
     (dict(hooks="yes"), TypeError, "hooks must be a sequence"),
     (dict(hooks=[1.0]), TypeError, "hooks must be objects with init and update"),
+    (dict(hooks=[DualAscent]), TypeError, "hooks must be objects with init and update"),
     (dict(hooks=[DualAscent(), DualAscent(factor=2.0)]), ValueError, "at most one"),
 ])
 def test_fit_validates_its_arguments(options, error, match):
@@ -312,9 +313,9 @@ def test_hooks_are_initialised_then_updated_after_every_chunk(monkeypatch):
 
 def test_hooks_given_keep_the_default_dual_ascent(tmp_path):
     # a checkpoint must not change the fit: dual ascent stays on unless a DualAscent is given
-    hooks = fit_module._with_default_hooks([Checkpointing(tmp_path / "c")])
+    hooks = fit_module.fit_hooks([Checkpointing(tmp_path / "c")])
     assert hooks == (NaNGuard(), DualAscent(), Checkpointing(tmp_path / "c"))
     mine = DualAscent(factor=3.0)
-    assert fit_module._with_default_hooks([Checkpointing(tmp_path / "c"), mine, NaNGuard()]) \
+    assert fit_module.fit_hooks([Checkpointing(tmp_path / "c"), mine, NaNGuard()]) \
         == (NaNGuard(), mine, Checkpointing(tmp_path / "c"))
-    assert fit_module._with_default_hooks(()) == (NaNGuard(), DualAscent())
+    assert fit_module.fit_hooks(()) == (NaNGuard(), DualAscent())

@@ -229,7 +229,7 @@ def fit(
                         f"optax.adam(1e-3), got {type(optimizer).__name__}")
     check_scalar_or_schedule("target_sparsity", target_sparsity)
     check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
-    hooks = _with_default_hooks(hooks)
+    hooks = fit_hooks(hooks)
     data = _fit_data(model, data, batch_size)
     settings = _checkpoint_settings(model, data, key, optimizer, guide, hooks[1], restarts,
                                     batch_size)
@@ -251,18 +251,25 @@ def fit(
     return _fit_result(model, loop, held_out, placed.data, time.perf_counter() - start)
 
 
-def _with_default_hooks(hooks) -> tuple:
-    """`(NaNGuard(), dual ascent, *other hooks)`: the `DualAscent` in `hooks` (at most one)
-    or `DualAscent()`, the others in their order (a `NaNGuard` given is the one already
-    first)."""
+def fit_hooks(hooks: Sequence[Hook] = ()) -> tuple:
+    """The hooks `fit(..., hooks=hooks)` runs between chunks, in order: `NaNGuard()`, the
+    `DualAscent` in `hooks` (at most one) or else `DualAscent()`, then the other hooks in
+    their order (a `NaNGuard` given is the one already first). Dual ascent runs before the
+    others so that a checkpoint holds the state the next chunk starts from.
+
+    Raises:
+        TypeError: `hooks` is not a sequence of objects with `init` and `update`.
+        ValueError: more than one `DualAscent`.
+    """
     if isinstance(hooks, (str, bytes)) or not hasattr(hooks, "__iter__"):
         raise TypeError(f"hooks must be a sequence of hooks (objects with init and update, "
                         f"e.g. [Checkpointing(path)]), got {type(hooks).__name__}")
     hooks = list(hooks)
-    bad = [h for h in hooks if not isinstance(h, Hook)]
+    bad = [h for h in hooks if isinstance(h, type) or not isinstance(h, Hook)]
     if bad:
         raise TypeError(f"hooks must be objects with init and update methods (DualAscent, "
-                        f"Checkpointing, ...), got {type(bad[0]).__name__}")
+                        f"Checkpointing, ...), got "
+                        f"{bad[0] if isinstance(bad[0], type) else type(bad[0]).__name__}")
     duals = [h for h in hooks if isinstance(h, DualAscent)]
     if len(duals) > 1:
         raise ValueError(f"hooks holds {len(duals)} DualAscent values; give at most one")
@@ -412,4 +419,4 @@ def _progress_bar(total, enabled):
 
 __all__ = ["CHUNK_STEPS", "Checkpointing", "DualAscent", "FitLoop", "FitResult", "FitState",
            "Hook", "NaNGuard", "acyclicity_weight_at", "cycle_gain", "dual_ascent_step", "fit",
-           "fit_init", "fit_step"]
+           "fit_hooks", "fit_init", "fit_step"]
