@@ -2,7 +2,8 @@
 
 Public API (DESIGN §4): `PerturbationData`, `Priors`, `GIM`, `allowed_edges` (background
 knowledge as an edge mask), `fit` (with `cosine_ramp`,
-`DualAscent`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`,
+`DualAscent`, `Checkpointing`, `Sharded`, `RestartSelection`; composed of `fit_init` and
+`fit_step`), `init_from_data`, `FitResult`, `run_mcmc`, `diagnose`, `to_arviz`,
 `initialize_distributed` and `share_moments` (multi-process fits), `ArgumentError` (the
 `ValueError` of a bad argument, naming it as `.argument`), and the submodules
 `datasets`, `metrics`, `baselines`, `plots`, `summary` (result tables), `design` and
@@ -25,10 +26,12 @@ __getattr__, __dir__ = lazy_exports(
     {
         "gim_ppl.data": ["PerturbationData"],
         "gim_ppl.errors": ["ArgumentError"],
-        "gim_ppl.inference": ["DualAscent", "FitResult", "cosine_ramp", "cross_fit",
-                              "diagnose", "fit", "init_from_data", "initialize_distributed",
-                              "mean_intervals", "PerturbationBatches", "run_mcmc",
-                              "share_moments", "to_arviz"],
+        "gim_ppl.inference": ["Checkpointing", "DualAscent", "FitResult", "FitState",
+                              "RestartSelection", "Sharded", "cosine_ramp", "cross_fit",
+                              "diagnose", "fit", "fit_init", "fit_step", "init_from_data",
+                              "initialize_distributed", "mean_intervals",
+                              "PerturbationBatches", "run_mcmc", "share_moments",
+                              "to_arviz"],
         "gim_ppl.knowledge": ["allowed_edges"],
         "gim_ppl.model": ["GIM"],
         "gim_ppl.priors": ["Priors"],
@@ -51,11 +54,15 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "GIM",
     "ArgumentError",
+    "Checkpointing",
     "DualAscent",
     "FitResult",
+    "FitState",
     "PerturbationBatches",
     "PerturbationData",
     "Priors",
+    "RestartSelection",
+    "Sharded",
     "allowed_edges",
     "baselines",
     "cosine_ramp",
@@ -64,6 +71,8 @@ __all__ = [
     "diagnose",
     "evaluation",
     "fit",
+    "fit_init",
+    "fit_step",
     "init_from_data",
     "initialize_distributed",
     "metrics",

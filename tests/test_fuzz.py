@@ -32,7 +32,7 @@ from gim_ppl import GIM, ArgumentError, PerturbationData
 from gim_ppl.evaluation import metrics
 from tests._problems import random_sites, small_data
 
-fit_module = importlib.import_module("gim_ppl.inference.fit")
+steps_module = importlib.import_module("gim_ppl.inference.steps")
 
 FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None,
                 print_blob=True, suppress_health_check=list(HealthCheck))
@@ -285,13 +285,27 @@ class _Reached(Exception):
 
 
 FIT_ARGS = {"steps": 5, "batch_size": None, "restarts": 1, "validation": None,
-            "target_sparsity": None, "acyclicity_weight": None, "dual_ascent": True,
-            "optimizer": None, "checkpoint_every": None, "devices": None}
+            "target_sparsity": None, "acyclicity_weight": None, "hooks": (),
+            "optimizer": None, "every": None, "devices": None}
 
 
 @pytest.fixture(scope="module")
 def fit_problem():
     return GIM(3, 2), small_data()
+
+
+def _fit_call(model, train, tmp_path, kw):
+    """`fit` with the drawn arguments, the values built inside the call: `validation` in a
+    `RestartSelection`, `every` in a `Checkpointing` hook, `devices` in `Sharded`."""
+    kw = dict(kw)
+    validation, every, devices = kw.pop("validation"), kw.pop("every"), kw.pop("devices")
+    if validation is not None:
+        kw["restarts"] = gim_ppl.RestartSelection(kw["restarts"], validation)
+    if every is not None:
+        kw["hooks"] = [gim_ppl.Checkpointing(tmp_path / "fit.ckpt", every=every)]
+    if devices is not None:
+        kw["batch_size"] = gim_ppl.Sharded(devices)
+    return gim_ppl.fit(model, train, key=jax.random.key(0), progress=False, **kw)
 
 
 @FUZZ
@@ -303,17 +317,14 @@ def test_fit_validates_its_arguments_before_computing(fit_problem, monkeypatch, 
     kw = dict(FIT_ARGS)
     for name in broken:
         kw[name] = data.draw(WEIRD_SCALAR, label=name)
-    if kw["checkpoint_every"] is not None:
-        kw["checkpoint"] = tmp_path / "fit.ckpt"
 
     def stop(*args, **kwargs):
         raise _Reached
 
     with monkeypatch.context() as m:
-        m.setattr(fit_module, "SVI", stop)
+        m.setattr(steps_module, "SVI", stop)
         try:
-            check_call("fit", lambda: gim_ppl.fit(model, train, key=jax.random.key(0),
-                                                  progress=False, **kw),
+            check_call("fit", lambda: _fit_call(model, train, tmp_path, kw),
                        {}, set(broken) | ({"validation"} if "restarts" in broken else set()))
         except _Reached:
             OUTCOMES["fit", "validated, stopped before SVI"] += 1

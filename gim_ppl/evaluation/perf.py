@@ -108,15 +108,14 @@ def restart_timing(restarts: int, *, steps: int = 4000, warm_steps: int = 1000,
     """Seconds per step of `fit(..., restarts=R)` on the default benchmark without compile
     and set-up: after one warm-up fit (compiles), the time of a `steps` fit minus that of a
     `warm_steps` fit, over the difference in steps. Full batch, exact marginal, nothing held
-    out (`validation=0`)."""
+    out (`RestartSelection(R, validation=0)`)."""
     from gim_ppl.datasets import synthetic_hill
-    from gim_ppl.inference import fit
+    from gim_ppl.inference import RestartSelection, fit
 
     bench = synthetic_hill(seed)
     model = GIM(bench.train.n_vars, bench.train.n_features)
-    kw = dict(key=jax.random.key(0), progress=False, restarts=restarts)
-    if restarts > 1:
-        kw["validation"] = 0
+    selection = RestartSelection(restarts, validation=0) if restarts > 1 else restarts
+    kw = dict(key=jax.random.key(0), progress=False, restarts=selection)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # restarts' agreement is not what is timed
         fit(model, bench.train, steps=warm_steps, **kw)

@@ -2,6 +2,10 @@
 sufficient statistics are unbiased for the full data's, minibatches of whole perturbations
 whose log-likelihood is unbiased for the full data's, and data-parallel placement.
 
+How `fit` reads the cells is a value, its `batch_size`: None (every cell every step), an int
+(`stratified_batch`), `PerturbationBatches` (`perturbation_batch`) or `Sharded` (every cell,
+split over devices: `shard_cells`); `batch_source` turns it into the `Batch` of each step.
+
 Why two kinds of minibatch. A context's targets are latent and shared by all its cells (by
 all contexts of a perturbation with shared targets), so its term of the log-likelihood is a
 mixture over targets, `log Σ_t p(t) exp L(t)`, non-linear in the context's sums. Cells
@@ -17,6 +21,7 @@ sum over cells and is estimated from a subsample of cells.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -169,6 +174,91 @@ def perturbation_batch(key, data: PerturbationData, index: PerturbationBatchInde
     return data.replace(x=data.x[cells], context=context), weight, context_weights
 
 
+class Sharded(NamedTuple):
+    """Every cell every step, split over `devices` along the cell axis (data parallel;
+    `fit(..., batch_size=Sharded(jax.devices()))`, see `shard_cells`). Sharded cells are not
+    also minibatched: one value of `batch_size` says how a step reads the cells.
+
+    Attributes:
+        devices: a non-empty sequence of JAX devices.
+    """
+
+    devices: Sequence
+
+
+class Batch(NamedTuple):
+    """The cells one step reads and their weights (what `fit_step` takes).
+
+    Attributes:
+        data: `PerturbationData` with cells, `x (n_batch_cells, n_vars)`.
+        cell_weights: `(n_batch_cells,)` weight of each cell's term, or None (all 1).
+        context_weights: `(n_contexts,)` weight of each context's term, or None (all 1).
+    """
+
+    data: PerturbationData
+    cell_weights: jnp.ndarray | None = None
+    context_weights: jnp.ndarray | None = None
+
+
+def check_batch_size(batch_size):
+    """`fit`'s `batch_size` checked: None, an int >= 1, a `PerturbationBatches` or a
+    `Sharded` with a non-empty sequence of JAX devices (as a tuple).
+
+    Raises:
+        ValueError, TypeError: naming `batch_size` (or `Sharded.devices`).
+    """
+    if batch_size is None or isinstance(batch_size, PerturbationBatches):
+        return batch_size
+    if isinstance(batch_size, Sharded):
+        devices = batch_size.devices
+        if isinstance(devices, (str, bytes)) or not hasattr(devices, "__iter__"):
+            raise TypeError(f"Sharded.devices must be a sequence of JAX devices (e.g. "
+                            f"jax.devices()), got {type(devices).__name__}")
+        devices = tuple(devices)
+        if not devices or not all(isinstance(d, jax.Device) for d in devices):
+            raise ValueError(f"Sharded.devices must be a non-empty sequence of JAX devices "
+                             f"(e.g. jax.devices()), got {devices!r}")
+        return Sharded(devices)
+    return check_integer("batch_size", batch_size)
+
+
+def batch_source(data: PerturbationData, batch_size, key
+                 ) -> tuple[Batch, Callable[[jnp.ndarray, Batch], Batch]]:
+    """`(placed, batch_at)`: the data as a fit holds it and a jittable `batch_at(step,
+    placed) -> Batch` giving step `step`'s batch.
+
+    Args:
+        data: `PerturbationData` with cells, `x (n_cells, n_vars)`.
+        batch_size: a value `check_batch_size` accepts.
+        key: PRNG key of the minibatches (step `s` draws with `fold_in(key, s)`).
+
+    Returns:
+        `placed`: `Batch(data)`, or with `Sharded` the sharded data and its padding weights
+        (`shard_cells`). `batch_at` returns `placed` itself for None and `Sharded`, else a
+        minibatch of `placed.data` (`stratified_batch`, `perturbation_batch`). Pass `placed`
+        as an argument of a jitted function rather than closing over it, so that sharded
+        arrays keep their placement.
+    """
+    if isinstance(batch_size, Sharded):
+        placed = Batch(*shard_cells(data, batch_size.devices))
+    else:
+        placed = Batch(data)
+    if batch_size is None or isinstance(batch_size, Sharded):
+        return placed, lambda step, placed: placed
+    if isinstance(batch_size, PerturbationBatches):
+        index = PerturbationBatchIndex.build(data, batch_size)
+
+        def batch_at(step, placed):
+            return Batch(*perturbation_batch(jax.random.fold_in(key, step), placed.data,
+                                             index))
+    else:
+        index = BatchIndex.build(data, int(batch_size))
+
+        def batch_at(step, placed):
+            return Batch(*stratified_batch(jax.random.fold_in(key, step), placed.data, index))
+    return placed, batch_at
+
+
 def shard_cells(data: PerturbationData, devices):
     """Place the cells of `data` split over `devices` along the cell axis (per-context arrays
     replicated), so a jitted likelihood runs data-parallel: each device sums its cells'
@@ -183,7 +273,8 @@ def shard_cells(data: PerturbationData, devices):
 
     Returns:
         `(sharded PerturbationData, cell_weights (n_padded,))` — pass the weights to the
-        model (`cell_weights=`); `fit(..., devices=)` does this for you.
+        model (`cell_weights=`); `fit(..., batch_size=Sharded(devices))` does this for
+        you.
     """
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -209,5 +300,6 @@ def shard_cells(data: PerturbationData, devices):
     return sharded, put(weights, rows)
 
 
-__all__ = ["BatchIndex", "PerturbationBatchIndex", "PerturbationBatches", "perturbation_batch",
-           "shard_cells", "stratified_batch"]
+__all__ = ["Batch", "BatchIndex", "PerturbationBatchIndex", "PerturbationBatches", "Sharded",
+           "batch_source", "check_batch_size", "perturbation_batch", "shard_cells",
+           "stratified_batch"]

@@ -199,7 +199,7 @@ def _commit(tmp: str, path: str) -> None:
 
 
 def read_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint written by `fit(..., checkpoint=path)`.
+    """Read a checkpoint written by `fit(..., hooks=[Checkpointing(path)])`.
 
     Raises:
         ValueError: `path` is missing, not a checkpoint, or of another format.

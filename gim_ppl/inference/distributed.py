@@ -14,8 +14,8 @@ Launch one process per host or GPU (see docs/performance.md for a SLURM recipe):
     local = data.take_cells(rank, 2)              # or load this process's shard
     result = gim_ppl.fit(gim_ppl.GIM(d, p), local, steps=..., key=jax.random.key(0))
 
-MLP mechanisms have no moments: their multi-process fits are refused (use `devices=` on one
-host instead).
+MLP mechanisms have no moments: their multi-process fits are refused (use
+`batch_size=Sharded(devices)` on one host instead).
 """
 
 from __future__ import annotations

@@ -12,13 +12,40 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.autoguide import AutoDelta, AutoGuide
 
+from gim_ppl.checks import check_integer
 from gim_ppl.data import PerturbationData
 from gim_ppl.inference.init import init_from_data
 from gim_ppl.model import GIM
 
 
+class RestartSelection(NamedTuple):
+    """R restarts and the perturbations they are selected on
+    (`fit(..., restarts=RestartSelection(4, validation=0.25))`; an int R means
+    `RestartSelection(R)`).
+
+    Attributes:
+        n: the number of initialisations R (>= 1).
+        validation: with R > 1, the held-out perturbations: a fraction in (0, 1) of the
+            perturbations of the data (None: 0.2), a `PerturbationData` with cells (then the
+            data is used whole), or 0 to select by the final training loss
+            (`split_validation`).
+    """
+
+    n: int
+    validation: float | PerturbationData | None = None
+
+
+def check_restarts(restarts) -> RestartSelection:
+    """`fit`'s `restarts` (an int or a `RestartSelection`) as a `RestartSelection`, its count
+    checked (`restarts must be an integer >= 1`)."""
+    if isinstance(restarts, RestartSelection):
+        return restarts._replace(n=check_integer("restarts", restarts.n))
+    return RestartSelection(check_integer("restarts", restarts))
+
+
 class Restarts(NamedTuple):
-    """Every restart of a `fit(..., restarts=R)` and how one was chosen.
+    """Every restart of a `fit(..., restarts=R)` and how one was chosen (the report;
+    `RestartSelection` is the setting).
 
     Attributes:
         sites: the fitted sites of every restart, each with a leading `(R,)` restart axis
@@ -189,5 +216,6 @@ def keep_live_restarts(alive, new, old):
     return jax.tree_util.tree_map(pick, new, old)
 
 
-__all__ = ["RESTART_JITTER", "Agreement", "Restarts", "keep_live_restarts",
-           "restart_agreement", "restart_guides", "select_restart", "split_validation"]
+__all__ = ["RESTART_JITTER", "Agreement", "RestartSelection", "Restarts", "check_restarts",
+           "keep_live_restarts", "restart_agreement", "restart_guides", "select_restart",
+           "split_validation"]

@@ -69,9 +69,9 @@ def test_fit_rejects_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=2, key=jax.random.key(0),
                     batch_size=0, progress=False)
-    with pytest.raises(ValueError, match="batch_size or devices"):
+    with pytest.raises(ValueError, match="devices must be a non-empty sequence"):
         gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=2, key=jax.random.key(0),
-                    batch_size=2, devices=jax.devices(), progress=False)
+                    batch_size=gim_ppl.Sharded([]), progress=False)
 
 
 def test_shard_cells_on_one_device_keeps_the_data():
@@ -125,7 +125,7 @@ SHARDED = textwrap.dedent("""
         np.testing.assert_allclose(g2[k], g1[k], rtol=1e-3, atol=1e-2 * float(jnp.abs(g1[k]).max()))
     r1 = gim_ppl.fit(model, data, steps=20, key=jax.random.key(0), progress=False)
     r2 = gim_ppl.fit(model, data, steps=20, key=jax.random.key(0), progress=False,
-                     devices=jax.devices())
+                     batch_size=gim_ppl.Sharded(jax.devices()))
     np.testing.assert_allclose(r2.losses, r1.losses, rtol=1e-4)
     print("OK")
 """)

@@ -1,8 +1,9 @@
-"""Resumable fits: `fit(..., checkpoint=, resume=)` continues a run bit for bit, survives a
-kill while writing, and refuses checkpoints of other settings or data."""
+"""Resumable fits: `fit(..., hooks=[Checkpointing(path, resume=)])` continues a run bit for
+bit, survives a kill while writing, and refuses checkpoints of other settings or data."""
 
 import dataclasses
 import importlib
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import optax
 import pytest
 
 import gim_ppl
+from gim_ppl.inference import Checkpointing, DualAscent, RestartSelection, Sharded
 from gim_ppl.inference import checkpoint as ckpt
 from gim_ppl.inference.schedules import cosine_ramp
 from tests import ROOT
@@ -27,6 +29,8 @@ fit_module = importlib.import_module("gim_ppl.inference.fit")
 # Short chunks keep the tests fast; a checkpoint is written between chunks.
 CHUNK = 20
 STEPS = 80
+#: λ as scheduled (dual ascent never fires)
+NO_DUAL_ASCENT = DualAscent(max_cycle_gain=math.inf)
 
 
 class Interrupted(Exception):
@@ -58,35 +62,40 @@ def test_interrupted_fit_resumes_bit_for_bit(monkeypatch, tmp_path):
     # that always fires (the resumed run must take the dual step its checkpoint was
     # written before). The plain exact fit is resumed in a new process below.
     model, data = gim_ppl.GIM(3, 2, marginal="relaxed_mc", n_mc=4), small_data()
-    kw = dict(steps=STEPS, key=jax.random.key(0), progress=False, batch_size=3,
-              dual_ascent=gim_ppl.DualAscent(max_cycle_gain=-1.0))
+    kw = dict(steps=STEPS, key=jax.random.key(0), progress=False, batch_size=3)
+    dual = DualAscent(max_cycle_gain=-1.0)
     monkeypatch.setattr(fit_module, "CHUNK_STEPS", CHUNK)
     path = tmp_path / "fit.ckpt"
-    full = gim_ppl.fit(model, data, **kw)
+    full = gim_ppl.fit(model, data, hooks=[dual], **kw)
     with monkeypatch.context() as m:
         _interrupt_after(m, STEPS // 2)
         with pytest.raises(Interrupted):
-            gim_ppl.fit(model, data, checkpoint=path, **kw)
+            gim_ppl.fit(model, data, hooks=[dual, Checkpointing(path)], **kw)
     assert ckpt.read_checkpoint(path).header["steps_done"] == STEPS // 2
-    _assert_same_run(full, gim_ppl.fit(model, data, resume=path, **kw))
+    # the hooks in another order: dual ascent still runs before the checkpoint is written
+    _assert_same_run(full, gim_ppl.fit(model, data, hooks=[Checkpointing(None, resume=path),
+                                                           dual], **kw))
 
 
 def test_finished_run_extends_to_more_steps(monkeypatch, tmp_path):
     # fit(N) then fit(2N, resume=) = fit(2N) when the schedules agree on the first N steps
     monkeypatch.setattr(fit_module, "CHUNK_STEPS", CHUNK)
     model, data = gim_ppl.GIM(3, 2), small_data()
-    kw = dict(key=jax.random.key(0), progress=False, dual_ascent=False,
+    kw = dict(key=jax.random.key(0), progress=False,
               target_sparsity=cosine_ramp(1.0, STEPS - 1),
               acyclicity_weight=cosine_ramp(10.0, STEPS / 2))
     path = tmp_path / "fit.ckpt"
-    full = gim_ppl.fit(model, data, steps=STEPS, **kw)
-    half = gim_ppl.fit(model, data, steps=STEPS // 2, checkpoint=path, **kw)
+    full = gim_ppl.fit(model, data, steps=STEPS, hooks=[NO_DUAL_ASCENT], **kw)
+    half = gim_ppl.fit(model, data, steps=STEPS // 2,
+                       hooks=[NO_DUAL_ASCENT, Checkpointing(path)], **kw)
     np.testing.assert_array_equal(half.losses, full.losses[: STEPS // 2])
-    _assert_same_run(full, gim_ppl.fit(model, data, steps=STEPS, resume=path, **kw))
+    _assert_same_run(full, gim_ppl.fit(model, data, steps=STEPS,
+                                       hooks=[NO_DUAL_ASCENT, Checkpointing(None, resume=path)],
+                                       **kw))
     # the default ramps stretch with `steps`: extending with them is refused
     with pytest.raises(ValueError, match="schedule gives other values"):
-        gim_ppl.fit(model, data, steps=STEPS, resume=path, key=jax.random.key(0),
-                    progress=False, dual_ascent=False)
+        gim_ppl.fit(model, data, steps=STEPS, key=jax.random.key(0), progress=False,
+                    hooks=[NO_DUAL_ASCENT, Checkpointing(None, resume=path)])
 
 
 def test_checkpoint_every_is_rounded_up_to_whole_chunks(monkeypatch, tmp_path):
@@ -96,21 +105,22 @@ def test_checkpoint_every_is_rounded_up_to_whole_chunks(monkeypatch, tmp_path):
     monkeypatch.setattr(ckpt, "write_checkpoint", lambda path, state, **kw: (
         written.append(kw["header"]["steps_done"]), write(path, state, **kw)))
     gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=100, key=jax.random.key(0),
-                progress=False, checkpoint=tmp_path / "c", checkpoint_every=30)
+                progress=False, hooks=[Checkpointing(tmp_path / "c", every=30)])
     assert written == [40, 80, 100]
-    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1"):
-        gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=5, key=jax.random.key(0),
-                    checkpoint=tmp_path / "c", checkpoint_every=0)
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
+        Checkpointing(tmp_path / "c", every=0)
+    with pytest.raises(ValueError, match="every needs a path"):
+        Checkpointing(None, every=10)
     with pytest.raises(ValueError, match="no checkpoint file"):
         gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=5, key=jax.random.key(0),
-                    resume=tmp_path / "missing")
+                    hooks=[Checkpointing(None, resume=tmp_path / "missing")])
 
 
 @pytest.fixture(scope="module")
 def written_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "fit.ckpt"
     gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=10, key=jax.random.key(0),
-                progress=False, checkpoint=path)
+                progress=False, hooks=[Checkpointing(path)])
     return path
 
 
@@ -127,16 +137,18 @@ def written_checkpoint(tmp_path_factory):
     (dict(model=gim_ppl.GIM(3, 2, target_sparsity=2.0)), "other model.target_sparsity"),
     (dict(key=jax.random.key(1)), "other key"),
     (dict(batch_size=4), "other batch_size"),
-    (dict(restarts=2, validation=0), "other restarts"),
+    (dict(batch_size=Sharded(jax.devices()[:1])), "other devices"),
+    (dict(restarts=RestartSelection(2, validation=0)), "other restarts"),
     (dict(optimizer=optax.sgd(1e-3)), "other state_layout"),
-    (dict(dual_ascent=False), "other dual_ascent"),
+    (dict(hooks=[NO_DUAL_ASCENT]), "other dual_ascent"),
     (dict(steps=5), "10 steps done, more than steps=5"),
 ])
 def test_checkpoint_of_other_settings_or_data_is_refused(written_checkpoint, change, match):
     kw = dict(model=gim_ppl.GIM(3, 2), data=small_data(), steps=10, key=jax.random.key(0),
               progress=False) | change
+    hooks = [*kw.pop("hooks", []), Checkpointing(None, resume=written_checkpoint)]
     with pytest.raises(ValueError, match=match):
-        gim_ppl.fit(kw.pop("model"), kw.pop("data"), resume=written_checkpoint, **kw)
+        gim_ppl.fit(kw.pop("model"), kw.pop("data"), hooks=hooks, **kw)
 
 
 def test_the_model_fingerprint_covers_every_attribute(written_checkpoint):
@@ -160,7 +172,8 @@ def test_the_model_fingerprint_covers_every_attribute(written_checkpoint):
         future_setting: float = 0.5
 
     model = Future(3, 2)
-    kw = dict(steps=10, key=jax.random.key(0), progress=False, resume=written_checkpoint)
+    kw = dict(steps=10, key=jax.random.key(0), progress=False,
+              hooks=[Checkpointing(None, resume=written_checkpoint)])
     with pytest.raises(ValueError, match=r'other model\.future_setting: "absent" in the '
                                          r"checkpoint, 0\.5 now"):
         gim_ppl.fit(model, small_data(), **kw)
@@ -174,7 +187,7 @@ def test_checkpoint_of_another_package_version_is_refused(written_checkpoint, mo
     monkeypatch.setattr(ckpt, "package_version", lambda: "0.0.0-other")
     with pytest.raises(ValueError, match="other version"):
         gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=10, key=jax.random.key(0),
-                    progress=False, resume=written_checkpoint)
+                    progress=False, hooks=[Checkpointing(None, resume=written_checkpoint)])
 
 
 def test_not_a_checkpoint_is_refused(tmp_path):
@@ -189,6 +202,7 @@ import importlib, os, sys, time
 sys.path.insert(0, {root!r})
 import jax
 import gim_ppl
+from gim_ppl.inference import Checkpointing, DualAscent, RestartSelection, Sharded
 from gim_ppl.inference import checkpoint as ckpt
 from tests._problems import small_data
 fit_module = importlib.import_module("gim_ppl.inference.fit")
@@ -204,7 +218,7 @@ def commit_slowly(tmp, path):
 
 ckpt._commit = commit_slowly
 gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps={steps}, key=jax.random.key(0),
-            progress=False, checkpoint={path!r})
+            progress=False, hooks=[gim_ppl.Checkpointing({path!r})])
 """
 
 
@@ -234,4 +248,4 @@ def test_kill_while_writing_leaves_the_previous_checkpoint(monkeypatch, tmp_path
     kw = dict(steps=STEPS, key=jax.random.key(0), progress=False)
     model, data = gim_ppl.GIM(3, 2), small_data()
     _assert_same_run(gim_ppl.fit(model, data, **kw),
-                     gim_ppl.fit(model, data, resume=path, **kw))
+                     gim_ppl.fit(model, data, hooks=[Checkpointing(None, resume=path)], **kw))

@@ -10,7 +10,20 @@ import optax
 import pytest
 
 import gim_ppl
-from gim_ppl.inference import DualAscent, FitState, cosine_ramp, cycle_gain, dual_ascent_step
+from gim_ppl.inference import (
+    Batch,
+    Checkpointing,
+    DualAscent,
+    FitState,
+    NaNGuard,
+    RestartSelection,
+    Sharded,
+    cosine_ramp,
+    cycle_gain,
+    dual_ascent_step,
+    fit_init,
+    fit_step,
+)
 from tests._problems import small_data
 
 fit_module = importlib.import_module("gim_ppl.inference.fit")
@@ -97,13 +110,16 @@ def test_fit_rejects_data_without_cells():
     (dict(steps=float("nan")), ValueError, "steps must be an integer >= 1"),
     (dict(steps="10"), TypeError, "steps must be an integer >= 1"),
     (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
-    (dict(devices=0), TypeError, "devices must be a sequence of JAX devices"),
-    (dict(batch_size=4, devices=jax.devices()), ValueError, "batch_size or devices"),
+    (dict(batch_size=Sharded(0)), TypeError, "devices must be a sequence of JAX devices"),
+    (dict(batch_size=Sharded([])), ValueError, "devices must be a non-empty sequence"),
     (dict(optimizer=1e-3), TypeError, "optimizer must be an optax GradientTransformation"),
     (dict(target_sparsity=-1.0), ValueError, "target_sparsity must be >= 0"),
     (dict(acyclicity_weight=-0.5), ValueError, "acyclicity_weight must be >= 0"),
     (dict(acyclicity_weight="cosine"), TypeError, "acyclicity_weight must be a float"),
-    (dict(dual_ascent="yes"), TypeError, "dual_ascent must be"),
+    (dict(hooks="yes"), TypeError, "hooks must be a sequence"),
+    (dict(hooks=[1.0]), TypeError, "hooks must be objects with init and update"),
+    (dict(hooks=[DualAscent]), TypeError, "hooks must be objects with init and update"),
+    (dict(hooks=[DualAscent(), DualAscent(factor=2.0)]), ValueError, "at most one"),
 ])
 def test_fit_validates_its_arguments(options, error, match):
     kw = dict(steps=5, key=jax.random.key(0), progress=False) | options
@@ -200,10 +216,9 @@ def test_dual_ascent_raises_lambda_inside_fit(monkeypatch):
     monkeypatch.setattr(fit_module, "CHUNK_STEPS", 20)
     kw = dict(steps=80, key=jax.random.key(0), progress=False, optimizer=optax.adam(3e-2),
               acyclicity_weight=1.0)
-    plain = gim_ppl.fit(model, data, dual_ascent=False, **kw)
-    never = gim_ppl.fit(model, data, dual_ascent=DualAscent(max_cycle_gain=math.inf), **kw)
-    always = gim_ppl.fit(model, data, dual_ascent=DualAscent(max_cycle_gain=-1.0, start=0.5),
-                         **kw)
+    plain = gim_ppl.fit(model, data, hooks=[DualAscent(max_cycle_gain=math.inf)], **kw)
+    never = gim_ppl.fit(model, data, hooks=[DualAscent(max_cycle_gain=1e9)], **kw)
+    always = gim_ppl.fit(model, data, hooks=[DualAscent(max_cycle_gain=-1.0, start=0.5)], **kw)
     np.testing.assert_array_equal(plain.losses, never.losses)
     np.testing.assert_array_equal(always.losses[:40], plain.losses[:40])
     assert always.losses[40] > plain.losses[40]
@@ -215,11 +230,92 @@ def test_dual_ascent_raises_lambda_of_every_restart(monkeypatch):
     model = gim_ppl.GIM(3, 2)
     monkeypatch.setattr(fit_module, "CHUNK_STEPS", 20)
     kw = dict(steps=80, key=jax.random.key(0), progress=False, optimizer=optax.adam(3e-2),
-              acyclicity_weight=1.0, restarts=2, validation=0)
+              acyclicity_weight=1.0, restarts=RestartSelection(2, validation=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain = gim_ppl.fit(model, data, dual_ascent=False, **kw).restarts.losses
-        always = gim_ppl.fit(model, data, dual_ascent=DualAscent(max_cycle_gain=-1.0, start=0.5),
+        plain = gim_ppl.fit(model, data, hooks=[DualAscent(max_cycle_gain=math.inf)],
+                            **kw).restarts.losses
+        always = gim_ppl.fit(model, data, hooks=[DualAscent(max_cycle_gain=-1.0, start=0.5)],
                              **kw).restarts.losses
     np.testing.assert_array_equal(always[:, :40], plain[:, :40])
     assert np.all(always[:, 40] > plain[:, 40])
+
+
+def test_fit_is_fit_init_then_fit_step():
+    # `fit` is composed of the public pieces: a hand loop of fit_init and fit_step (jitted
+    # step by step, where fit scans chunks) with fit's key split, data and default ramps
+    # gives its parameters and losses
+    data, model, steps = small_data(), gim_ppl.GIM(3, 2), 60
+    key = jax.random.key(3)
+    res = gim_ppl.fit(model, data, steps=steps, key=key, optimizer=optax.adam(3e-2),
+                      progress=False)
+    train = model.with_moments(data)  # what fit reads for a linear GIM
+    init_key, _ = jax.random.split(key)  # fit keeps the second key for minibatches
+    state = fit_init(model, train, init_key, optimizer=optax.adam(3e-2))
+    betas = cosine_ramp(model.target_sparsity, steps - 1)(jnp.arange(steps))
+    lams = cosine_ramp(model.acyclicity_weight, 0.5 * (steps - 1))(jnp.arange(steps))
+    step = jax.jit(fit_step)
+    losses = []
+    for t in range(steps):
+        state, loss = step(state, Batch(train), betas[t], lams[t])
+        losses.append(float(loss))
+    np.testing.assert_allclose(res.losses, losses, rtol=1e-5)
+    params = state.svi.get_params(state.svi_state)
+    assert set(params) == set(res.svi_result.params)
+    for name, value in params.items():
+        np.testing.assert_allclose(res.svi_result.params[name], value, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_fit_step_vmaps_over_restarts():
+    # R restarts stacked by fit_init step as one program: restart r of the stack takes the
+    # step restart r takes alone (same start, same λ)
+    data, model = small_data(), gim_ppl.GIM(3, 2)
+    state = fit_init(model, data, jax.random.key(0), restarts=2)
+    assert state.restarts == 2 and state.acyclicity_scale.shape == (2,)
+    new, loss = fit_step(state, data, 0.5, jnp.asarray([1.0, 2.0]))
+    assert loss.shape == (2,)
+    for r in range(2):
+        one = FitState(jax.tree_util.tree_map(lambda a, r=r: a[r], state.svi_state),
+                       state.acyclicity_scale[r], state.svi)
+        alone, loss_r = fit_step(one, data, 0.5, [1.0, 2.0][r])
+        np.testing.assert_allclose(loss[r], loss_r, rtol=1e-5)
+        for name, value in alone.svi.get_params(alone.svi_state).items():
+            np.testing.assert_allclose(new.svi.get_params(new.svi_state)[name][r], value,
+                                       rtol=1e-5, atol=1e-6)
+
+
+class _Recorder:
+    """A hook that records when fit calls it and threads a counter as its state."""
+
+    def __init__(self):
+        self.calls = []
+
+    def init(self, loop):
+        self.calls.append(("init", loop.done, None))
+        return 0, loop
+
+    def update(self, count, loop):
+        assert isinstance(loop.state, FitState) and loop.previous is not None
+        self.calls.append(("update", loop.done, count))
+        return count + 1, loop
+
+
+def test_hooks_are_initialised_then_updated_after_every_chunk(monkeypatch):
+    monkeypatch.setattr(fit_module, "CHUNK_STEPS", 10)
+    hook = _Recorder()
+    res = gim_ppl.fit(gim_ppl.GIM(3, 2), small_data(), steps=35, key=jax.random.key(0),
+                      progress=False, hooks=[hook])
+    assert hook.calls == [("init", 0, None), ("update", 10, 0), ("update", 20, 1),
+                          ("update", 30, 2), ("update", 35, 3)]
+    assert res.losses.shape == (35,)
+
+
+def test_hooks_given_keep_the_default_dual_ascent(tmp_path):
+    # a checkpoint must not change the fit: dual ascent stays on unless a DualAscent is given
+    hooks = fit_module.fit_hooks([Checkpointing(tmp_path / "c")])
+    assert hooks == (NaNGuard(), DualAscent(), Checkpointing(tmp_path / "c"))
+    mine = DualAscent(factor=3.0)
+    assert fit_module.fit_hooks([Checkpointing(tmp_path / "c"), mine, NaNGuard()]) \
+        == (NaNGuard(), mine, Checkpointing(tmp_path / "c"))
+    assert fit_module.fit_hooks(()) == (NaNGuard(), DualAscent())

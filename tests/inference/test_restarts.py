@@ -10,7 +10,7 @@ import pytest
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 import gim_ppl
-from gim_ppl.inference import restart_agreement
+from gim_ppl.inference import RestartSelection, restart_agreement
 from tests._problems import brute_force_loglik, random_sites, small_data
 
 
@@ -34,8 +34,8 @@ def restarted():
     model = gim_ppl.GIM(3, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = gim_ppl.fit(model, data, steps=300, key=jax.random.key(0), restarts=3,
-                          validation=0.34, progress=False)
+        res = gim_ppl.fit(model, data, steps=300, key=jax.random.key(0),
+                          restarts=RestartSelection(3, validation=0.34), progress=False)
     return model, data, res
 
 
@@ -63,8 +63,8 @@ def test_restarts_keep_every_restart_and_select_by_held_out_likelihood(restarted
 
 def test_validation_zero_selects_by_training_loss_on_all_data():
     data = small_data(d=3, p=2, n_pert=4, n_cells=6)
-    res = gim_ppl.fit(gim_ppl.GIM(3, 2), data, steps=100, key=jax.random.key(1), restarts=2,
-                      validation=0, progress=False)
+    res = gim_ppl.fit(gim_ppl.GIM(3, 2), data, steps=100, key=jax.random.key(1),
+                      restarts=RestartSelection(2, validation=0), progress=False)
     rep = res.restarts
     assert rep.criterion == "training loss" and rep.validation is None
     assert rep.selected == int(np.argmin(rep.losses[:, -1]))
@@ -72,8 +72,9 @@ def test_validation_zero_selects_by_training_loss_on_all_data():
 
 def test_restarts_take_a_guide_class():
     data = small_data(d=3, p=2, n_pert=4, n_cells=6)
-    res = gim_ppl.fit(gim_ppl.GIM(3, 2), data, steps=50, key=jax.random.key(0), restarts=2,
-                      guide=AutoNormal, validation=0.25, progress=False)
+    res = gim_ppl.fit(gim_ppl.GIM(3, 2), data, steps=50, key=jax.random.key(0),
+                      guide=AutoNormal, restarts=RestartSelection(2, validation=0.25),
+                      progress=False)
     assert res.restarts.sites["bias"].shape == (2, 3) and np.isfinite(res.restarts.scores).all()
 
 
@@ -81,11 +82,17 @@ def test_restarts_take_a_guide_class():
     (dict(restarts=0), ValueError, "restarts must be an integer >= 1"),
     (dict(restarts=2.5), ValueError, "restarts must be an integer >= 1"),
     (dict(restarts=True), ValueError, "restarts must be an integer >= 1"),
-    (dict(restarts=2, validation=1.5), ValueError, r"validation must be a fraction in \(0, 1\)"),
-    (dict(restarts=2, validation=-0.1), ValueError, r"validation must be a fraction in \(0, 1\)"),
-    (dict(restarts=2, validation="some"), TypeError, "validation must be a fraction"),
-    (dict(validation=0.2), ValueError, "validation selects among restarts: give restarts > 1"),
-    (dict(restarts=2, validation=0.05), ValueError, "holds out 0 of 4 perturbations"),
+    (dict(restarts=RestartSelection(0)), ValueError, "restarts must be an integer >= 1"),
+    (dict(restarts=RestartSelection(2, validation=1.5)), ValueError,
+     r"validation must be a fraction in \(0, 1\)"),
+    (dict(restarts=RestartSelection(2, validation=-0.1)), ValueError,
+     r"validation must be a fraction in \(0, 1\)"),
+    (dict(restarts=RestartSelection(2, validation="some")), TypeError,
+     "validation must be a fraction"),
+    (dict(restarts=RestartSelection(1, validation=0.2)), ValueError,
+     "validation selects among restarts: give restarts > 1"),
+    (dict(restarts=RestartSelection(2, validation=0.05)), ValueError,
+     "holds out 0 of 4 perturbations"),
 ])
 def test_restart_arguments_are_validated(options, error, match):
     data = small_data(d=3, p=2, n_pert=4)
