@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 from gim_ppl.cli import build_parser as gim_ppl_parser
-from gim_ppl.inference.fit import MAX_STEPS_ENV
+from gim_ppl.inference.fitting import MAX_STEPS_ENV
 from tests import ROOT
 
 PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -494,7 +494,7 @@ def test_readme_numbers_quick_run_reads_every_demo_number(capsys):
 
 
 def test_max_steps_env_caps_steps_only_when_set_and_smaller(monkeypatch):
-    from gim_ppl.inference.fit import capped_steps
+    from gim_ppl.inference.fitting import capped_steps
 
     monkeypatch.delenv(MAX_STEPS_ENV, raising=False)
     assert capped_steps(30_000) == 30_000

@@ -59,7 +59,7 @@ for name, module_names in packages.items():
     assert modules == module_names, (name, modules)
     assert set(package.__all__) <= set(dir(package)), name
 import gim_ppl, gim_ppl.datasets
-assert gim_ppl.fit is sys.modules["gim_ppl.inference.fit"].fit
+assert gim_ppl.fit is sys.modules["gim_ppl.inference.fitting"].fit
 assert gim_ppl.datasets.sachs is sys.modules["gim_ppl.datasets.sachs"].sachs
 assert gim_ppl.GIM is sys.modules["gim_ppl.model"].GIM
 """

@@ -48,7 +48,7 @@ def run(args) -> int:
     from gim_ppl.datasets import synthetic_hill
     from gim_ppl.evaluation.benchmark import evaluate_gim
     from gim_ppl.inference import fit
-    from gim_ppl.inference.fit import capped_steps
+    from gim_ppl.inference.fitting import capped_steps
     from gim_ppl.model import GIM
 
     bench = synthetic_hill(args.seed, n_vars=args.n_vars)

@@ -58,7 +58,7 @@ from gim_ppl.core.likelihood import context_stats, sample_cells, target_terms
 from gim_ppl.data import PerturbationData
 from gim_ppl.design.quantities import QUANTITIES
 from gim_ppl.extras import require
-from gim_ppl.inference.fit import FitResult
+from gim_ppl.inference.fitting import FitResult
 from gim_ppl.model import GIM
 
 if TYPE_CHECKING:  # pragma: no cover

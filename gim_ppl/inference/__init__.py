@@ -24,7 +24,7 @@ from gim_ppl.inference.batching import (
 )
 from gim_ppl.inference.diagnostics import Diagnosis, Thresholds, diagnose
 from gim_ppl.inference.distributed import initialize_distributed, share_moments
-from gim_ppl.inference.fit import CHUNK_STEPS, FitResult, cycle_gain, fit, fit_hooks
+from gim_ppl.inference.fitting import CHUNK_STEPS, FitResult, cycle_gain, fit, fit_hooks
 from gim_ppl.inference.hooks import (
     Checkpointing,
     DualAscent,

@@ -13,7 +13,7 @@ from numpyro.infer import MCMC
 
 from gim_ppl.data import PerturbationData
 from gim_ppl.extras import require
-from gim_ppl.inference.fit import FitResult
+from gim_ppl.inference.fitting import FitResult
 from gim_ppl.model import GIM
 
 #: Draws per call of `GIM.posterior_targets` (it holds every cell of `data` per draw).

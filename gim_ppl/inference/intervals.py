@@ -29,7 +29,7 @@ from scipy import stats
 
 from gim_ppl.checks import check_integer
 from gim_ppl.data import PerturbationData
-from gim_ppl.inference.fit import fit
+from gim_ppl.inference.fitting import fit
 
 KINDS = ("new_perturbation", "new_dose")
 

@@ -239,7 +239,7 @@ def test_a_fit_result_with_restarts_ranks_as_its_restarts_and_a_point_says_how_t
     (the same table as passing them); one point raises with the ways to get draws."""
     from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
-    from gim_ppl.inference.fit import FitResult
+    from gim_ppl.inference.fitting import FitResult
     from gim_ppl.inference.restarts import Agreement, Restarts
 
     model = GIM(D, P)

@@ -12,7 +12,7 @@ import pytest
 
 import gim_ppl
 from gim_ppl.inference import arviz as arviz_module
-from gim_ppl.inference.fit import FitResult
+from gim_ppl.inference.fitting import FitResult
 from gim_ppl.inference.restarts import Agreement, Restarts
 from tests._problems import random_sites, small_data
 

@@ -24,7 +24,7 @@ from gim_ppl.inference.schedules import cosine_ramp
 from tests import ROOT
 from tests._problems import small_data
 
-fit_module = importlib.import_module("gim_ppl.inference.fit")
+fit_module = importlib.import_module("gim_ppl.inference.fitting")
 
 # Short chunks keep the tests fast; a checkpoint is written between chunks.
 CHUNK = 20
@@ -205,7 +205,7 @@ import gim_ppl
 from gim_ppl.inference import Checkpointing, DualAscent, RestartSelection, Sharded
 from gim_ppl.inference import checkpoint as ckpt
 from tests._problems import small_data
-fit_module = importlib.import_module("gim_ppl.inference.fit")
+fit_module = importlib.import_module("gim_ppl.inference.fitting")
 fit_module.CHUNK_STEPS = {chunk}
 commit, calls = ckpt._commit, []
 

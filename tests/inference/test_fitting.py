@@ -26,7 +26,7 @@ from gim_ppl.inference import (
 )
 from tests._problems import small_data
 
-fit_module = importlib.import_module("gim_ppl.inference.fit")
+fit_module = importlib.import_module("gim_ppl.inference.fitting")
 
 
 def test_cosine_ramp_rises_as_half_a_cosine_then_stays_flat():
