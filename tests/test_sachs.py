@@ -18,7 +18,7 @@ from gim_ppl.datasets.sachs import (
     consensus_graph,
     load_raw,
 )
-from gim_ppl.evaluation import sachs as bench
+from gim_ppl.evaluation import sachs_benchmark as bench
 
 
 def test_vendored_files_match_their_checksums():
@@ -146,7 +146,7 @@ def test_bad_arguments_raise(kwargs, match):
         sachs(**kwargs)
 
 
-# --- the benchmark module (gim_ppl.evaluation.sachs) ---------------------------------------
+# --- the benchmark module (gim_ppl.evaluation.sachs_benchmark) -------------------------
 
 
 def test_mean_shift_scores_are_standardised_mean_shifts():

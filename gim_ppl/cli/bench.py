@@ -81,7 +81,7 @@ def _stability(args) -> int:
 
 
 def _sachs(args) -> int:
-    from gim_ppl.evaluation.sachs import METHODS, SachsConfig, run_sachs, write_sachs
+    from gim_ppl.evaluation.sachs_benchmark import METHODS, SachsConfig, run_sachs, write_sachs
 
     methods = _chosen_methods(args.methods, METHODS, METHODS, "--sachs")
     if methods is None:
@@ -182,7 +182,7 @@ def run(args) -> int:
     if misplaced is not None:
         print(f"gim-ppl bench: error: {misplaced}", file=sys.stderr)
         return 2
-    from gim_ppl.evaluation.benchmark import METHODS, BenchConfig, run_benchmark, write_results
+    from gim_ppl.evaluation.protocol import METHODS, BenchConfig, run_benchmark, write_results
 
     if args.perf:
         return _perf(args)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gim_ppl.evaluation.benchmark import R2_TOP_K, BenchConfig, run_benchmark
+from gim_ppl.evaluation.protocol import R2_TOP_K, BenchConfig, run_benchmark
 
 #: The reference whose full-OOD mean error the others are divided by (predicts controls).
 CONTROL = "observational"

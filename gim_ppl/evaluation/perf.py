@@ -215,7 +215,7 @@ def map_step_timing(n_perturbations: Sequence[int], *, n_steps: int = 100, repea
 def run_perf(config: PerfConfig, *, log=print) -> dict:
     """Every measurement of the performance benchmark; JSON-ready."""
     from gim_ppl.datasets import synthetic_hill
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
     from gim_ppl.inference import fit
 
     out: dict = {"config": dataclasses.asdict(config), "steps": [], "scaling": [],

@@ -105,7 +105,7 @@ def fit_scores(model, sites, bench) -> dict:
     import jax
 
     from gim_ppl.evaluation import baselines, metrics
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
 
     scores = evaluate_gim(model, sites, bench, key=jax.random.key(1))
     pert = ~np.asarray(bench.train.observational)
