@@ -1,5 +1,5 @@
-"""`gim-ppl bench --quick` end to end: the JSON it writes has every method and metric, finite
-numbers, and the oracle at or below the control prediction on every distance."""
+"""`gim-ppl bench protocol --quick` end to end: the JSON it writes has every method and
+metric, finite numbers, and the oracle at or below the control prediction on every distance."""
 
 import json
 import math
@@ -8,7 +8,8 @@ import jax
 import pytest
 
 from gim_ppl import cli
-from gim_ppl.evaluation import baselines, protocol
+from gim_ppl.datasets import synthetic_hill
+from gim_ppl.evaluation import baselines, methods, protocol
 
 #: The methods the quick-bench tests below assert something about (the bars: oracle, control,
 #: the simple baselines; the GIM against them; the feature oracle's Brier score). The others
@@ -21,14 +22,15 @@ ASSERTED = ("oracle", "oracle_features", "observational", *protocol.SIMPLE_BASEL
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    assert cli.main(["bench", "--quick", "--methods", ",".join(ASSERTED), "--out", str(out),
-                     "--no-progress"]) == 0
+    assert cli.main(["bench", "protocol", "--quick", "--methods", ",".join(ASSERTED), "--out",
+                     str(out), "--no-progress"]) == 0
     return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
 
 
 def test_quick_bench_json_structure(quick_results):
     results, _ = quick_results
-    assert set(results) >= {"config", "rows", "summary", "machine"}
+    assert set(results) >= {"config", "rows", "summary", "command", "commit", "machine"}
+    assert results["command"].startswith("gim-ppl bench protocol --quick --methods")
     assert tuple(results["summary"]) == (*ASSERTED, protocol.BEST_SIMPLE)
     for row in results["rows"]:
         for split in protocol.SPLITS:
@@ -82,7 +84,7 @@ def test_quick_bench_markdown_has_a_row_per_method(quick_results):
     for method in (*ASSERTED, protocol.BEST_SIMPLE):
         assert f"| {method} |" in md
     assert "| gim_exact | full_ood_mean_error |" in md  # the GIM against the best baseline
-    assert "Machine:" in md
+    assert "Command: `gim-ppl bench protocol --quick" in md and "; commit " in md
 
 
 def test_markdown_shows_a_spread_only_where_there_are_several_seeds():
@@ -169,3 +171,44 @@ def test_best_simple_row_takes_the_largest_discrimination_and_de_overlap():
     assert (best["full_ood_mae"], best["full_ood_mae_by"]) == (0.1, "ridge")
     assert (best["full_ood_discrimination"], best["full_ood_discrimination_by"]) == (0.9, "ridge")
     assert (best["full_ood_de_overlap"], best["full_ood_de_overlap_by"]) == (0.7, "mean_shift")
+
+
+def test_recovery_scores_follow_what_a_method_offers():
+    """The protocol scores targets and graphs from the method's read-offs (`methods`
+    protocols), not from its name: a method without read-offs gets none, one with them
+    gets each."""
+    bench = synthetic_hill(0, n_vars=4, n_train_perturbations=6, n_test_perturbations=3)
+    assert protocol.recovery_scores(baselines.Observational().fit(bench.train), bench) == {}
+
+    class Truthful:  # reads off the true targets and graph
+        def fitted_target_scores(self):
+            return bench.truth.targets["train"].astype(float)
+
+        def target_scores(self, contexts):
+            return bench.truth.targets["full_ood"].astype(float)
+
+        def edge_scores(self):
+            return bench.truth.adjacency.astype(float)
+
+        def graph(self):
+            return bench.truth.adjacency
+
+    got = protocol.recovery_scores(Truthful(), bench)
+    assert got["target_auroc_train"] == got["target_auroc_full_ood"] == 1.0
+    assert got["target_brier_full_ood"] == 0.0
+    assert (got["graph_shd"], got["graph_auprc"]) == (0.0, 1.0)
+
+
+def test_registry_builds_every_method_with_the_protocols_it_claims():
+    bench = synthetic_hill(0, n_vars=4, n_train_perturbations=6, n_test_perturbations=3)
+    config = protocol.BenchConfig.quick()
+    assert tuple(protocol.REGISTRY) == protocol.METHODS
+    built = {name: spec.make(bench, config) for name, spec in protocol.REGISTRY.items()}
+    assert all(isinstance(m, methods.CellPredictor) for m in built.values())
+    assert {n for n, m in built.items() if isinstance(m, methods.TargetScorer)} == {
+        "oracle_features", "causal_two_stage", "gim_exact", "gim_relaxed_mc"}
+    assert {n for n, m in built.items() if isinstance(m, methods.EdgeScorer)} == {
+        "causal_two_stage", "gim_exact", "gim_relaxed_mc"}
+    assert protocol.KNOWN_ONLY == tuple(n for n, s in protocol.REGISTRY.items()
+                                        if s.known_only)
+    assert built["gim_relaxed_mc"].options == {"mechanism": "linear", "marginal": "relaxed_mc"}

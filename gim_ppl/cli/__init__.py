@@ -1,5 +1,5 @@
 """`gim-ppl` command line: `demo` fits the bundled synthetic benchmark and prints its metrics;
-`bench` runs the benchmark protocol (or, with `--perf`, the performance benchmark); `fit`
+`bench` runs one benchmark program (`protocol`, `perf`, `stability`, `sachs`, `curve`); `fit`
 fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write; `design` ranks
 candidate experiments on a drug screen (drugs at doses) by their expected information gain."""
 
@@ -35,11 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run `gim-ppl` with `argv` (default: the process's arguments); return the exit code."""
+    argv = bench.legacy_argv(list(sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help (0) or a usage error (2), already printed
         sys.stdout.flush()
         return done.code if isinstance(done.code, int) else 2
+    args.argv = argv  # the command as run, for the records that carry it
     return COMMANDS[args.command].run(args)
 
 

@@ -32,7 +32,6 @@ A peer that is not installed or fails keeps its row, with the error as its reaso
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 import traceback
@@ -44,7 +43,7 @@ import optax
 
 from gim_ppl.core.interventions import intervention_shift
 from gim_ppl.datasets.sachs import SachsData, sachs
-from gim_ppl.evaluation import metrics
+from gim_ppl.evaluation import metrics, report
 from gim_ppl.extras import require
 from gim_ppl.inference import fit
 from gim_ppl.model import GIM
@@ -307,69 +306,55 @@ def run_sachs(config: SachsConfig, *, log=print) -> dict:
 
 
 def summarise(rows) -> dict:
-    """`{method: {score: {mean, sd, n}} or {error}}` over the rows of each method (keys)."""
-    out: dict = {}
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        if "error" in mine[0]:
-            out[name] = {"error": mine[0]["error"]}
-            continue
-        out[name] = {}
-        for score in SCORES:
-            vals = [r[score] for r in mine if r.get(score) is not None]
-            out[name][score] = ({"mean": float(np.mean(vals)), "sd": float(np.std(vals)),
-                                 "n": len(vals)} if vals else None)
-    return out
-
-
-def _cell(stat, digits: int) -> str:
-    if stat is None:
-        return "—"
-    text = f"{stat['mean']:.{digits}f}"
-    return text + (f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
+    """`{method: {score: {mean, sd, n}} or {error}}` over the rows of each method (keys; sd
+    with ddof 0)."""
+    failed = {r["method"]: {"error": r["error"]} for r in rows if "error" in r}
+    scored = report.summarise([r for r in rows if "error" not in r], metrics=SCORES, ddof=0)
+    return {name: failed.get(name) or scored[name]
+            for name in dict.fromkeys(r["method"] for r in rows)}
 
 
 def markdown_table(summary: dict) -> str:
     """The summary as a Markdown table (mean ± sd over keys where a method has several)."""
-    lines = ["| method | target AUROC | target AP | graph SHD | graph AUPRC | fit time (s) |",
-             "|---|---|---|---|---|---|"]
-    for name, stats in summary.items():
+    def cells(stats):
         if "error" in stats:
-            lines.append(f"| {name} | not run: {stats['error']} | | | | |")
-            continue
-        lines.append(f"| {name} | {_cell(stats['target_auroc'], 3)} | "
-                     f"{_cell(stats['target_ap'], 3)} | {_cell(stats['graph_shd'], 1)} | "
-                     f"{_cell(stats['graph_auprc'], 3)} | {_cell(stats['seconds'], 1)} |")
-    return "\n".join(lines)
+            return [f"not run: {stats['error']}", "", "", "", ""]
+        return [report.format_stat(stats["target_auroc"], 3),
+                report.format_stat(stats["target_ap"], 3),
+                report.format_stat(stats["graph_shd"], 1),
+                report.format_stat(stats["graph_auprc"], 3),
+                report.format_stat(stats["seconds"], 1)]
+
+    return report.markdown_table(
+        ["method", "target AUROC", "target AP", "graph SHD", "graph AUPRC", "fit time (s)"],
+        ([name, *cells(stats)] for name, stats in summary.items()))
 
 
 def per_reagent_table(entries: list[dict]) -> str:
     """A `per_reagent` list as a Markdown table."""
-    lines = ["| reagent | literature target | score | rank (of 11) | top 3 |",
-             "|---|---|---|---|---|"]
-    for e in entries:
-        top = ", ".join(f"{n} {v:.2f}" for n, v in e["top3"])
+    def rank(e):
         best, worst = e["rank"]
-        rank = str(best) if best == worst else f"{best}–{worst} (tied)"
-        lines.append(f"| {e['reagent']} | {e['target']} | {e['score']:.2f} | {rank} | {top} |")
-    return "\n".join(lines)
+        return str(best) if best == worst else f"{best}–{worst} (tied)"
+
+    return report.markdown_table(
+        ["reagent", "literature target", "score", "rank (of 11)", "top 3"],
+        ([e["reagent"], e["target"], f"{e['score']:.2f}", rank(e),
+          ", ".join(f"{n} {v:.2f}" for n, v in e["top3"])] for e in entries))
 
 
-BEGIN, END = "<!-- sachs-tables:begin -->", "<!-- sachs-tables:end -->"
-
-
-def sachs_markdown(results: dict, *, machine: str, command: str) -> str:
-    """The generated part of `docs/sachs.md`: the command, the machine, the score table, the
-    goal check and, per method, how each reagent's literature target ranks."""
+def sachs_markdown(results: dict, *, provenance: dict) -> str:
+    """The tables of a `run_sachs` result: the command, the machine, the score table and, per
+    method, how each reagent's literature target ranks (`provenance`: command, commit,
+    machine)."""
     cfg, summary = results["config"], results["summary"]
     parts = [
-        BEGIN,
-        f"Command: `{command}`  \nMachine: {machine}.  \nData: `sachs(conditions="
+        f"Command: `{provenance.get('command')}`  \nMachine: {provenance.get('machine')}.  \n"
+        f"Commit: {provenance.get('commit')}.  \nData: `sachs(conditions="
         f"{cfg['conditions']!r})`, log, standardised by the reference; GIMs: {cfg['steps']} "
         f"Adam steps at lr {cfg['learning_rate']}, keys {list(cfg['keys'])} (mean ± sd over "
         f"keys), `*_coarsened`: `coarsening={cfg.get('coarsening')}`; UT-IGSP grid α, "
         f"α_inv ∈ {list(UTIGSP_ALPHAS)}.",
-        "", markdown_table(summary), "", goal_check(summary),
+        "", markdown_table(summary),
     ]
     certain = [f"{m}: {d['certain']['certain']} (of which ≤ 1 sd: "
                f"{d['certain']['certain_small']})"
@@ -389,7 +374,6 @@ def sachs_markdown(results: dict, *, machine: str, command: str) -> str:
         parts += ["", "UT-IGSP target sets at α = α_inv = 1e-3: " + "; ".join(
             f"{c}: {{{', '.join(t)}}}" for c, t in zip(
                 _reagent_names(cfg), found, strict=False)) + "."]
-    parts.append(END)
     return "\n".join(parts) + "\n"
 
 
@@ -399,63 +383,16 @@ def _reagent_names(cfg: dict) -> list[str]:
                                       strict=True) if not o]
 
 
-def goal_check(summary: dict) -> str:
-    """Whether the issue's goal is met, computed from `summary`: GIM target AUROC above every
-    peer's and the trivial detector's; GIM graph AUPRC at least the best peer's."""
-    def mean(name, score):
-        stat = summary.get(name, {}).get(score)
-        return None if stat is None else stat["mean"]
-
-    gims = [m for m in METHODS if m.startswith("gim_") and mean(m, "target_auroc") is not None]
-    others = [m for m in ("ut_igsp", "gies", "mean_shift") if m in summary]
-    if not gims:
-        return "Goal check: no GIM row."
-    best_gim_auroc = max(mean(m, "target_auroc") for m in gims)
-    best_gim_auprc = max(mean(m, "graph_auprc") for m in gims)
-    auroc_others = [mean(m, "target_auroc") for m in others
-                    if mean(m, "target_auroc") is not None]
-    auprc_peers = [mean(m, "graph_auprc") for m in ("ut_igsp", "gies")
-                   if mean(m, "graph_auprc") is not None]
-    target_ok = all(best_gim_auroc > v for v in auroc_others)
-    graph_ok = all(best_gim_auprc >= v for v in auprc_peers)
-    return (f"Goal check (computed): best GIM target AUROC {best_gim_auroc:.3f} vs others "
-            f"{[round(v, 3) for v in auroc_others]} → {'met' if target_ok else 'NOT met'}; "
-            f"best GIM graph AUPRC {best_gim_auprc:.3f} vs peers "
-            f"{[round(v, 3) for v in auprc_peers]} → {'met' if graph_ok else 'NOT met'}.")
-
-
-def write_sachs(results: dict, json_path, md_path, *, machine: str,
-                command: str) -> tuple[Path, Path]:
-    """Write `results` (with the machine and command) as JSON to `json_path`, and the tables
-    into `md_path`: between the `BEGIN`/`END` markers when the file has them (the prose
-    around them is kept), else as a new file."""
-    path = Path(json_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**results, "machine": machine, "command": command}, indent=2,
-                               default=_jsonable))
-    md = Path(md_path)
-    md.parent.mkdir(parents=True, exist_ok=True)
-    block = sachs_markdown(results, machine=machine, command=command)
-    old = md.read_text() if md.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = f"# GIM on the Sachs et al. (2005) data\n\n{block}"
-    md.write_text(text)
-    return path, md
-
-
-def _jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def write_sachs(results: dict, out_dir, *, provenance: dict) -> tuple[Path, Path]:
+    """`sachs.json` (`results` with `provenance`: command, commit, machine) and `sachs.md`
+    (the tables) in `out_dir` (created)."""
+    md = ("# GIM on the Sachs et al. (2005) data\n\n"
+          + sachs_markdown(results, provenance=provenance))
+    return report.write_report(out_dir, "sachs", results, md, provenance=provenance)
 
 
 __all__ = ["METHODS", "UTIGSP_ALPHAS", "SachsConfig", "certain_targets", "fit_gim",
-           "goal_check", "graph_scores", "markdown_table", "mean_shift_scores", "per_reagent",
+           "graph_scores", "markdown_table", "mean_shift_scores", "per_reagent",
            "per_reagent_table",
            "run_gies", "run_sachs", "run_utigsp", "sachs_markdown", "summarise",
            "target_scores", "write_sachs"]
