@@ -1,4 +1,4 @@
-"""Learning curve (`gim-ppl bench --learning-curve 20,40,80,160`): how prediction for unseen
+"""Learning curve (`gim-ppl bench curve 20,40,80,160`): how prediction for unseen
 perturbations improves with the number of training perturbations.
 
 For every size n and seed, `synthetic_hill(seed, n_train_perturbations=n)` (the test

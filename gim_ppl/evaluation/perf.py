@@ -1,4 +1,4 @@
-"""Performance benchmark (`gim-ppl bench --perf`): the NumPyro SVI step against a
+"""Performance benchmark (`gim-ppl bench perf`): the NumPyro SVI step against a
 hand-written pure-JAX floor of the same objective, a full default fit, and scaling of time
 per step and compiled memory with cells and variables.
 

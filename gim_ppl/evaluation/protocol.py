@@ -3,7 +3,7 @@ seeds, distribution distances on partial- and full-OOD contexts, cell-eval's MAE
 discrimination score and DE overlap (`CELL_EVAL`), target and graph recovery, fit time;
 results as JSON and a Markdown table.
 
-Used by `gim-ppl bench`; callable from Python as `run_benchmark(...)`.
+Used by `gim-ppl bench protocol`; callable from Python as `run_benchmark(...)`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stability benchmark (`gim-ppl bench --stability`): does a fit give the same answer from
+"""Stability benchmark (`gim-ppl bench stability`): does a fit give the same answer from
 any PRNG key, and is the plain `svi.run` path as good as `fit`?
 
 Every (method, seed, key) is one job: a fit of the default GIM on `synthetic_hill(seed)`
