@@ -312,3 +312,23 @@ def test_run_gies_recovers_a_planted_dag_with_its_known_targets():
     assert oriented  # the check has edges to look at
     for i, j in oriented:
         assert graph[i, j] and not graph[j, i], (s.var_names[i], s.var_names[j])
+
+
+def test_registry_methods_offer_the_read_offs_they_are_scored_by():
+    from gim_ppl.evaluation import methods
+
+    s = sachs()
+    built = {name: make(s, bench.SachsConfig()) for name, make in bench.REGISTRY.items()}
+    assert tuple(built) == bench.METHODS
+    assert all(isinstance(m, methods.Method) for m in built.values())
+    targets = {n for n, m in built.items() if isinstance(m, methods.FittedTargetScorer)}
+    edges = {n for n, m in built.items() if isinstance(m, methods.EdgeScorer)}
+    assert targets == set(bench.METHODS) - {"gies"}  # GIES is given the targets
+    assert edges == set(bench.METHODS) - {"mean_shift"}
+    detector = built["mean_shift"].fit(s.data)
+    scores = detector.fitted_target_scores()
+    assert scores.shape == (s.data.n_contexts, 11)
+    np.testing.assert_array_equal(scores[s.perturbational], bench.mean_shift_scores(s))
+    assert not scores[~s.perturbational].any()
+    with pytest.raises(ValueError, match="fits the data it was built with"):
+        built["gies"].fit(sachs(conditions="all").data)
