@@ -151,7 +151,7 @@ def test_cell_eval_scores_are_the_metrics_on_the_same_cells():
     pred = baselines.MeanShift().fit(bench.train).predict(observed, key=jax.random.key(0),
                                                           n_cells=30)
     control = bench.train.control_cells()
-    got = protocol._cell_eval_scores("full_ood", pred, observed, control)
+    got = protocol.cell_eval_scores("full_ood", pred, observed, control)
     assert got == {
         "full_ood_mae": metrics.mean_absolute_error(pred, observed),
         "full_ood_discrimination": metrics.discrimination_score(pred, observed),

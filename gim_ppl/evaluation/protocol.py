@@ -218,7 +218,7 @@ def run_one(name: str, bench, config: BenchConfig, *, key, progress: bool = Fals
         if split == "partial_ood":
             row.update(extrapolated_error(pred, observed, bench.train))
         row.update(_r2_scores(split, pred, observed, control_mean))
-        row.update(_cell_eval_scores(split, pred, observed, bench.train.control_cells()))
+        row.update(cell_eval_scores(split, pred, observed, bench.train.control_cells()))
     row.update(recovery_scores(method, bench))
     return row
 
@@ -246,7 +246,7 @@ def _r2_scores(split: str, pred, observed, control_mean) -> dict:
                                                          top_k=k)}
 
 
-def _cell_eval_scores(split: str, pred, observed, control_cells) -> dict:
+def cell_eval_scores(split: str, pred, observed, control_cells) -> dict:
     """cell-eval's MAE, discrimination score and DE overlap (against the training controls'
     `control_cells (n_control_cells, n_vars)`), as `{split}_{name}` for `CELL_EVAL`."""
     return {
