@@ -4,7 +4,7 @@ fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write; `des
 candidate experiments on a drug screen (drugs at doses) by their expected information gain."""
 
 # This package: `main` (the parser and the dispatch) here; one module per command, each with
-# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`, `design`; `fit`
+# `add_parser(sub)` and `run(args)`: `demo`, `bench` (its programs), `fit`, `design`; `fit`
 # and `design` share `screen` (the screen's flags and loading), `errors` (one-line user
 # errors) and `fit.fit_screen`; `outputs` is fit's output folder and files; and `machine`
 # (`machine_description`, shared by the commands). Building the parser and checking the
