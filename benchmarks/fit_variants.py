@@ -2,7 +2,7 @@
 
 Each (variant, seed, key) fits the GIM on `synthetic_hill(seed)` (`GIM(10, 10)` defaults,
 STEPS Adam steps) in a process pool (one CPU thread per job) and scores it by
-`gim_ppl.evaluation.benchmark.evaluate_gim`, with the mean-shift detector's train target
+`gim_ppl.evaluation.protocol.evaluate_gim`, with the mean-shift detector's train target
 AUROC, targets per context, edges (|w| > 0.3), reversed edges and SHD beside it. VARIANT:
 `fit` (`gim_ppl.fit` defaults), `plain` (AutoDelta + `svi.run`, Adam 1e-3), and options
 after `+`: `beta=B` (`target_sparsity`), `down=F` (β_I from F× down to 1× over the first half,
@@ -42,7 +42,7 @@ def job(args):
 
     import gim_ppl
     from gim_ppl.evaluation import metrics
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
 
     bench = gim_ppl.datasets.synthetic_hill(seed, **data_options)
     opts = dict(v.split("=") for v in variant.split("+")[1:])

@@ -1,7 +1,7 @@
 """Intervention-map head priors for unseen perturbations, side by side.
 
 One `fit` (defaults, key 0, STEPS steps) of `synthetic_hill(seed)` per (seed, VARIANT),
-scored by `gim_ppl.evaluation.benchmark.evaluate_gim`. VARIANT: `base` (the model's priors
+scored by `gim_ppl.evaluation.protocol.evaluate_gim`. VARIANT: `base` (the model's priors
 as they are now), `scaled` (head weights N(0, s/√p): s = 1 for the target and emax heads, 0.5
 for log EC50 and log Hill, so a head's output sd does not grow with the number of features
 p), `scaled_hill` (the same for the three Hill heads only), and `pooled…` (the same with
@@ -53,7 +53,7 @@ def run(seed: int, variant: str, steps: int, data_options: dict) -> dict:
     import jax
 
     import gim_ppl
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
 
     bench = gim_ppl.datasets.synthetic_hill(seed, **data_options)
     model = build_model(variant, bench.train)

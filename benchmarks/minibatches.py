@@ -29,7 +29,7 @@ import numpy as np
 
 import gim_ppl
 from gim_ppl.cli.machine import write_record
-from gim_ppl.evaluation.benchmark import evaluate_gim
+from gim_ppl.evaluation.protocol import evaluate_gim
 
 METRICS = {"target_auroc_train_posterior": "AUROC train", "target_auroc_full_ood":
            "AUROC new drugs", "mean_error_partial_ood": "err new doses",

@@ -29,7 +29,7 @@ import gim_ppl
 from gim_ppl.cli.machine import write_record
 from gim_ppl.core.interventions import FAN_IN_HEADS
 from gim_ppl.evaluation import baselines, metrics
-from gim_ppl.evaluation.benchmark import KNOWN_ONLY, SIMPLE_BASELINES, extrapolated_error
+from gim_ppl.evaluation.protocol import KNOWN_ONLY, SIMPLE_BASELINES, extrapolated_error
 
 SIMPLE = SIMPLE_BASELINES
 

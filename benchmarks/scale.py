@@ -37,12 +37,12 @@ import numpy as np
 import gim_ppl
 from gim_ppl.cli.machine import write_record
 from gim_ppl.evaluation import metrics
-from gim_ppl.evaluation.benchmark import evaluate_gim
 from gim_ppl.evaluation.perf import (
     floor_step_timing,
     numpyro_step_timing,
     random_cells,
 )
+from gim_ppl.evaluation.protocol import evaluate_gim
 
 PARTS = ("step", "demo", "restarts", "sciplex")
 

@@ -10,7 +10,7 @@ import jax
 import pytest
 
 import gim_ppl
-from gim_ppl.evaluation.benchmark import evaluate_gim
+from gim_ppl.evaluation.protocol import evaluate_gim
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
 """`gim-ppl` command line: `demo` fits the bundled synthetic benchmark and prints its metrics;
-`bench` runs the benchmark protocol (or, with `--perf`, the performance benchmark); `fit`
+`bench` runs one benchmark program (`protocol`, `perf`, `stability`, `sachs`, `curve`); `fit`
 fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write; `design` ranks
 candidate experiments on a drug screen (drugs at doses) by their expected information gain."""
 
 # This package: `main` (the parser and the dispatch) here; one module per command, each with
-# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit_command` (`fit`),
+# `add_parser(sub)` and `run(args)`: `demo`, `bench` (its programs), `fit_command` (`fit`),
 # `design`; `fit` and `design` share `screen_input` (the screen's flags and loading),
 # `user_errors` (one-line user errors) and `fit_command.fit_screen`; `outputs` is fit's
 # output folder and files; and `machine`
@@ -36,11 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run `gim-ppl` with `argv` (default: the process's arguments); return the exit code."""
+    argv = bench.legacy_argv(list(sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help (0) or a usage error (2), already printed
         sys.stdout.flush()
         return done.code if isinstance(done.code, int) else 2
+    args.argv = argv  # the command as run, for the records that carry it
     return COMMANDS[args.command].run(args)
 
 

@@ -46,7 +46,7 @@ def run(args) -> int:
     import optax
 
     from gim_ppl.datasets import synthetic_hill
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
     from gim_ppl.inference import fit
     from gim_ppl.inference.fitting import capped_steps
     from gim_ppl.model import GIM

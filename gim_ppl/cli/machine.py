@@ -5,11 +5,9 @@ benchmark script's results as JSON and Markdown with their command, commit and m
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
-from pathlib import Path
 
 
 def machine_description() -> str:
@@ -72,13 +70,10 @@ def rows_markdown(rows, columns=None) -> str:
 def write_record(out_dir, stem: str, command: str, title: str, table: str,
                  **fields) -> dict:
     """Write `{stem}.json` (command, commit, machine and `fields`) and `{stem}.md` (`title`,
-    the provenance line and the Markdown `table`) into `out_dir` (created); return the
-    record."""
+    the provenance line and the Markdown `table`) into `out_dir` (created), by
+    `gim_ppl.evaluation.report.write_report`; return the record."""
+    from gim_ppl.evaluation.report import provenance_line, write_report
+
     record = {**provenance(command), **fields}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
-    (out / f"{stem}.md").write_text(
-        f"# {title}\n\nCommand: `{command}`; commit {record['commit']}; "
-        f"{record['machine']}.\n\n{table}\n")
+    write_report(out_dir, stem, record, f"# {title}\n\n{provenance_line(record)}\n\n{table}\n")
     return record

@@ -298,7 +298,7 @@ def _heldout_metrics(pred: PerturbationData, test: PerturbationData,
     # [bench] (ott-jax), needed only here
     from gim_ppl.evaluation import metrics
     from gim_ppl.evaluation.baselines import Observational, perturbation_labels
-    from gim_ppl.evaluation.benchmark import KNOWN_ONLY, SIMPLE_BASELINES
+    from gim_ppl.evaluation.protocol import KNOWN_ONLY, SIMPLE_BASELINES
 
     control_cells = train.control_cells()
     effect = metrics.log2_fold_change if log1p else metrics.mean_change

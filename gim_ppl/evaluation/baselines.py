@@ -115,6 +115,10 @@ class OracleFeatureTargets(Oracle):
                        for m in self.models], 1)
         return np.where(np.asarray(contexts.observational)[:, None], 0.0, pi)
 
+    def target_scores(self, contexts: PerturbationData) -> np.ndarray:
+        """`(n_contexts, n_vars)` π(z) (`methods.TargetScorer`)."""
+        return self.target_probabilities(contexts)
+
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
         truth = self.bench.truth
         pi = np.repeat(self.target_probabilities(contexts), n_cells, axis=0)
@@ -260,7 +264,7 @@ class CausalTwoStage:
             raise ValueError("CausalTwoStage supports intervention_effect='shift' only")
         result = fit(self.model, onehot, steps=self.steps, key=key,
                      optimizer=optax.adam(self.learning_rate), progress=progress)
-        self.sites, self.fit_result = result.sites, result
+        self.sites, self.fit_result, self.onehot = result.sites, result, onehot
         pert = ~np.asarray(data.observational)
         probs = np.asarray(self.model.posterior_targets(self.sites, onehot))
         h = self.model.hill_parameters(self.sites, onehot)
@@ -313,6 +317,33 @@ class CausalTwoStage:
                 shifts[:, j] = reg.predict(z)
         obs = np.asarray(contexts.observational)[:, None]
         return np.where(obs, 0.0, probs), np.where(obs, 0.0, shifts)
+
+    def fitted_target_scores(self) -> np.ndarray:
+        """`(n_contexts, n_vars)` stage 1's posterior P(I = 1 | cells) of the training
+        contexts (`methods.FittedTargetScorer`)."""
+        from gim_ppl.model import posterior_mean
+
+        _check_fitted(self.sites, "CausalTwoStage")
+        return np.asarray(posterior_mean(self.model, self.sites,
+                                         self.model.posterior_targets(self.sites, self.onehot)))
+
+    def target_scores(self, contexts: PerturbationData) -> np.ndarray:
+        """`(n_contexts, n_vars)` stage 2's predicted target probabilities
+        (`methods.TargetScorer`)."""
+        return self.interventions(contexts)[0]
+
+    def edge_scores(self) -> np.ndarray:
+        """`(n_vars, n_vars)` stage 1's |W| (`methods.EdgeScorer`)."""
+        from gim_ppl.model import posterior_mean
+
+        _check_fitted(self.sites, "CausalTwoStage")
+        return np.asarray(posterior_mean(self.model, self.sites,
+                                         np.abs(self.model.edge_weights(self.sites))))
+
+    def graph(self) -> np.ndarray:
+        """`(n_vars, n_vars)` bool: stage 1's DAG."""
+        _check_fitted(self.sites, "CausalTwoStage")
+        return np.asarray(self.model.graph(self.sites))
 
     def predict(self, contexts: PerturbationData, *, key, n_cells: int) -> PerturbationData:
         _check_fitted(self.sites, "CausalTwoStage")

@@ -26,7 +26,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 from gim_ppl.datasets.synthetic import synthetic_hill
 from gim_ppl.design.experiments import rank_experiments
-from gim_ppl.evaluation.benchmark import evaluate_gim
+from gim_ppl.evaluation.protocol import evaluate_gim
 from gim_ppl.inference.fitting import fit
 from gim_ppl.inference.init import init_from_data
 from gim_ppl.model import GIM

@@ -1,4 +1,4 @@
-"""Learning curve (`gim-ppl bench --learning-curve 20,40,80,160`): how prediction for unseen
+"""Learning curve (`gim-ppl bench curve 20,40,80,160`): how prediction for unseen
 perturbations improves with the number of training perturbations.
 
 For every size n and seed, `synthetic_hill(seed, n_train_perturbations=n)` (the test
@@ -12,13 +12,11 @@ R², unseen-perturbation target AUROC and Brier score.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from gim_ppl.evaluation.benchmark import R2_TOP_K, BenchConfig, run_benchmark
+from gim_ppl.evaluation import report
+from gim_ppl.evaluation.protocol import R2_TOP_K, BenchConfig, run_benchmark
 
 #: The reference whose full-OOD mean error the others are divided by (predicts controls).
 CONTROL = "observational"
@@ -54,20 +52,12 @@ def _add_control_ratio(rows: list[dict]) -> None:
 
 def curve_summary(rows: Sequence[dict]) -> dict:
     """`{method: {n: {metric: {"mean", "sd", "n"}}}}` over seeds (sd ddof 1; 0 for one)."""
-    out: dict = {}
-    for r in rows:
-        out.setdefault(r["method"], {}).setdefault(r["n_train_perturbations"], []).append(r)
     summary: dict = {}
-    for method, by_size in out.items():
-        summary[method] = {}
-        for n, mine in sorted(by_size.items()):
-            cell = {}
-            for metric in CURVE_METRICS:
-                vals = np.array([r[metric] for r in mine if metric in r], float)
-                if vals.size:
-                    sd = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
-                    cell[metric] = {"mean": float(vals.mean()), "sd": sd, "n": int(vals.size)}
-            summary[method][n] = cell
+    for method in dict.fromkeys(r["method"] for r in rows):
+        by_size = report.summarise([r for r in rows if r["method"] == method],
+                                   by="n_train_perturbations", metrics=CURVE_METRICS)
+        summary[method] = {n: {m: stat for m, stat in cell.items() if stat is not None}
+                           for n, cell in sorted(by_size.items())}
     return summary
 
 
@@ -80,31 +70,24 @@ def curve_markdown(summary: dict) -> str:
               "target_auroc_full_ood": "target AUROC unseen",
               "target_brier_full_ood": "target Brier unseen",
               "partial_ood_wasserstein": "partial W2"}
-    lines = ["| method | training perturbations | " + " | ".join(labels.values()) + " |",
-             "|---" * (len(labels) + 2) + "|"]
-    for method, by_size in summary.items():
-        for n, cell in by_size.items():
-            vals = [f"{cell[m]['mean']:.3f} ± {cell[m]['sd']:.3f}" if m in cell else "—"
-                    for m in labels]
-            lines.append(f"| {method} | {n} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    return report.markdown_table(
+        ["method", "training perturbations", *labels.values()],
+        ([method, str(n), *(report.format_stat(cell.get(m), always_spread=True)
+                            for m in labels)]
+         for method, by_size in summary.items() for n, cell in by_size.items()))
 
 
-def write_learning_curve(results: dict, out_dir, *, machine: str) -> tuple[Path, Path]:
-    """`learning_curve.json` (every row, the summary, the config, the machine) and `.md`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {**results, "machine": machine,
-               "summary": {m: {str(n): v for n, v in s.items()}
-                           for m, s in results["summary"].items()}}
-    json_path, md_path = out / "learning_curve.json", out / "learning_curve.md"
-    json_path.write_text(json.dumps(payload, indent=2))
+def write_learning_curve(results: dict, out_dir, *, provenance: dict) -> tuple[Path, Path]:
+    """`learning_curve.json` (every row, the summary, the config and `provenance`: command,
+    commit, machine) and `learning_curve.md`."""
+    record = {**results, "summary": {m: {str(n): v for n, v in s.items()}
+                                     for m, s in results["summary"].items()}}
     cfg = results["config"]
-    md_path.write_text(
-        f"# gim_ppl learning curve\n\nsynthetic_hill, seeds {list(cfg['seeds'])}, training "
-        f"perturbations {results['sizes']}; {cfg['steps']} Adam steps at lr "
-        f"{cfg['learning_rate']}.\nMachine: {machine}.\n\n{curve_markdown(results['summary'])}\n")
-    return json_path, md_path
+    md = (f"# gim_ppl learning curve\n\nsynthetic_hill, seeds {list(cfg['seeds'])}, training "
+          f"perturbations {results['sizes']}; {cfg['steps']} Adam steps at lr "
+          f"{cfg['learning_rate']}.\n{report.provenance_line(provenance)}\n\n"
+          f"{curve_markdown(results['summary'])}\n")
+    return report.write_report(out_dir, "learning_curve", record, md, provenance=provenance)
 
 
 __all__ = ["CONTROL", "CURVE_METRICS", "curve_markdown", "curve_summary",

@@ -1,4 +1,4 @@
-"""Performance benchmark (`gim-ppl bench --perf`): the NumPyro SVI step against a
+"""Performance benchmark (`gim-ppl bench perf`): the NumPyro SVI step against a
 hand-written pure-JAX floor of the same objective, a full default fit, and scaling of time
 per step and compiled memory with cells and variables.
 
@@ -14,6 +14,7 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from numpyro.infer.autoguide import AutoDelta
 from numpyro.optim import optax_to_numpyro
 
 from gim_ppl.data import PerturbationData
+from gim_ppl.evaluation import report
 from gim_ppl.joint import log_joint
 from gim_ppl.model import GIM
 
@@ -214,7 +216,7 @@ def map_step_timing(n_perturbations: Sequence[int], *, n_steps: int = 100, repea
 def run_perf(config: PerfConfig, *, log=print) -> dict:
     """Every measurement of the performance benchmark; JSON-ready."""
     from gim_ppl.datasets import synthetic_hill
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
     from gim_ppl.inference import fit
 
     out: dict = {"config": dataclasses.asdict(config), "steps": [], "scaling": [],
@@ -271,36 +273,42 @@ def run_perf(config: PerfConfig, *, log=print) -> dict:
 
 def perf_markdown(results: dict) -> str:
     """Markdown tables of a `run_perf` result."""
-    lines = ["## SVI step: NumPyro vs pure-JAX floor", "",
-             "| d | marginal | NumPyro ms/step | floor ms/step | ratio | compile s (NumPyro) |",
-             "|---|---|---|---|---|---|"]
-    for r in results["steps"]:
-        lines.append(f"| {r['n_vars']} | {r['marginal']} | "
-                     f"{1e3 * r['numpyro']['seconds_per_step']:.3f} | "
-                     f"{1e3 * r['floor']['seconds_per_step']:.3f} | {r['ratio']:.2f} | "
-                     f"{r['numpyro']['compile_seconds']:.1f} |")
-    lines += ["", "## Scaling (NumPyro SVI step, exact marginal)", "",
-              "| mechanism | cells | d | ms/step | step memory (MiB) |", "|---|---|---|---|---|"]
-    for r in results["scaling"]:
-        mem = "—" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f}"
-        lines.append(f"| {r['mechanism']} | {r['n_cells']:,} | {r['n_vars']} | "
-                     f"{1e3 * r['seconds_per_step']:.2f} | {mem} |")
+    def ms(seconds):
+        return 1e3 * seconds
+
+    lines = ["## SVI step: NumPyro vs pure-JAX floor", "", report.markdown_table(
+        ["d", "marginal", "NumPyro ms/step", "floor ms/step", "ratio", "compile s (NumPyro)"],
+        ([str(r["n_vars"]), r["marginal"], f"{ms(r['numpyro']['seconds_per_step']):.3f}",
+          f"{ms(r['floor']['seconds_per_step']):.3f}", f"{r['ratio']:.2f}",
+          f"{r['numpyro']['compile_seconds']:.1f}"] for r in results["steps"]))]
+    lines += ["", "## Scaling (NumPyro SVI step, exact marginal)", "", report.markdown_table(
+        ["mechanism", "cells", "d", "ms/step", "step memory (MiB)"],
+        ([r["mechanism"], f"{r['n_cells']:,}", str(r["n_vars"]),
+          f"{ms(r['seconds_per_step']):.2f}",
+          "—" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f}"]
+         for r in results["scaling"]))]
     if results.get("maps"):
         lines += ["", "## Intervention maps (d = 10, exact marginal, one SVI step)", "",
-                  "| map | training perturbations | cells | ms/step | × linear |",
-                  "|---|---|---|---|---|"]
-        for r in results["maps"]:
-            lines.append(f"| {r['map']} | {r['n_perturbations']} | {r['n_cells']:,} | "
-                         f"{1e3 * r['seconds_per_step']:.2f} | {r['ratio_to_linear']:.2f} |")
-    lines += ["", "## Full fit of the default benchmark (d = 10)", "",
-              "| marginal | steps | wall s | target AUROC train | target AUROC unseen | "
-              "mean err partial OOD | mean err full OOD |", "|---|---|---|---|---|---|---|"]
-    for r in results["full_fit"]:
-        lines.append(f"| {r['marginal']} | {r['steps']} | {r['seconds']:.1f} | "
-                     f"{r['target_auroc_train_posterior']:.3f} | "
-                     f"{r['target_auroc_full_ood']:.3f} | {r['mean_error_partial_ood']:.3f} | "
-                     f"{r['mean_error_full_ood']:.3f} |")
+                  report.markdown_table(
+                      ["map", "training perturbations", "cells", "ms/step", "× linear"],
+                      ([r["map"], str(r["n_perturbations"]), f"{r['n_cells']:,}",
+                        f"{ms(r['seconds_per_step']):.2f}", f"{r['ratio_to_linear']:.2f}"]
+                       for r in results["maps"]))]
+    lines += ["", "## Full fit of the default benchmark (d = 10)", "", report.markdown_table(
+        ["marginal", "steps", "wall s", "target AUROC train", "target AUROC unseen",
+         "mean err partial OOD", "mean err full OOD"],
+        ([r["marginal"], str(r["steps"]), f"{r['seconds']:.1f}",
+          f"{r['target_auroc_train_posterior']:.3f}", f"{r['target_auroc_full_ood']:.3f}",
+          f"{r['mean_error_partial_ood']:.3f}", f"{r['mean_error_full_ood']:.3f}"]
+         for r in results["full_fit"]))]
     by = {r["marginal"]: r["seconds"] for r in results["full_fit"]}
     if {"exact", "relaxed_mc"} <= by.keys():
         lines += ["", f"relaxed_mc / exact wall time: {by['relaxed_mc'] / by['exact']:.1f}×"]
     return "\n".join(lines)
+
+
+def write_perf(results: dict, out_dir, *, provenance: dict) -> tuple[Path, Path]:
+    """`perf.json` (`results` with `provenance`: command, commit, machine) and `perf.md`."""
+    md = (f"# gim_ppl performance\n\n{report.provenance_line(provenance)}\n\n"
+          f"{perf_markdown(results)}\n")
+    return report.write_report(out_dir, "perf", results, md, provenance=provenance)

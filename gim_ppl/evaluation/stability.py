@@ -1,4 +1,4 @@
-"""Stability benchmark (`gim-ppl bench --stability`): does a fit give the same answer from
+"""Stability benchmark (`gim-ppl bench stability`): does a fit give the same answer from
 any PRNG key, and is the plain `svi.run` path as good as `fit`?
 
 Every (method, seed, key) is one job: a fit of the default GIM on `synthetic_hill(seed)`
@@ -20,7 +20,6 @@ side by side.
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import time
@@ -30,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from gim_ppl.evaluation import report
 
 METHODS = ("fit", "fit_restarts", "plain", "plain_median")
 
@@ -105,7 +106,7 @@ def fit_scores(model, sites, bench) -> dict:
     import jax
 
     from gim_ppl.evaluation import baselines, metrics
-    from gim_ppl.evaluation.benchmark import evaluate_gim
+    from gim_ppl.evaluation.protocol import evaluate_gim
 
     scores = evaluate_gim(model, sites, bench, key=jax.random.key(1))
     pert = ~np.asarray(bench.train.observational)
@@ -173,14 +174,14 @@ def summarise(rows: Sequence[dict]) -> dict:
     out = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        auroc = np.array([r["target_auroc_train_posterior"] for r in mine])
+        auroc = report.describe((r["target_auroc_train_posterior"] for r in mine), worst="min")
         by_seed = {}
         for r in mine:
             by_seed.setdefault(r["seed"], []).append(r["target_auroc_train_posterior"])
         out[method] = {
             "n": len(mine),
-            "train_auroc_mean": float(auroc.mean()),
-            "train_auroc_min": float(auroc.min()),
+            "train_auroc_mean": auroc["mean"],
+            "train_auroc_min": auroc["worst"],
             "train_auroc_max_sd_across_keys": float(max(np.std(v) for v in by_seed.values())),
             "above_mean_shift": int(sum(r["target_auroc_train_posterior"]
                                         > r["target_auroc_train_mean_shift"] for r in mine)),
@@ -208,37 +209,31 @@ def summarise(rows: Sequence[dict]) -> dict:
 
 def stability_markdown(summary: dict) -> str:
     """One row per method."""
-    lines = ["| method | fits | train target AUROC mean | worst | max sd across keys | "
-             "> mean-shift detector | mean-shift AUROC | unseen AUROC (oracle_features) | "
-             "full-OOD error < control | full-OOD error / control | full-OOD error / "
-             "oracle_features | targets per context (truth) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for method, s in summary.items():
-        lines.append(
-            f"| {method} | {s['n']} | {s['train_auroc_mean']:.3f} | {s['train_auroc_min']:.3f}"
-            f" | {s['train_auroc_max_sd_across_keys']:.3f} | {s['above_mean_shift']}/{s['n']} |"
-            f" {s['mean_shift_auroc_mean']:.3f} | {s['unseen_auroc_mean']:.3f} "
-            f"({s['unseen_auroc_oracle_features_mean']:.3f}) | "
-            f"{s['full_ood_below_control']}/{s['n']} | "
-            f"{s['full_ood_error_over_control_mean']:.3f} | "
-            f"{s['full_ood_error_over_oracle_features_mean']:.3f} | "
-            f"{s['targets_per_context_mean']:.2f} ({s['true_targets_per_context_mean']:.2f}) |")
-    return "\n".join(lines)
+    header = ["method", "fits", "train target AUROC mean", "worst", "max sd across keys",
+              "> mean-shift detector", "mean-shift AUROC", "unseen AUROC (oracle_features)",
+              "full-OOD error < control", "full-OOD error / control",
+              "full-OOD error / oracle_features", "targets per context (truth)"]
+    return report.markdown_table(header, (
+        [method, str(s["n"]), f"{s['train_auroc_mean']:.3f}", f"{s['train_auroc_min']:.3f}",
+         f"{s['train_auroc_max_sd_across_keys']:.3f}", f"{s['above_mean_shift']}/{s['n']}",
+         f"{s['mean_shift_auroc_mean']:.3f}",
+         f"{s['unseen_auroc_mean']:.3f} ({s['unseen_auroc_oracle_features_mean']:.3f})",
+         f"{s['full_ood_below_control']}/{s['n']}",
+         f"{s['full_ood_error_over_control_mean']:.3f}",
+         f"{s['full_ood_error_over_oracle_features_mean']:.3f}",
+         f"{s['targets_per_context_mean']:.2f} ({s['true_targets_per_context_mean']:.2f})"]
+        for method, s in summary.items()))
 
 
-def write_stability(rows: Sequence[dict], out_dir, *, machine: str,
+def write_stability(rows: Sequence[dict], out_dir, *, provenance: dict,
                     config: StabilityConfig) -> tuple[Path, Path]:
-    """`stability.json` (every job, the summary, the config, the machine) and `stability.md`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """`stability.json` (every job, the summary, the config and `provenance`: command, commit,
+    machine) and `stability.md`."""
     summary = summarise(rows)
-    payload = {"machine": machine, "config": dataclasses.asdict(config), "summary": summary,
-               "rows": list(rows)}
-    json_path, md_path = out / "stability.json", out / "stability.md"
-    json_path.write_text(json.dumps(payload, indent=2))
-    md_path.write_text(f"# gim_ppl stability\n\nMachine: {machine}. Config: {config}.\n\n"
-                       f"{stability_markdown(summary)}\n")
-    return json_path, md_path
+    record = {"config": dataclasses.asdict(config), "summary": summary, "rows": list(rows)}
+    md = (f"# gim_ppl stability\n\n{report.provenance_line(provenance)} Config: {config}.\n\n"
+          f"{stability_markdown(summary)}\n")
+    return report.write_report(out_dir, "stability", record, md, provenance=provenance)
 
 
 __all__ = ["METHODS", "StabilityConfig", "mean_shift_scores", "run_stability",

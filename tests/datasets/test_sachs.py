@@ -1,7 +1,9 @@
 import dataclasses
 import hashlib
+import importlib.util
 import json
 from importlib import resources
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,7 @@ from gim_ppl.datasets.sachs import (
     consensus_graph,
     load_raw,
 )
-from gim_ppl.evaluation import sachs as bench
+from gim_ppl.evaluation import sachs_benchmark as bench
 
 
 def test_vendored_files_match_their_checksums():
@@ -146,7 +148,7 @@ def test_bad_arguments_raise(kwargs, match):
         sachs(**kwargs)
 
 
-# --- the benchmark module (gim_ppl.evaluation.sachs) ---------------------------------------
+# --- the benchmark module (gim_ppl.evaluation.sachs_benchmark) -------------------------
 
 
 def test_mean_shift_scores_are_standardised_mean_shifts():
@@ -201,9 +203,24 @@ def test_summary_keeps_failed_methods_with_their_reason():
     summary = bench.summarise(rows)
     assert summary["gim_exact"]["target_auroc"]["mean"] == pytest.approx(0.55)
     assert summary["gim_exact"]["target_auroc"]["n"] == 2
+    assert summary["gim_exact"]["target_auroc"]["sd"] == pytest.approx(0.05)  # ddof 0
     table = bench.markdown_table(summary)
     assert "not run: ImportError: no module" in table and "0.550 ± 0.050" in table
-    assert "NOT met" not in bench.goal_check(summary)  # nothing to compare with
+    assert "| ut_igsp | not run: ImportError: no module | | | | |" in table
+    assert "NOT met" not in sachs_page().goal_check(summary)  # nothing to compare with
+
+
+def test_goal_check_compares_the_best_gim_with_peers_and_detector():
+    def stat(v):
+        return {"mean": v, "sd": 0.0, "n": 1}
+
+    summary = {"gim_exact": {"target_auroc": stat(0.8), "graph_auprc": stat(0.4)},
+               "gim_exact_effect": {"target_auroc": stat(0.99), "graph_auprc": stat(0.9)},
+               "ut_igsp": {"target_auroc": stat(0.7), "graph_auprc": stat(0.5)},
+               "mean_shift": {"target_auroc": stat(0.75), "graph_auprc": None}}
+    check = sachs_page().goal_check(summary)
+    assert "target AUROC 0.800" in check and "→ met;" in check  # the _effect row is no GIM
+    assert "graph AUPRC 0.400" in check and check.endswith("→ NOT met.")
 
 
 def test_config_rejects_unknown_methods():
@@ -211,27 +228,43 @@ def test_config_rejects_unknown_methods():
         bench.SachsConfig(methods=("gim_exact", "pc"))
 
 
-def test_cli_writes_json_and_keeps_prose_around_the_tables(tmp_path, monkeypatch):
+def test_cli_writes_json_and_the_page_script_keeps_prose_around_the_tables(
+        tmp_path, monkeypatch):
     def missing(module):
         raise ImportError(f"{module} is needed for this feature: pip install "
                           '"gim_ppl[peers]"')
 
     monkeypatch.setattr(bench, "require", missing)  # as without the [peers] extra
-    page = tmp_path / "page.md"
-    page.write_text(f"# Title\n\nprose before\n\n{bench.BEGIN}\nold\n{bench.END}\n\nprose after\n")
-    rc = main(["bench", "--sachs", "--methods", "mean_shift,ut_igsp,gies", "--out",
-               str(tmp_path / "out"), "--page", str(page)])
+    rc = main(["bench", "sachs", "--methods", "mean_shift,ut_igsp,gies", "--out",
+               str(tmp_path / "out")])
     assert rc == 0
     results = json.loads((tmp_path / "out" / "sachs.json").read_text())
-    assert results["command"].startswith("gim-ppl bench --sachs --methods")
-    assert results["command"].endswith(f"--page {page}")
+    assert results["command"].startswith("gim-ppl bench sachs --methods")
+    assert {"commit", "machine"} <= set(results)
     by_method = {r["method"]: r for r in results["rows"]}
     assert by_method["mean_shift"]["target_auroc"] > 0.5
     assert "gim_ppl[peers]" in by_method["ut_igsp"]["error"]
+    assert "| mean_shift |" in (tmp_path / "out" / "sachs.md").read_text()
+    # the docs page is spliced by benchmarks/sachs_page.py, outside the package
+    script = sachs_page()
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\nprose before\n\n{script.BEGIN}\nold\n{script.END}\n\n"
+                    "prose after\n")
+    assert script.main([str(tmp_path / "out" / "sachs.json"), "--page", str(page)]) == 0
     md = page.read_text()
     assert "prose before" in md and "prose after" in md and "old" not in md
     assert "| mean_shift |" in md and "not run: ImportError" in md
-    assert "| mean_shift |" in (tmp_path / "out" / "sachs.md").read_text()
+    assert "Goal check: no GIM row." in md and md.count(script.BEGIN) == 1
+
+
+def sachs_page():
+    """benchmarks/sachs_page.py as a module."""
+    root = next(d for d in Path(__file__).resolve().parents if (d / "benchmarks").is_dir())
+    path = root / "benchmarks" / "sachs_page.py"
+    spec = importlib.util.spec_from_file_location("sachs_page", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_utigsp_runs_when_installed():
@@ -279,3 +312,23 @@ def test_run_gies_recovers_a_planted_dag_with_its_known_targets():
     assert oriented  # the check has edges to look at
     for i, j in oriented:
         assert graph[i, j] and not graph[j, i], (s.var_names[i], s.var_names[j])
+
+
+def test_registry_methods_offer_the_read_offs_they_are_scored_by():
+    from gim_ppl.evaluation import methods
+
+    s = sachs()
+    built = {name: make(s, bench.SachsConfig()) for name, make in bench.REGISTRY.items()}
+    assert tuple(built) == bench.METHODS
+    assert all(isinstance(m, methods.Method) for m in built.values())
+    targets = {n for n, m in built.items() if isinstance(m, methods.FittedTargetScorer)}
+    edges = {n for n, m in built.items() if isinstance(m, methods.EdgeScorer)}
+    assert targets == set(bench.METHODS) - {"gies"}  # GIES is given the targets
+    assert edges == set(bench.METHODS) - {"mean_shift"}
+    detector = built["mean_shift"].fit(s.data)
+    scores = detector.fitted_target_scores()
+    assert scores.shape == (s.data.n_contexts, 11)
+    np.testing.assert_array_equal(scores[s.perturbational], bench.mean_shift_scores(s))
+    assert not scores[~s.perturbational].any()
+    with pytest.raises(ValueError, match="fits the data it was built with"):
+        built["gies"].fit(sachs(conditions="all").data)

@@ -1,5 +1,5 @@
-"""`gim-ppl bench --quick` end to end: the JSON it writes has every method and metric, finite
-numbers, and the oracle at or below the control prediction on every distance."""
+"""`gim-ppl bench protocol --quick` end to end: the JSON it writes has every method and
+metric, finite numbers, and the oracle at or below the control prediction on every distance."""
 
 import json
 import math
@@ -8,36 +8,38 @@ import jax
 import pytest
 
 from gim_ppl import cli
-from gim_ppl.evaluation import baselines, benchmark
+from gim_ppl.datasets import synthetic_hill
+from gim_ppl.evaluation import baselines, methods, protocol
 
 #: The methods the quick-bench tests below assert something about (the bars: oracle, control,
 #: the simple baselines; the GIM against them; the feature oracle's Brier score). The others
 #: (`unstructured`, `causal_two_stage`, `gim_relaxed_mc`: ~50 s of fits) run in the full
 #: protocol (`gim-ppl bench`); their pieces have their own tests.
-ASSERTED = ("oracle", "oracle_features", "observational", *benchmark.SIMPLE_BASELINES,
+ASSERTED = ("oracle", "oracle_features", "observational", *protocol.SIMPLE_BASELINES,
             "gim_exact")
 
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    assert cli.main(["bench", "--quick", "--methods", ",".join(ASSERTED), "--out", str(out),
-                     "--no-progress"]) == 0
+    assert cli.main(["bench", "protocol", "--quick", "--methods", ",".join(ASSERTED), "--out",
+                     str(out), "--no-progress"]) == 0
     return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
 
 
 def test_quick_bench_json_structure(quick_results):
     results, _ = quick_results
-    assert set(results) >= {"config", "rows", "summary", "machine"}
-    assert tuple(results["summary"]) == (*ASSERTED, benchmark.BEST_SIMPLE)
+    assert set(results) >= {"config", "rows", "summary", "command", "commit", "machine"}
+    assert results["command"].startswith("gim-ppl bench protocol --quick --methods")
+    assert tuple(results["summary"]) == (*ASSERTED, protocol.BEST_SIMPLE)
     for row in results["rows"]:
-        for split in benchmark.SPLITS:
-            if split == "full_ood" and row["method"] in benchmark.KNOWN_ONLY:
+        for split in protocol.SPLITS:
+            if split == "full_ood" and row["method"] in protocol.KNOWN_ONLY:
                 assert f"{split}_mean_error" not in row  # unknown drugs: no prediction
                 continue
-            for name in benchmark.DISTANCES:
+            for name in protocol.DISTANCES:
                 assert math.isfinite(row[f"{split}_{name}"]), (row["method"], split, name)
-        if row["method"] != benchmark.BEST_SIMPLE:
+        if row["method"] != protocol.BEST_SIMPLE:
             assert math.isfinite(row["fit_seconds"])
     for method in ("gim_exact",):
         vals = results["summary"][method]
@@ -49,8 +51,8 @@ def test_quick_bench_json_structure(quick_results):
 
 def test_best_simple_baseline_row_is_the_minimum_of_the_simple_baselines(quick_results):
     rows = quick_results[0]["rows"]
-    best = next(r for r in rows if r["method"] == benchmark.BEST_SIMPLE)
-    simple = [r for r in rows if r["method"] in benchmark.SIMPLE_BASELINES]
+    best = next(r for r in rows if r["method"] == protocol.BEST_SIMPLE)
+    simple = [r for r in rows if r["method"] in protocol.SIMPLE_BASELINES]
     for key in ("partial_ood_mean_error", "full_ood_energy_distance", "full_ood_r2",
                 "partial_ood_mae", "full_ood_discrimination", "partial_ood_de_overlap"):
         values = {r["method"]: r[key] for r in simple if key in r}
@@ -64,7 +66,7 @@ def test_best_simple_baseline_row_is_the_minimum_of_the_simple_baselines(quick_r
 def test_quick_bench_oracle_at_or_below_control(quick_results):
     results, _ = quick_results
     s = results["summary"]
-    for split in benchmark.SPLITS:
+    for split in protocol.SPLITS:
         for name in ("wasserstein", "mmd", "energy_distance", "mean_error"):
             key = f"{split}_{name}"
             assert s["oracle"][key]["mean"] <= s["observational"][key]["mean"], key
@@ -79,17 +81,17 @@ def test_quick_bench_gim_learns_something(quick_results):
 
 def test_quick_bench_markdown_has_a_row_per_method(quick_results):
     _, md = quick_results
-    for method in (*ASSERTED, benchmark.BEST_SIMPLE):
+    for method in (*ASSERTED, protocol.BEST_SIMPLE):
         assert f"| {method} |" in md
     assert "| gim_exact | full_ood_mean_error |" in md  # the GIM against the best baseline
-    assert "Machine:" in md
+    assert "Command: `gim-ppl bench protocol --quick" in md and "; commit " in md
 
 
 def test_markdown_shows_a_spread_only_where_there_are_several_seeds():
     rows = [{"method": "a", "seed": 0, "graph_shd": 4.0},
             {"method": "b", "seed": 0, "graph_shd": 4.0}, {"method": "b", "seed": 1,
                                                            "graph_shd": 6.0}]
-    table = benchmark.markdown_table(benchmark.summarise(rows))
+    table = protocol.markdown_table(protocol.summarise(rows))
     row_a = next(line for line in table.splitlines() if line.startswith("| a |"))
     row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
     assert "| 4.0 |" in row_a and "±" not in row_a  # one seed: no "± 0.000"
@@ -99,11 +101,11 @@ def test_markdown_shows_a_spread_only_where_there_are_several_seeds():
 def test_quick_bench_reports_peer_metrics(quick_results):
     results, md = quick_results
     for row in results["rows"]:
-        for split in benchmark.SPLITS:
-            if split == "full_ood" and row["method"] in benchmark.KNOWN_ONLY:
+        for split in protocol.SPLITS:
+            if split == "full_ood" and row["method"] in protocol.KNOWN_ONLY:
                 continue
             assert row[f"{split}_r2"] <= 1.0 and math.isfinite(row[f"{split}_r2"])
-            assert row[f"{split}_r2_top{benchmark.R2_TOP_K}"] <= 1.0
+            assert row[f"{split}_r2_top{protocol.R2_TOP_K}"] <= 1.0
     s = results["summary"]
     # the oracle knows the truth: its mean changes explain at least half of the variance of
     # the observed ones beyond what predicting no change does (50 observed and 100 predicted
@@ -119,15 +121,15 @@ def test_quick_bench_reports_peer_metrics(quick_results):
 def test_quick_bench_reports_cell_eval_metrics(quick_results):
     results, md = quick_results
     for row in results["rows"]:
-        for split in benchmark.SPLITS:
-            if split == "full_ood" and row["method"] in benchmark.KNOWN_ONLY:
+        for split in protocol.SPLITS:
+            if split == "full_ood" and row["method"] in protocol.KNOWN_ONLY:
                 assert f"{split}_mae" not in row
                 continue
             assert 0.0 <= row[f"{split}_mae"] < math.inf, (row["method"], split)
             for name in ("discrimination", "de_overlap"):
                 assert 0.0 <= row[f"{split}_{name}"] <= 1.0, (row["method"], split, name)
     s = results["summary"]
-    for split in benchmark.SPLITS:
+    for split in protocol.SPLITS:
         # the oracle knows the truth: it tells contexts apart and finds their DE genes far
         # better than the control prediction, which calls no DE gene and predicts one cell
         assert (s["oracle"][f"{split}_discrimination"]["mean"]
@@ -149,15 +151,15 @@ def test_cell_eval_scores_are_the_metrics_on_the_same_cells():
     pred = baselines.MeanShift().fit(bench.train).predict(observed, key=jax.random.key(0),
                                                           n_cells=30)
     control = bench.train.control_cells()
-    got = benchmark._cell_eval_scores("full_ood", pred, observed, control)
+    got = protocol.cell_eval_scores("full_ood", pred, observed, control)
     assert got == {
         "full_ood_mae": metrics.mean_absolute_error(pred, observed),
         "full_ood_discrimination": metrics.discrimination_score(pred, observed),
         "full_ood_de_overlap": metrics.de_overlap(pred, observed, control,
                                                   effect=metrics.mean_change),
     }
-    assert benchmark.higher_is_better("full_ood_de_overlap")
-    assert not benchmark.higher_is_better("full_ood_mae")
+    assert protocol.higher_is_better("full_ood_de_overlap")
+    assert not protocol.higher_is_better("full_ood_mae")
 
 
 def test_best_simple_row_takes_the_largest_discrimination_and_de_overlap():
@@ -165,7 +167,48 @@ def test_best_simple_row_takes_the_largest_discrimination_and_de_overlap():
              "full_ood_discrimination": 0.4, "full_ood_de_overlap": 0.7},
             {"method": "ridge", "seed": 0, "full_ood_mae": 0.1,
              "full_ood_discrimination": 0.9, "full_ood_de_overlap": 0.3}]
-    (best,) = benchmark.best_simple_rows(rows)
+    (best,) = protocol.best_simple_rows(rows)
     assert (best["full_ood_mae"], best["full_ood_mae_by"]) == (0.1, "ridge")
     assert (best["full_ood_discrimination"], best["full_ood_discrimination_by"]) == (0.9, "ridge")
     assert (best["full_ood_de_overlap"], best["full_ood_de_overlap_by"]) == (0.7, "mean_shift")
+
+
+def test_recovery_scores_follow_what_a_method_offers():
+    """The protocol scores targets and graphs from the method's read-offs (`methods`
+    protocols), not from its name: a method without read-offs gets none, one with them
+    gets each."""
+    bench = synthetic_hill(0, n_vars=4, n_train_perturbations=6, n_test_perturbations=3)
+    assert protocol.recovery_scores(baselines.Observational().fit(bench.train), bench) == {}
+
+    class Truthful:  # reads off the true targets and graph
+        def fitted_target_scores(self):
+            return bench.truth.targets["train"].astype(float)
+
+        def target_scores(self, contexts):
+            return bench.truth.targets["full_ood"].astype(float)
+
+        def edge_scores(self):
+            return bench.truth.adjacency.astype(float)
+
+        def graph(self):
+            return bench.truth.adjacency
+
+    got = protocol.recovery_scores(Truthful(), bench)
+    assert got["target_auroc_train"] == got["target_auroc_full_ood"] == 1.0
+    assert got["target_brier_full_ood"] == 0.0
+    assert (got["graph_shd"], got["graph_auprc"]) == (0.0, 1.0)
+
+
+def test_registry_builds_every_method_with_the_protocols_it_claims():
+    bench = synthetic_hill(0, n_vars=4, n_train_perturbations=6, n_test_perturbations=3)
+    config = protocol.BenchConfig.quick()
+    assert tuple(protocol.REGISTRY) == protocol.METHODS
+    built = {name: spec.make(bench, config) for name, spec in protocol.REGISTRY.items()}
+    assert all(isinstance(m, methods.CellPredictor) for m in built.values())
+    assert {n for n, m in built.items() if isinstance(m, methods.TargetScorer)} == {
+        "oracle_features", "causal_two_stage", "gim_exact", "gim_relaxed_mc"}
+    assert {n for n, m in built.items() if isinstance(m, methods.EdgeScorer)} == {
+        "causal_two_stage", "gim_exact", "gim_relaxed_mc"}
+    assert protocol.KNOWN_ONLY == tuple(n for n, s in protocol.REGISTRY.items()
+                                        if s.known_only)
+    assert built["gim_relaxed_mc"].options == {"mechanism": "linear", "marginal": "relaxed_mc"}

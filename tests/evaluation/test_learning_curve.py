@@ -1,4 +1,4 @@
-"""`gim-ppl bench --learning-curve`: the protocol at several training sizes, its tables and
+"""`gim-ppl bench curve`: the protocol at several training sizes, its tables and
 figure, and its argument checks (`gim_ppl.evaluation.learning_curve`)."""
 
 import json
@@ -11,7 +11,7 @@ from gim_ppl import cli
 def test_learning_curve_runs_every_size_and_writes_tables_and_figure(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "curve"
-    args = ["bench", "--quick", "--learning-curve", "6,12", "--methods",
+    args = ["bench", "curve", "6,12", "--quick", "--methods",
             "observational,oracle,oracle_features,gim_exact", "--steps", "200", "--out", str(out),
             "--no-progress"]
     assert cli.main(args) == 0
@@ -30,5 +30,5 @@ def test_learning_curve_runs_every_size_and_writes_tables_and_figure(tmp_path):
 
 
 def test_learning_curve_rejects_bad_sizes(capsys):
-    assert cli.main(["bench", "--learning-curve", "1,4"]) == 2
+    assert cli.main(["bench", "curve", "1,4"]) == 2
     assert "training perturbations >= 2" in capsys.readouterr().err

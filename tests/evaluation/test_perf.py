@@ -59,7 +59,7 @@ def test_perf_quick_cli_writes_tables(tmp_path, monkeypatch):
     # two of the intervention maps exercise the maps table; the GP and horseshoe maps' steps
     # have their own tests (test_intervention_maps) and cost ~40 s of compiling here
     monkeypatch.setattr(perf, "MAP_VARIANTS", perf.MAP_VARIANTS[:2])
-    assert cli.main(["bench", "--perf", "--quick", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "perf", "--quick", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "perf.json").read_text())
     assert {r["marginal"] for r in res["steps"]} == {"exact", "relaxed_mc"}
     for r in res["steps"]:

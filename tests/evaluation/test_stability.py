@@ -63,7 +63,7 @@ def test_stability_rows_summary_and_table(tmp_path):
     assert summary["fit"]["train_auroc_min"] == pytest.approx(min(fits))
     assert summary["plain"]["n"] == 1
     json_path, md_path = stability.write_stability(
-        rows, tmp_path, machine="test", config=stability.StabilityConfig(steps=30))
+        rows, tmp_path, provenance={"machine": "test"}, config=stability.StabilityConfig(steps=30))
     assert json_path.exists() and "| fit_restarts | 1 |" in md_path.read_text()
     with pytest.raises(ValueError, match="method must be one of"):
         stability.stability_job("nuts", 0, 0, steps=5)
@@ -72,10 +72,10 @@ def test_stability_rows_summary_and_table(tmp_path):
 def test_cli_writes_the_stability_tables(tmp_path, capsys):
     from gim_ppl.cli import main
 
-    code = main(["bench", "--stability", "--seeds", "1", "--keys", "0", "--steps", "20",
+    code = main(["bench", "stability", "--seeds", "1", "--keys", "0", "--steps", "20",
                  "--methods", "fit", "--out", str(tmp_path)])
     assert code == 0
     assert (tmp_path / "stability.json").exists()
     assert "| fit | 1 |" in (tmp_path / "stability.md").read_text()
-    assert main(["bench", "--stability", "--methods", "nuts", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "stability", "--methods", "nuts", "--out", str(tmp_path)]) == 2
     assert "unknown --methods" in capsys.readouterr().err

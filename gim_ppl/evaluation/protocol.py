@@ -3,24 +3,29 @@ seeds, distribution distances on partial- and full-OOD contexts, cell-eval's MAE
 discrimination score and DE overlap (`CELL_EVAL`), target and graph recovery, fit time;
 results as JSON and a Markdown table.
 
-Used by `gim-ppl bench`; callable from Python as `run_benchmark(...)`.
+Used by `gim-ppl bench protocol`; callable from Python as `run_benchmark(...)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
-import optax
 
 from gim_ppl.datasets import synthetic_hill
-from gim_ppl.evaluation import baselines, metrics
-from gim_ppl.inference import fit
+from gim_ppl.evaluation import baselines, metrics, report
+from gim_ppl.evaluation.methods import (
+    CellPredictor,
+    EdgeScorer,
+    FittedTargetScorer,
+    GIMMethod,
+    TargetScorer,
+)
 from gim_ppl.model import GIM, posterior_mean
 
 #: The simple baselines (DESIGN.md §5): a GIM result is claimed as a win only where it
@@ -80,6 +85,45 @@ class BenchConfig:
         return cls(**base)
 
 
+class MethodSpec(NamedTuple):
+    """A registry entry: `make(bench, config)` builds the unfitted `methods.CellPredictor`;
+    `known_only`: it predicts known perturbations only (no full-OOD scores); `per_step`: its
+    fit is `config.steps` optimiser steps, so the row reports seconds per step."""
+
+    make: Callable[..., CellPredictor]
+    known_only: bool = False
+    per_step: bool = False
+
+
+def _simple(make) -> Callable:
+    return lambda bench, config: make()
+
+
+def _gim(marginal: str) -> Callable:
+    return lambda bench, config: GIMMethod(
+        steps=config.steps, learning_rate=config.learning_rate, pooled=True,
+        mechanism=config.mechanism, marginal=marginal)
+
+
+#: The protocol's methods, name → `MethodSpec`; the order is `METHODS`' (a method's PRNG key
+#: is folded from its index there, so entries are appended, never reordered).
+REGISTRY: dict[str, MethodSpec] = {
+    "oracle": MethodSpec(lambda bench, config: baselines.Oracle(bench)),
+    "oracle_features": MethodSpec(lambda bench, config: baselines.OracleFeatureTargets(bench)),
+    "observational": MethodSpec(lambda bench, config: baselines.Observational()),
+    **{name: MethodSpec(_simple(make), known_only=name in KNOWN_ONLY)
+       for name, make in SIMPLE_BASELINES.items()},
+    "unstructured": MethodSpec(lambda bench, config: baselines.Unstructured()),
+    "causal_two_stage": MethodSpec(
+        lambda bench, config: baselines.CausalTwoStage(
+            steps=config.steps, learning_rate=config.learning_rate,
+            mechanism=config.mechanism), per_step=True),
+    "gim_exact": MethodSpec(_gim("exact"), per_step=True),
+    "gim_relaxed_mc": MethodSpec(_gim("relaxed_mc"), per_step=True),
+}
+assert tuple(REGISTRY) == METHODS, "REGISTRY must list METHODS in their order"
+
+
 def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
     """Target recovery and per-context mean errors of a fitted GIM on a synthetic benchmark.
 
@@ -127,109 +171,44 @@ def evaluate_gim(model: GIM, sites, bench, *, key, n_cells: int = 500) -> dict:
     return out
 
 
-def _recovery_scores(model: GIM, sites, bench, train_data, unseen_probs) -> dict:
-    """Target and graph recovery. `train_data`: the training split as `model` sees it (its
-    posterior targets are scored on the perturbational contexts); `unseen_probs (k, d)`: the
-    method's target probabilities for the full-OOD contexts."""
-    pert = ~np.asarray(bench.train.observational)
-    truth_train = bench.truth.targets["train"][pert]
-    truth_ood = bench.truth.targets["full_ood"]
-    post = posterior_mean(model, sites, model.posterior_targets(sites, train_data))[pert]
-    probs = np.asarray(unseen_probs)
-    return {
-        "target_auroc_train": metrics.auroc(truth_train, post),
-        "target_ap_train": metrics.average_precision(truth_train, post),
-        "target_auroc_full_ood": metrics.auroc(truth_ood, probs),
-        "target_ap_full_ood": metrics.average_precision(truth_ood, probs),
-        "target_brier_full_ood": metrics.brier_score(truth_ood, probs),
-        **_graph_scores(model, sites, bench),
-    }
-
-
-def _graph_scores(model: GIM, sites, bench) -> dict:
-    """SHD of `model.graph` and AUPRC of the posterior-mean |W| against the true graph."""
-    true = bench.truth.adjacency
-    off = ~np.eye(true.shape[0], dtype=bool)
-    weight = posterior_mean(model, sites, np.abs(model.edge_weights(sites)))
-    return {
-        "graph_shd": float(metrics.shd(true, model.graph(sites))),
-        "graph_auprc": metrics.average_precision(true[off], weight[off]),
-    }
-
-
-class _GIMMethod:
-    """`fit` / `predict` adapter around a `GIM` and `gim_ppl.fit` with
-    `optax.adam(learning_rate)`."""
-
-    def __init__(self, marginal: str, mechanism: str, steps: int, learning_rate: float):
-        self.marginal, self.mechanism = marginal, mechanism
-        self.steps, self.learning_rate = steps, learning_rate
-
-    def fit(self, data, *, key, progress: bool = False):
-        # per-perturbation offsets around the feature map for the training perturbations
-        self.model = GIM(data.n_vars, data.n_features, mechanism=self.mechanism,
-                         marginal=self.marginal, pooled=data)
-        self.result = fit(self.model, data, steps=self.steps, key=key,
-                          optimizer=optax.adam(self.learning_rate), progress=progress)
-        self.sites, self.train = self.result.sites, data
-        return self
-
-    def predict(self, contexts, *, key, n_cells: int):
-        # known perturbations keep the targets their training cells showed
-        return self.model.predict(self.sites, contexts, key=key, n_cells=n_cells,
-                                  observed=self.train)
-
-
-def _make_method(name: str, bench, config: BenchConfig):
-    if name == "oracle":
-        return baselines.Oracle(bench)
-    if name == "oracle_features":
-        return baselines.OracleFeatureTargets(bench)
-    if name == "observational":
-        return baselines.Observational()
-    if name in SIMPLE_BASELINES:
-        return SIMPLE_BASELINES[name]()
-    if name == "unstructured":
-        return baselines.Unstructured()
-    if name == "causal_two_stage":
-        return baselines.CausalTwoStage(steps=config.steps, learning_rate=config.learning_rate,
-                                        mechanism=config.mechanism)
-    if name in ("gim_exact", "gim_relaxed_mc"):
-        return _GIMMethod(name.removeprefix("gim_"), config.mechanism, config.steps,
-                          config.learning_rate)
-    raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
-
-
-def _recovery(name: str, method, bench) -> dict:
-    if name.startswith("gim_"):
-        unseen = posterior_mean(method.model, method.sites,
-                                 method.model.target_probabilities(method.sites, bench.full_ood))
-        return _recovery_scores(method.model, method.sites, bench, bench.train, unseen)
-    if name == "oracle_features":
-        truth, probs = bench.truth.targets["full_ood"], method.target_probabilities(bench.full_ood)
-        return {"target_auroc_full_ood": metrics.auroc(truth, probs),
-                "target_ap_full_ood": metrics.average_precision(truth, probs),
-                "target_brier_full_ood": metrics.brier_score(truth, probs)}
-    if name == "causal_two_stage":
-        probs, _ = method.interventions(bench.full_ood)
-        return _recovery_scores(method.model, method.sites, bench,
-                                method.one_hot_contexts(bench.train), probs)
-    return {}
+def recovery_scores(method, bench) -> dict:
+    """Target and graph recovery of a fitted method, from what it offers (`methods`): its
+    fitted contexts' target scores on the training perturbations, its unseen contexts'
+    target scores on the full-OOD split, its graph and edge scores against the true graph."""
+    out: dict = {}
+    if isinstance(method, FittedTargetScorer):
+        pert = ~np.asarray(bench.train.observational)
+        truth = bench.truth.targets["train"][pert]
+        post = np.asarray(method.fitted_target_scores())[pert]
+        out["target_auroc_train"] = metrics.auroc(truth, post)
+        out["target_ap_train"] = metrics.average_precision(truth, post)
+    if isinstance(method, TargetScorer):
+        truth, probs = bench.truth.targets["full_ood"], method.target_scores(bench.full_ood)
+        out["target_auroc_full_ood"] = metrics.auroc(truth, probs)
+        out["target_ap_full_ood"] = metrics.average_precision(truth, probs)
+        out["target_brier_full_ood"] = metrics.brier_score(truth, probs)
+    if isinstance(method, EdgeScorer):
+        true = bench.truth.adjacency
+        off = ~np.eye(true.shape[0], dtype=bool)
+        out["graph_shd"] = float(metrics.shd(true, method.graph()))
+        out["graph_auprc"] = metrics.average_precision(true[off], method.edge_scores()[off])
+    return out
 
 
 def run_one(name: str, bench, config: BenchConfig, *, key, progress: bool = False) -> dict:
-    """Fit method `name` on `bench.train`, score it on both test splits."""
-    method = _make_method(name, bench, config)
+    """Fit method `name` of `REGISTRY` on `bench.train`, score it on both test splits."""
+    spec = REGISTRY[name]
+    method = spec.make(bench, config)
     k_fit, k_pred = jax.random.split(key)
     start = time.perf_counter()
     method.fit(bench.train, key=k_fit, progress=progress)
     seconds = time.perf_counter() - start
     row: dict = {"fit_seconds": seconds}
     control_mean = bench.train.control_cells().mean(0)
-    if name.startswith("gim_") or name == "causal_two_stage":
+    if spec.per_step:
         row["seconds_per_step"] = seconds / config.steps
     for i, split in enumerate(SPLITS):
-        if split == "full_ood" and name in KNOWN_ONLY:
+        if split == "full_ood" and spec.known_only:
             continue
         observed = bench.split(split)
         pred = method.predict(observed, key=jax.random.fold_in(k_pred, i),
@@ -239,8 +218,8 @@ def run_one(name: str, bench, config: BenchConfig, *, key, progress: bool = Fals
         if split == "partial_ood":
             row.update(extrapolated_error(pred, observed, bench.train))
         row.update(_r2_scores(split, pred, observed, control_mean))
-        row.update(_cell_eval_scores(split, pred, observed, bench.train.control_cells()))
-    row.update(_recovery(name, method, bench))
+        row.update(cell_eval_scores(split, pred, observed, bench.train.control_cells()))
+    row.update(recovery_scores(method, bench))
     return row
 
 
@@ -267,7 +246,7 @@ def _r2_scores(split: str, pred, observed, control_mean) -> dict:
                                                          top_k=k)}
 
 
-def _cell_eval_scores(split: str, pred, observed, control_cells) -> dict:
+def cell_eval_scores(split: str, pred, observed, control_cells) -> dict:
     """cell-eval's MAE, discrimination score and DE overlap (against the training controls'
     `control_cells (n_control_cells, n_vars)`), as `{split}_{name}` for `CELL_EVAL`."""
     return {
@@ -308,18 +287,7 @@ def best_simple_rows(rows: Sequence[dict]) -> list[dict]:
 
 def summarise(rows: Sequence[dict]) -> dict:
     """`{method: {metric: {"mean", "sd", "n"}}}` over seeds (sd with ddof 1; 0 for one seed)."""
-    out: dict = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        keys = [k for k in mine[0] if k not in ("method", "seed")]
-        out[method] = {}
-        for k in keys:
-            if k.endswith("_by"):
-                continue
-            vals = np.array([r[k] for r in mine if k in r], dtype=float)
-            sd = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
-            out[method][k] = {"mean": float(vals.mean()), "sd": sd, "n": int(vals.size)}
-    return out
+    return report.summarise(rows, by="method", ignore=("seed",), ddof=1)
 
 
 def run_benchmark(config: BenchConfig, *, progress: bool = False, log=print) -> dict:
@@ -363,26 +331,18 @@ COLUMNS = (
 )
 
 
+def _column_cell(key: str, stat) -> str:
+    """A summary cell: ms per step, 1 digit for seconds and SHD, 4 for MMD², else 3."""
+    digits = 1 if key in ("fit_seconds", "graph_shd", "seconds_per_step") else 3
+    if key in ("partial_ood_mmd", "full_ood_mmd"):
+        digits = 4
+    return report.format_stat(stat, digits, scale=1000.0 if key == "seconds_per_step" else 1.0)
+
+
 def markdown_table(summary: dict) -> str:
     """Methods × metrics, `mean ± sd` (the mean alone from one seed, which has no sd); '—'
     where a metric does not apply."""
-    head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
-    lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
-    for method, vals in summary.items():
-        cells = []
-        for key, _ in COLUMNS:
-            if key not in vals:
-                cells.append("—")
-                continue
-            scale = 1000.0 if key == "seconds_per_step" else 1.0
-            m, s = vals[key]["mean"] * scale, vals[key]["sd"] * scale
-            digits = 1 if key in ("fit_seconds", "graph_shd", "seconds_per_step") else 3
-            if key in ("partial_ood_mmd", "full_ood_mmd"):
-                digits = 4
-            spread = f" ± {s:.{digits}f}" if vals[key]["n"] > 1 else ""
-            cells.append(f"{m:.{digits}f}{spread}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return report.summary_table(summary, COLUMNS, cell=_column_cell)
 
 
 #: The prediction metrics the GIM is held to against the best simple baseline.
@@ -420,21 +380,25 @@ def versus_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict, out_dir, *, machine: str) -> tuple[Path, Path]:
-    """Write `results.json` and `results.md` into `out_dir` (created)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {**results, "machine": machine}
-    json_path, md_path = out / "results.json", out / "results.md"
-    json_path.write_text(json.dumps(results, indent=2))
+def results_markdown(results: dict, *, provenance: dict) -> str:
+    """`results.md`: the setting, the provenance line, the summary table and the GIM against
+    the best simple baseline."""
     cfg = results["config"]
     md = (f"# gim_ppl benchmark\n\nsynthetic_hill: d = {cfg['n_vars']}, {cfg['mechanism']} "
           f"mechanisms, {cfg['graph']} graph, seeds {list(cfg['seeds'])}; {cfg['steps']} Adam "
           f"steps at lr {cfg['learning_rate']}; {cfg['n_pred_cells']} predicted cells per "
-          f"context.\nMachine: {machine}.\n\n{markdown_table(results['summary'])}\n")
+          f"context.\n{report.provenance_line(provenance)}\n\n"
+          f"{markdown_table(results['summary'])}\n")
     versus = versus_markdown(results["rows"])
     if versus:
         md += ("\nThe GIM against the best simple baseline of each seed (value / best; below 1 "
                f"the GIM wins):\n\n{versus}\n")
-    md_path.write_text(md)
-    return json_path, md_path
+    return md
+
+
+def write_results(results: dict, out_dir, *, provenance: dict) -> tuple[Path, Path]:
+    """Write `results.json` (with `provenance`: command, commit, machine) and `results.md`
+    into `out_dir` (created)."""
+    return report.write_report(out_dir, "results", results,
+                               results_markdown(results, provenance=provenance),
+                               provenance=provenance)

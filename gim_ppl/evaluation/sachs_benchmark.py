@@ -32,7 +32,6 @@ A peer that is not installed or fails keeps its row, with the error as its reaso
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 import traceback
@@ -40,14 +39,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import optax
 
 from gim_ppl.core.interventions import intervention_shift
 from gim_ppl.datasets.sachs import SachsData, sachs
-from gim_ppl.evaluation import metrics
+from gim_ppl.evaluation import metrics, report
+from gim_ppl.evaluation.methods import EdgeScorer, FittedTargetScorer, GIMMethod
 from gim_ppl.extras import require
-from gim_ppl.inference import fit
-from gim_ppl.model import GIM
 
 METHODS = ("gim_exact", "gim_relaxed_mc", "gim_exact_coarsened", "gim_relaxed_mc_coarsened",
            "ut_igsp", "gies", "mean_shift")
@@ -119,30 +116,43 @@ def mean_shift_scores(s: SachsData) -> np.ndarray:
 # --- methods -------------------------------------------------------------------------------
 
 
+class SachsGIM(GIMMethod):
+    """`GIM(d, p, marginal=marginal, coarsening=coarsening)` fitted by `gim_ppl.fit` (MAP)
+    with `optax.adam(learning_rate)`: a `methods.GIMMethod` with the Sachs benchmark's second
+    target read-off, `target_effects`."""
+
+    def __init__(self, marginal: str, *, steps: int, learning_rate: float,
+                 coarsening: float | None = None):
+        super().__init__(steps=steps, learning_rate=learning_rate, marginal=marginal,
+                         coarsening=coarsening)
+
+    def target_effects(self) -> np.ndarray:
+        """`(n_contexts, n_vars)` P(I = 1 | cells) · |u|, u the Hill shift at the context's
+        dose: the expected shift of each variable."""
+        heads = self.model.intervention_outputs(self.sites, self.train)
+        shift = np.asarray(intervention_shift(heads, self.train.dose))
+        return self.fitted_target_scores() * np.abs(shift)
+
+
 def fit_gim(s: SachsData, marginal: str, *, steps: int, learning_rate: float, key,
             coarsening: float | None = None) -> dict:
-    """Fit `GIM(d, p, marginal=marginal, coarsening=coarsening)` to `s.data` by
-    `gim_ppl.fit` and read off targets and edges.
+    """Fit `SachsGIM(marginal, coarsening=coarsening)` to `s.data` and read off targets and
+    edges.
 
     Returns:
         `{target_prob, target_effect (n_perturbational, d), weights (d, d) |W|, graph (d, d)
-        bool, seconds, model, sites}`; `target_effect` is P(I = 1 | cells) · |u|, u the Hill
-        shift at the context's dose.
+        bool, seconds, model, sites, message}`; `target_effect` is P(I = 1 | cells) · |u|, u
+        the Hill shift at the context's dose.
     """
-    data = s.data
-    model = GIM(data.n_vars, data.n_features, marginal=marginal, coarsening=coarsening)
+    method = SachsGIM(marginal, steps=steps, learning_rate=learning_rate, coarsening=coarsening)
     start = time.perf_counter()
-    result = fit(model, data, steps=steps, key=key, optimizer=optax.adam(learning_rate),
-                 progress=False)
+    method.fit(s.data, key=key)
     seconds = time.perf_counter() - start
     pert = s.perturbational
-    prob = np.asarray(model.posterior_targets(result.sites, data))[pert]
-    heads = model.intervention_outputs(result.sites, data)
-    shift = np.asarray(intervention_shift(heads, data.dose))[pert]
-    return {"target_prob": prob, "target_effect": prob * np.abs(shift),
-            "weights": np.abs(np.asarray(model.edge_weights(result.sites))),
-            "graph": np.asarray(model.graph(result.sites)), "seconds": seconds,
-            "model": model, "sites": result.sites, "message": result.message}
+    return {"target_prob": method.fitted_target_scores()[pert],
+            "target_effect": method.target_effects()[pert], "weights": method.edge_scores(),
+            "graph": method.graph(), "seconds": seconds, "model": method.model,
+            "sites": method.sites, "message": method.result.message}
 
 
 def certain_targets(s: SachsData, probs) -> dict:
@@ -218,6 +228,92 @@ def run_gies(s: SachsData) -> dict:
     return {"graph": np.asarray(adj) != 0, "seconds": time.perf_counter() - start}
 
 
+class _SachsPeer:
+    """A method that reads the cells of the `SachsData` it is built with (a peer needs its
+    conditions: GIES their literature targets); `fit(s.data)` runs it."""
+
+    def __init__(self, s: SachsData):
+        self.s = s
+
+    def fit(self, data=None, *, key=None, progress: bool = False):
+        if data is not None and data is not self.s.data:
+            raise ValueError(f"{type(self).__name__} fits the data it was built with")
+        start = time.perf_counter()
+        self.out = self._run()
+        self.seconds = self.out.get("seconds", time.perf_counter() - start)
+        return self
+
+    def _rows(self, perturbational_rows) -> np.ndarray:
+        """`(n_contexts, n_vars)` from the perturbational contexts' rows (0 elsewhere)."""
+        full = np.zeros((self.s.data.n_contexts, self.s.data.n_vars))
+        full[self.s.perturbational] = perturbational_rows
+        return full
+
+
+class UTIGSP(_SachsPeer):
+    """UT-IGSP over the α grid (`run_utigsp`): target and edge frequencies over the grid,
+    its DAG at α = α_inv = 1e-3."""
+
+    def _run(self) -> dict:
+        return run_utigsp(self.s)
+
+    def fitted_target_scores(self) -> np.ndarray:
+        return self._rows(self.out["target_freq"])
+
+    def edge_scores(self) -> np.ndarray:
+        return self.out["edge_freq"]
+
+    def graph(self) -> np.ndarray:
+        return self.out["graph"]
+
+    def details(self) -> dict:
+        return {"targets_at_1e-3": self.out["targets"], "alphas": list(UTIGSP_ALPHAS)}
+
+
+class GIES(_SachsPeer):
+    """GIES with the literature targets given (`run_gies`): a graph reference only; its
+    essential graph scores edges 0/1."""
+
+    note = "literature targets given as input"
+
+    def _run(self) -> dict:
+        return run_gies(self.s)
+
+    def edge_scores(self) -> np.ndarray:
+        return self.out["graph"]
+
+    def graph(self) -> np.ndarray:
+        return self.out["graph"]
+
+
+class MeanShiftDetector(_SachsPeer):
+    """The trivial target detector (`mean_shift_scores`); no graph."""
+
+    def _run(self) -> dict:
+        return {"scores": mean_shift_scores(self.s)}
+
+    def fitted_target_scores(self) -> np.ndarray:
+        return self._rows(self.out["scores"])
+
+
+def _gim(marginal: str, coarsened: bool):
+    return lambda s, config: SachsGIM(
+        marginal, steps=config.steps, learning_rate=config.learning_rate,
+        coarsening=config.coarsening if coarsened else None)
+
+
+#: The Sachs benchmark's methods, name → `make(s, config)`: a GIM (`SachsGIM`, fitted once per
+#: key of the config) or a peer (fitted once); what is scored follows what each offers.
+REGISTRY = {
+    "gim_exact": _gim("exact", False), "gim_relaxed_mc": _gim("relaxed_mc", False),
+    "gim_exact_coarsened": _gim("exact", True),
+    "gim_relaxed_mc_coarsened": _gim("relaxed_mc", True),
+    "ut_igsp": lambda s, config: UTIGSP(s), "gies": lambda s, config: GIES(s),
+    "mean_shift": lambda s, config: MeanShiftDetector(s),
+}
+assert tuple(REGISTRY) == METHODS, "REGISTRY must list METHODS in their order"
+
+
 # --- the benchmark -------------------------------------------------------------------------
 
 
@@ -226,19 +322,55 @@ def _failed(method: str, err: BaseException) -> dict:
     return {"method": method, "error": last}
 
 
-def _gim_rows(s: SachsData, method: str, config: SachsConfig) -> tuple[list, dict]:
-    marginal = method.removeprefix("gim_").removesuffix("_coarsened")
-    alpha = config.coarsening if method.endswith("_coarsened") else None
-    rows, first = [], None
+def _scores(s: SachsData, scores) -> dict:
+    """`target_scores` of `(n_contexts, n_vars)` scores, on the perturbational contexts."""
+    return target_scores(s, np.asarray(scores)[s.perturbational])
+
+
+def _gim_rows(s: SachsData, name: str, config: SachsConfig) -> tuple[list, dict]:
+    """One fit per key: a row per key for each read-off (P(I = 1 | cells), and its expected
+    shift as `{name}_effect`), and the details of the first key's fit."""
+    rows, detail = [], None
     for k in config.keys:
-        out = fit_gim(s, marginal, steps=config.steps, learning_rate=config.learning_rate,
-                      key=jax.random.key(k), coarsening=alpha)
-        first = out if first is None else first
-        graph = graph_scores(s, out["graph"], out["weights"])
-        for read_off, name in (("target_prob", method), ("target_effect", f"{method}_effect")):
-            rows.append({"method": name, "key": int(k), **target_scores(s, out[read_off]),
-                         **graph, "seconds": out["seconds"], "message": out["message"]})
-    return rows, first
+        method = REGISTRY[name](s, config)
+        start = time.perf_counter()
+        method.fit(s.data, key=jax.random.key(k))
+        seconds = time.perf_counter() - start
+        prob, effect = method.fitted_target_scores(), method.target_effects()
+        graph = graph_scores(s, method.graph(), method.edge_scores())
+        for scores, label in ((prob, name), (effect, f"{name}_effect")):
+            rows.append({"method": label, "key": int(k), **_scores(s, scores), **graph,
+                         "seconds": seconds, "message": method.result.message})
+        if detail is None:
+            prob, effect = prob[s.perturbational], effect[s.perturbational]
+            detail = {"certain": certain_targets(s, prob),
+                      "per_reagent_prob": per_reagent(s, prob),
+                      "per_reagent_effect": per_reagent(s, effect),
+                      "target_prob_key0": np.round(prob, 4).tolist()}
+    return rows, detail
+
+
+def _peer_row(s: SachsData, name: str, config: SachsConfig) -> tuple[dict, dict | None]:
+    """A peer's row, scored by what it offers (None where it offers no such read-off), and
+    its details."""
+    method = REGISTRY[name](s, config).fit(s.data)
+    row: dict = {"method": name}
+    detail = None
+    if isinstance(method, FittedTargetScorer):
+        scores = method.fitted_target_scores()
+        row.update(_scores(s, scores))
+        detail = {"per_reagent": per_reagent(s, scores[s.perturbational]),
+                  **(method.details() if hasattr(method, "details") else {})}
+    else:
+        row.update(target_auroc=None, target_ap=None)
+    if isinstance(method, EdgeScorer):
+        row.update(graph_scores(s, method.graph(), method.edge_scores()))
+    else:
+        row.update(graph_shd=None, graph_auprc=None)
+    row["seconds"] = method.seconds
+    if getattr(method, "note", None):
+        row["note"] = method.note
+    return row, detail
 
 
 def per_reagent(s: SachsData, scores) -> list[dict]:
@@ -270,35 +402,14 @@ def run_sachs(config: SachsConfig, *, log=print) -> dict:
     for method in config.methods:
         log(f"{method} ...")
         try:
-            if method.startswith("gim_"):
-                new, first = _gim_rows(s, method, config)
+            if isinstance(REGISTRY[method](s, config), SachsGIM):
+                new, detail = _gim_rows(s, method, config)
                 rows += new
-                details[method] = {
-                    "certain": certain_targets(s, first["target_prob"]),
-                    "per_reagent_prob": per_reagent(s, first["target_prob"]),
-                    "per_reagent_effect": per_reagent(s, first["target_effect"]),
-                    "target_prob_key0": np.round(first["target_prob"], 4).tolist()}
-            elif method == "ut_igsp":
-                out = run_utigsp(s)
-                rows.append({"method": method, **target_scores(s, out["target_freq"]),
-                             **graph_scores(s, out["graph"], out["edge_freq"]),
-                             "seconds": out["seconds"]})
-                details[method] = {"per_reagent": per_reagent(s, out["target_freq"]),
-                                   "targets_at_1e-3": out["targets"],
-                                   "alphas": list(UTIGSP_ALPHAS)}
-            elif method == "gies":
-                out = run_gies(s)
-                rows.append({"method": method, "target_auroc": None, "target_ap": None,
-                             **graph_scores(s, out["graph"], out["graph"]),
-                             "seconds": out["seconds"],
-                             "note": "literature targets given as input"})
             else:
-                start = time.perf_counter()
-                scores = mean_shift_scores(s)
-                rows.append({"method": method, **target_scores(s, scores),
-                             "graph_shd": None, "graph_auprc": None,
-                             "seconds": time.perf_counter() - start})
-                details[method] = {"per_reagent": per_reagent(s, scores)}
+                row, detail = _peer_row(s, method, config)
+                rows.append(row)
+            if detail is not None:
+                details[method] = detail
         except Exception as err:  # a peer that does not install or run keeps its row
             rows.append(_failed(method, err))
             log(f"{method} failed: {rows[-1]['error']}")
@@ -307,69 +418,55 @@ def run_sachs(config: SachsConfig, *, log=print) -> dict:
 
 
 def summarise(rows) -> dict:
-    """`{method: {score: {mean, sd, n}} or {error}}` over the rows of each method (keys)."""
-    out: dict = {}
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        if "error" in mine[0]:
-            out[name] = {"error": mine[0]["error"]}
-            continue
-        out[name] = {}
-        for score in SCORES:
-            vals = [r[score] for r in mine if r.get(score) is not None]
-            out[name][score] = ({"mean": float(np.mean(vals)), "sd": float(np.std(vals)),
-                                 "n": len(vals)} if vals else None)
-    return out
-
-
-def _cell(stat, digits: int) -> str:
-    if stat is None:
-        return "—"
-    text = f"{stat['mean']:.{digits}f}"
-    return text + (f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
+    """`{method: {score: {mean, sd, n}} or {error}}` over the rows of each method (keys; sd
+    with ddof 0)."""
+    failed = {r["method"]: {"error": r["error"]} for r in rows if "error" in r}
+    scored = report.summarise([r for r in rows if "error" not in r], metrics=SCORES, ddof=0)
+    return {name: failed.get(name) or scored[name]
+            for name in dict.fromkeys(r["method"] for r in rows)}
 
 
 def markdown_table(summary: dict) -> str:
     """The summary as a Markdown table (mean ± sd over keys where a method has several)."""
-    lines = ["| method | target AUROC | target AP | graph SHD | graph AUPRC | fit time (s) |",
-             "|---|---|---|---|---|---|"]
-    for name, stats in summary.items():
+    def cells(stats):
         if "error" in stats:
-            lines.append(f"| {name} | not run: {stats['error']} | | | | |")
-            continue
-        lines.append(f"| {name} | {_cell(stats['target_auroc'], 3)} | "
-                     f"{_cell(stats['target_ap'], 3)} | {_cell(stats['graph_shd'], 1)} | "
-                     f"{_cell(stats['graph_auprc'], 3)} | {_cell(stats['seconds'], 1)} |")
-    return "\n".join(lines)
+            return [f"not run: {stats['error']}", "", "", "", ""]
+        return [report.format_stat(stats["target_auroc"], 3),
+                report.format_stat(stats["target_ap"], 3),
+                report.format_stat(stats["graph_shd"], 1),
+                report.format_stat(stats["graph_auprc"], 3),
+                report.format_stat(stats["seconds"], 1)]
+
+    return report.markdown_table(
+        ["method", "target AUROC", "target AP", "graph SHD", "graph AUPRC", "fit time (s)"],
+        ([name, *cells(stats)] for name, stats in summary.items()))
 
 
 def per_reagent_table(entries: list[dict]) -> str:
     """A `per_reagent` list as a Markdown table."""
-    lines = ["| reagent | literature target | score | rank (of 11) | top 3 |",
-             "|---|---|---|---|---|"]
-    for e in entries:
-        top = ", ".join(f"{n} {v:.2f}" for n, v in e["top3"])
+    def rank(e):
         best, worst = e["rank"]
-        rank = str(best) if best == worst else f"{best}–{worst} (tied)"
-        lines.append(f"| {e['reagent']} | {e['target']} | {e['score']:.2f} | {rank} | {top} |")
-    return "\n".join(lines)
+        return str(best) if best == worst else f"{best}–{worst} (tied)"
+
+    return report.markdown_table(
+        ["reagent", "literature target", "score", "rank (of 11)", "top 3"],
+        ([e["reagent"], e["target"], f"{e['score']:.2f}", rank(e),
+          ", ".join(f"{n} {v:.2f}" for n, v in e["top3"])] for e in entries))
 
 
-BEGIN, END = "<!-- sachs-tables:begin -->", "<!-- sachs-tables:end -->"
-
-
-def sachs_markdown(results: dict, *, machine: str, command: str) -> str:
-    """The generated part of `docs/sachs.md`: the command, the machine, the score table, the
-    goal check and, per method, how each reagent's literature target ranks."""
+def sachs_markdown(results: dict, *, provenance: dict) -> str:
+    """The tables of a `run_sachs` result: the command, the machine, the score table and, per
+    method, how each reagent's literature target ranks (`provenance`: command, commit,
+    machine)."""
     cfg, summary = results["config"], results["summary"]
     parts = [
-        BEGIN,
-        f"Command: `{command}`  \nMachine: {machine}.  \nData: `sachs(conditions="
+        f"Command: `{provenance.get('command')}`  \nMachine: {provenance.get('machine')}.  \n"
+        f"Commit: {provenance.get('commit')}.  \nData: `sachs(conditions="
         f"{cfg['conditions']!r})`, log, standardised by the reference; GIMs: {cfg['steps']} "
         f"Adam steps at lr {cfg['learning_rate']}, keys {list(cfg['keys'])} (mean ± sd over "
         f"keys), `*_coarsened`: `coarsening={cfg.get('coarsening')}`; UT-IGSP grid α, "
         f"α_inv ∈ {list(UTIGSP_ALPHAS)}.",
-        "", markdown_table(summary), "", goal_check(summary),
+        "", markdown_table(summary),
     ]
     certain = [f"{m}: {d['certain']['certain']} (of which ≤ 1 sd: "
                f"{d['certain']['certain_small']})"
@@ -389,7 +486,6 @@ def sachs_markdown(results: dict, *, machine: str, command: str) -> str:
         parts += ["", "UT-IGSP target sets at α = α_inv = 1e-3: " + "; ".join(
             f"{c}: {{{', '.join(t)}}}" for c, t in zip(
                 _reagent_names(cfg), found, strict=False)) + "."]
-    parts.append(END)
     return "\n".join(parts) + "\n"
 
 
@@ -399,63 +495,17 @@ def _reagent_names(cfg: dict) -> list[str]:
                                       strict=True) if not o]
 
 
-def goal_check(summary: dict) -> str:
-    """Whether the issue's goal is met, computed from `summary`: GIM target AUROC above every
-    peer's and the trivial detector's; GIM graph AUPRC at least the best peer's."""
-    def mean(name, score):
-        stat = summary.get(name, {}).get(score)
-        return None if stat is None else stat["mean"]
-
-    gims = [m for m in METHODS if m.startswith("gim_") and mean(m, "target_auroc") is not None]
-    others = [m for m in ("ut_igsp", "gies", "mean_shift") if m in summary]
-    if not gims:
-        return "Goal check: no GIM row."
-    best_gim_auroc = max(mean(m, "target_auroc") for m in gims)
-    best_gim_auprc = max(mean(m, "graph_auprc") for m in gims)
-    auroc_others = [mean(m, "target_auroc") for m in others
-                    if mean(m, "target_auroc") is not None]
-    auprc_peers = [mean(m, "graph_auprc") for m in ("ut_igsp", "gies")
-                   if mean(m, "graph_auprc") is not None]
-    target_ok = all(best_gim_auroc > v for v in auroc_others)
-    graph_ok = all(best_gim_auprc >= v for v in auprc_peers)
-    return (f"Goal check (computed): best GIM target AUROC {best_gim_auroc:.3f} vs others "
-            f"{[round(v, 3) for v in auroc_others]} → {'met' if target_ok else 'NOT met'}; "
-            f"best GIM graph AUPRC {best_gim_auprc:.3f} vs peers "
-            f"{[round(v, 3) for v in auprc_peers]} → {'met' if graph_ok else 'NOT met'}.")
+def write_sachs(results: dict, out_dir, *, provenance: dict) -> tuple[Path, Path]:
+    """`sachs.json` (`results` with `provenance`: command, commit, machine) and `sachs.md`
+    (the tables) in `out_dir` (created)."""
+    md = ("# GIM on the Sachs et al. (2005) data\n\n"
+          + sachs_markdown(results, provenance=provenance))
+    return report.write_report(out_dir, "sachs", results, md, provenance=provenance)
 
 
-def write_sachs(results: dict, json_path, md_path, *, machine: str,
-                command: str) -> tuple[Path, Path]:
-    """Write `results` (with the machine and command) as JSON to `json_path`, and the tables
-    into `md_path`: between the `BEGIN`/`END` markers when the file has them (the prose
-    around them is kept), else as a new file."""
-    path = Path(json_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**results, "machine": machine, "command": command}, indent=2,
-                               default=_jsonable))
-    md = Path(md_path)
-    md.parent.mkdir(parents=True, exist_ok=True)
-    block = sachs_markdown(results, machine=machine, command=command)
-    old = md.read_text() if md.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = f"# GIM on the Sachs et al. (2005) data\n\n{block}"
-    md.write_text(text)
-    return path, md
-
-
-def _jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-__all__ = ["METHODS", "UTIGSP_ALPHAS", "SachsConfig", "certain_targets", "fit_gim",
-           "goal_check", "graph_scores", "markdown_table", "mean_shift_scores", "per_reagent",
+__all__ = ["GIES", "METHODS", "REGISTRY", "UTIGSP", "UTIGSP_ALPHAS", "MeanShiftDetector",
+           "SachsConfig", "SachsGIM", "certain_targets", "fit_gim",
+           "graph_scores", "markdown_table", "mean_shift_scores", "per_reagent",
            "per_reagent_table",
            "run_gies", "run_sachs", "run_utigsp", "sachs_markdown", "summarise",
            "target_scores", "write_sachs"]
