@@ -6,7 +6,7 @@ p-value over the scalars and the scalars below the threshold 0.01 / K (Bonferron
 fitted guide; then, with `--control-shift S` (prior sds, unconstrained space), the same fits
 read off with every location moved by S prior sds, and how many scalars the threshold then
 catches (the control's power at an error of that size). The CI test
-(tests/test_calibration.py) runs key 0 with four scalars moved by half a prior sd.
+(tests/evaluation/test_calibration.py) runs key 0 with four scalars moved by half a prior sd.
 
     python benchmarks/calibration.py --keys 0 1 2 3 4 --out benchmarks/results/calibration
     python benchmarks/calibration.py --quick --out /tmp/calibration      # smoke run (CI)
