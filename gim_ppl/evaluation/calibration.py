@@ -49,8 +49,8 @@ class CalibrationProblem(NamedTuple):
 def calibration_problem(n_cells: int = 20) -> CalibrationProblem:
     """A d = 3, one-feature GIM over five contexts (control; two drugs at doses 1 and 2),
     `n_cells` cells each. Priors: the package's, except `bias ~ N(0, 1)` and `noise_scale ~
-    LogNormal(0, 0.5)`, cells on the scale of standardised data (see tests/evaluation/test_calibration.py
-    for why)."""
+    LogNormal(0, 0.5)`, cells on the scale of standardised data (see
+    tests/evaluation/test_calibration.py for why)."""
     d = 3
     contexts = PerturbationData.from_arrays(
         None, features=np.array([[0.0], [1.0], [-1.0], [1.0], [-1.0]]),
