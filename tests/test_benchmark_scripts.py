@@ -361,13 +361,16 @@ class TestQuickNUTS:
     """The NUTS scripts: a few draws of two chains, enough to reach every line."""
 
     def test_nuts_acyclicity_quick(self, tmp_path):
+        # R-hat of 2 × 5 draws may be infinite (a chain that never moved), never NaN
         rows = finite_rows(quick_record("nuts_acyclicity", tmp_path,
-                                        "nuts_acyclicity_d3_2x5"), 1)
-        assert rows[0]["variant"] == "notears"
+                                        "nuts_acyclicity_d3_2x5"), 1, skip=("max_r_hat",))
+        assert rows[0]["variant"] == "notears" and rows[0]["max_r_hat"] >= 1.0
 
     def test_nuts_modes_quick(self, tmp_path):
-        rows = finite_rows(quick_record("nuts_modes", tmp_path), 2)
+        rhats = ("max_rhat", "max_rhat_not_weights")  # of 2 × 10 draws: may be infinite
+        rows = finite_rows(quick_record("nuts_modes", tmp_path), 2, skip=rhats)
         assert [r["start"] for r in rows] == ["data_start", "one_map"]
+        assert all(r[k] >= 1.0 for r in rows for k in rhats)
         weights = [m["weight"] for m in rows[0]["modes"]]
         np.testing.assert_allclose(sum(weights), 1.0, rtol=1e-5)
 
