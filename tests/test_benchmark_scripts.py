@@ -252,7 +252,7 @@ def test_benchmark_units_by_hand():
 # --- each script's `--quick` run, checked through the record it writes ----------------------
 # A tiny problem each: a run's seconds are mostly compiling its fit. Grouped in classes
 # because pytest-xdist's `--dist loadscope` sends each class to one worker, so the runs spread
-# over CI's workers instead of queueing behind one module.
+# over CI's workers instead of queueing behind one module (each class: 1-3 CPU minutes).
 
 
 def numbers(value, skip=()) -> list:
@@ -375,8 +375,8 @@ class TestQuickNUTS:
         np.testing.assert_allclose(sum(weights), 1.0, rtol=1e-5)
 
 
-class TestQuickDesignAndScale:
-    """Experimental design, minibatches, scale and the README's numbers."""
+class TestQuickDesign:
+    """Experimental design and minibatches."""
 
     def test_eig_estimator_quick(self, tmp_path):
         record = quick_record("eig_estimator", tmp_path, "eig_estimator_seed0")
@@ -396,6 +396,10 @@ class TestQuickDesignAndScale:
         record = quick_record("minibatches", tmp_path)
         rows = finite_rows(record, len(record["modes"]), skip=("message",))
         assert [r["mode"] for r in rows] == record["modes"]
+
+
+class TestQuickScaleAndREADME:
+    """Scale's parts and the README's numbers."""
 
     def test_scale_quick(self, tmp_path):
         """Every part: both paths of a step, the demo fits, restarts, a sci-Plex-shaped fit."""
@@ -439,7 +443,7 @@ class TestQuickDesignAndScale:
 
 def test_every_script_has_a_quick_run():
     runs = {name.removeprefix("test_").split("_quick")[0]
-            for cls in (TestQuickSVIFits, TestQuickUncertainty, TestQuickNUTS,
-                        TestQuickDesignAndScale) for name in vars(cls) if "_quick" in name}
+            for cls in (TestQuickSVIFits, TestQuickUncertainty, TestQuickNUTS, TestQuickDesign,
+                        TestQuickScaleAndREADME) for name in vars(cls) if "_quick" in name}
     runs |= {"oracle_ladder", "prediction_variants", "misspecified_targets", "target_calls"}
     assert runs == set(SCRIPTS)
