@@ -53,9 +53,9 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-T_LIK = "tests/test_likelihood.py"
-T_EXP = "tests/test_design_experiments.py"
-T_QUE = "tests/test_design_queries.py"
+T_LIK = "tests/core/test_likelihood.py"
+T_EXP = "tests/design/test_experiments.py"
+T_QUE = "tests/design/test_queries.py"
 T_FUZZ = "tests/test_fuzz.py::test_from_arrays_validates_or_builds_finite_data"
 T_FUZZ_VALUES = "tests/test_fuzz.py::test_a_broken_value_is_named_by_its_own_argument"
 
@@ -69,7 +69,7 @@ MUTANTS = [
     Mutant("init_jitter_constrained", "gim_ppl/inference/init.py",
            "return transform(unconstrained + jitter * noise)",
            "return value + jitter * noise",
-           ("tests/test_init.py::test_jitter_is_multiplicative_on_positive_sites_whatever_their"
+           ("tests/inference/test_init.py::test_jitter_is_multiplicative_on_positive_sites_whatever_their"
             "_scale",)),
     Mutant("dose_message_without_dose", "gim_ppl/data.py",
            'raise ValueError(f"dose must be >= 0; negative at contexts {_rows(bad)}")',
@@ -88,7 +88,7 @@ MUTANTS = [
            "            if old is not None:\n                os.replace(old, self.path)\n"
            "            raise",
            "            raise",
-           ("tests/test_cli_fit.py::test_overwrite_is_complete_or_absent_when_the_final_rename"
+           ("tests/cli/test_fit_command.py::test_overwrite_is_complete_or_absent_when_the_final_rename"
             "_fails",)),
     Mutant("targets_eig_ignores_inner_weights", "gim_ppl/design/experiments.py",
            'after = jnp.einsum("cnm,cnmd->cnd", w, post)',
@@ -111,7 +111,7 @@ MUTANTS = [
     Mutant("demo_metric_key_misspelt", "gim_ppl/cli/demo.py",
            '"target_auroc_full_ood"),',
            '"target_auroc_ful_ood"),',
-           ("tests/test_cli_demo.py",)),
+           ("tests/cli/test_demo.py",)),
     # item 10: the old assertion `targets[:, obs] >= 0` could not fail whatever the mask did
     Mutant("observational_cells_get_targets", "gim_ppl/model.py",
            "targets = jnp.where(data.observational[:, None], 0.0, targets.astype(shift.dtype))",
@@ -135,53 +135,53 @@ MUTANTS = [
     Mutant("mean_shift_sample_sd", "gim_ppl/evaluation/stability.py",
            "/ np.maximum(control.std(0), 1e-12)",
            "/ np.maximum(control.std(0, ddof=1), 1e-12)",
-           ("tests/test_stability.py::test_mean_shift_detector_scores_by_hand",)),
+           ("tests/evaluation/test_stability.py::test_mean_shift_detector_scores_by_hand",)),
     Mutant("mean_shift_scores_observational", "gim_ppl/evaluation/stability.py",
            "return np.where(np.asarray(data.observational)[:, None], 0.0, scores)",
            "return scores",
-           ("tests/test_stability.py::test_mean_shift_detector_scores_by_hand",)),
+           ("tests/evaluation/test_stability.py::test_mean_shift_detector_scores_by_hand",)),
     Mutant("auroc_ties_count_as_wins", "gim_ppl/evaluation/metrics.py",
            'return float(require("sklearn.metrics").roc_auc_score(y, s))',
            "return float(np.mean(s[y][:, None] >= s[~y][None, :]))",
-           ("tests/test_stability.py::test_mean_shift_detector_scores_by_hand",
-            "tests/test_metrics.py")),
+           ("tests/evaluation/test_stability.py::test_mean_shift_detector_scores_by_hand",
+            "tests/evaluation/test_metrics.py")),
     Mutant("ard_scale_ignored", "gim_ppl/core/interventions.py",
            'scale = params[f"{key}_feature_scale"]',
            'scale = jnp.ones_like(params[f"{key}_feature_scale"])',
-           ("tests/test_intervention_maps.py::test_shrinkage_scales_closed_form",)),
+           ("tests/core/test_interventions.py::test_shrinkage_scales_closed_form",)),
     Mutant("gies_targets_off_by_one", "gim_ppl/evaluation/sachs.py",
            "known = [[s.var_names.index(p) for p in c.targets]",
            "known = [[(s.var_names.index(p) + 1) % 11 for p in c.targets]",
-           ("tests/test_sachs.py::test_run_gies_recovers_a_planted_dag_with_its_known_targets",)),
+           ("tests/datasets/test_sachs.py::test_run_gies_recovers_a_planted_dag_with_its_known_targets",)),
     Mutant("gies_cells_to_wrong_condition", "gim_ppl/evaluation/sachs.py",
            "[x[ctx == k] for k in np.flatnonzero(~obs)]",
            "[x[ctx == k] for k in np.flatnonzero(~obs)][::-1]",
-           ("tests/test_sachs.py::test_run_gies_recovers_a_planted_dag_with_its_known_targets",)),
+           ("tests/datasets/test_sachs.py::test_run_gies_recovers_a_planted_dag_with_its_known_targets",)),
     Mutant("excess_variance_keeps_sampling_noise", "gim_ppl/inference/intervals.py",
            "return np.maximum((r2 - held.var - held.se2).mean(0), 0.0)",
            "return np.maximum((r2 - held.var).mean(0), 0.0)",
-           ("tests/test_intervals.py::test_excess_variance_and_sampling_variance_by_hand",)),
+           ("tests/inference/test_intervals.py::test_excess_variance_and_sampling_variance_by_hand",)),
     Mutant("mean_intervals_kind_swapped", "gim_ppl/inference/intervals.py",
            'kind = np.where(obs, "observational", np.where(known, "new_dose", "new_perturbation"))',
            'kind = np.where(obs, "observational", np.where(known, "new_perturbation", "new_dose"))',
-           ("tests/test_intervals.py::test_mean_intervals_add_the_calibrated_variance_by_kind",)),
+           ("tests/inference/test_intervals.py::test_mean_intervals_add_the_calibrated_variance_by_kind",)),
     Mutant("context_mean_draws_per_cell_targets", "gim_ppl/readout.py",
            "targets = jnp.where(observational, 0.0, targets)",
            "targets = jnp.where(observational, 0.0, jax.nn.sigmoid(logits))",
-           ("tests/test_intervals.py::test_context_mean_draws_are_target_sets_drawn_at_their"
+           ("tests/inference/test_intervals.py::test_context_mean_draws_are_target_sets_drawn_at_their"
             "_probabilities",)),
     Mutant("vsbc_shift_ignored", "gim_ppl/evaluation/calibration.py",
            'return {k: v + self.shift.get(k.removesuffix("_auto_loc"), 0.0)',
            'return {k: v + 0.0 * self.shift.get(k.removesuffix("_auto_loc"), 0.0)',
-           ("tests/test_calibration.py::test_vsbc_passes_the_fitted_guide_and_catches_half_a"
+           ("tests/evaluation/test_calibration.py::test_vsbc_passes_the_fitted_guide_and_catches_half_a"
             "_prior_sd",)),
     Mutant("checkpoint_model_settings_listed_by_hand", "gim_ppl/inference/checkpoint.py",
-           "attributes = {n: v for n, v in vars(model).items() if not n.startswith(\"_\")}",
-           "attributes = {n: getattr(model, n) for n in (\"n_vars\", \"mechanism\", "
-           "\"priors\", \"pooled\", \"coarsening\")}",
-           ("tests/test_checkpoint.py::test_checkpoint_of_other_settings_or_data_is_refused",
-            "tests/test_checkpoint.py::test_the_model_fingerprint_covers_every_attribute")),
-    Mutant("cli_flag_from_the_prose", "gim_ppl/cli/errors.py",
+           "    for field in dataclasses.fields(model):",
+           "    for field in [f for f in dataclasses.fields(model) if f.name in (\"n_vars\", "
+           "\"mechanism\", \"priors\", \"pooled\", \"coarsening\")]:",
+           ("tests/inference/test_checkpoint.py::test_checkpoint_of_other_settings_or_data_is_refused",
+            "tests/inference/test_checkpoint.py::test_the_model_fingerprint_covers_every_attribute")),
+    Mutant("cli_flag_from_the_prose", "gim_ppl/cli/user_errors.py",
            "    return f\"{flag}: {text}\"",
            "    return text",
            ("tests/test_errors.py::test_the_cli_names_the_flag_from_the_argument_not_the"
@@ -191,17 +191,17 @@ MUTANTS = [
     Mutant("perturbation_weight_ignored", "gim_ppl/core/likelihood.py",
            "    return obs_ll + jnp.sum(jnp.where(mask, weight * mix, 0.0))",
            "    return obs_ll + jnp.sum(jnp.where(mask, mix, 0.0))",
-           ("tests/test_batching.py::test_batch_loglik_is_unbiased_over_the_draws",)),
+           ("tests/inference/test_batching.py::test_batch_loglik_is_unbiased_over_the_draws",)),
     Mutant("control_cells_unweighted", "gim_ppl/inference/batching.py",
            "n_control / index.n_control_batch, dtype)",
            "1.0, dtype)",
-           ("tests/test_batching.py::test_batch_draws_whole_perturbations_and_subsamples"
-            "_control_cells", "tests/test_batching.py::test_batch_loglik_is_unbiased_over_the"
-            "_draws")),
+           ("tests/inference/test_batching.py::test_batch_draws_whole_perturbations_and_subsamples"
+            "_control_cells",
+            "tests/inference/test_batching.py::test_batch_loglik_is_unbiased_over_the_draws")),
     Mutant("perturbations_with_replacement", "gim_ppl/inference/batching.py",
            "chosen = jax.random.choice(key_p, n_units, (index.size,), replace=False)",
            "chosen = jax.random.choice(key_p, n_units, (index.size,), replace=True)",
-           ("tests/test_batching.py::test_batch_draws_whole_perturbations_and_subsamples"
+           ("tests/inference/test_batching.py::test_batch_draws_whole_perturbations_and_subsamples"
             "_control_cells",)),
 ]
 

@@ -62,6 +62,7 @@ __all__ = [
     "datasets",
     "design",
     "diagnose",
+    "evaluation",
     "fit",
     "init_from_data",
     "initialize_distributed",

@@ -1,7 +1,7 @@
 """`ArgumentError`: a bad value of one argument of a public function, with the argument's
 name as data (`error.argument`), so that a caller can say which of *its* inputs was wrong
 without reading the message: `gim-ppl fit` maps `error.argument` to its flag
-(`gim_ppl.cli.errors.FLAGS`), and rewording a message changes nothing there.
+(`gim_ppl.cli.user_errors.FLAGS`), and rewording a message changes nothing there.
 
 It is a `ValueError`; `ArgumentTypeError` (also a `TypeError`) and `ArgumentKeyError` (also a
 `KeyError`) are the same error for a value of the wrong type and for a key that is missing,

@@ -22,11 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gim_ppl.core.interventions import (
-    InterventionOutputs,
-    intervention_outputs,
-    intervention_shift,
-)
+from gim_ppl.core.interventions import InterventionOutputs, intervention_shift
 from gim_ppl.core.likelihood import log_likelihood, make_groups
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
@@ -96,8 +92,8 @@ def target_groups(model: GIM, data: PerturbationData):
 def context_heads(model: GIM, params: dict, data: PerturbationData) -> InterventionOutputs:
     """The four heads `(n_contexts, n_vars)` of every context of `data`, with the offsets of
     pooled perturbations and the GP map's anchors."""
-    return intervention_outputs(params, data.features, pooled_rows(model, data),
-                                model.map_anchors)
+    return model.interventions.outputs(params, data.features, pooled_rows(model, data),
+                                       model.map_anchors)
 
 
 def context_effects(model: GIM, params: dict, data: PerturbationData

@@ -238,9 +238,9 @@ def test_for_prediction_gives_each_context_n_cells_and_no_x():
 
 def _docs_snippet(page: str, marker: str) -> str:
     """The ```python block of a docs page that contains `marker`."""
-    from pathlib import Path
+    from tests import ROOT
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text()
+    text = (ROOT / "docs" / page).read_text()
     blocks = text.split("```python\n")[1:]
     (code,) = [b.split("```")[0] for b in blocks if marker in b]
     return code

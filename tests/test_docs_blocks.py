@@ -38,8 +38,8 @@ import pytest
 
 from gim_ppl.cli import build_parser as gim_ppl_parser
 from gim_ppl.inference.fit import MAX_STEPS_ENV
+from tests import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: `GIM_PPL_MAX_STEPS` for the python blocks, and the steps of their literal `svi.run`.
 STEPS = 20

@@ -10,7 +10,7 @@ import pytest
 
 import gim_ppl
 from gim_ppl import ArgumentError, PerturbationData
-from gim_ppl.cli.errors import FLAGS, cli_message
+from gim_ppl.cli.user_errors import FLAGS, cli_message
 from gim_ppl.errors import ArgumentKeyError, ArgumentTypeError
 from tests._problems import small_data
 

@@ -31,9 +31,10 @@ def test_describe_distribution_shows_arrays_by_shape_and_wrapped_bases():
 def test_the_default_priors_table_of_the_docs_is_the_code():
     """docs/method.md's table of default priors equals `Priors()` field by field."""
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text()
+    from tests import ROOT
+
+    text = (ROOT / "docs" / "method.md").read_text()
     pairs = re.findall(r"`(\w+)` \| ([A-Za-z]+\([^)]*\))", text)
     assert len(pairs) == 16
     priors = gim_ppl.Priors()

@@ -4,24 +4,25 @@ fits a GIM to a drug screen (.h5ad) in three steps, load → fit → write; `des
 candidate experiments on a drug screen (drugs at doses) by their expected information gain."""
 
 # This package: `main` (the parser and the dispatch) here; one module per command, each with
-# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit`, `design`; `fit`
-# and `design` share `screen` (the screen's flags and loading), `errors` (one-line user
-# errors) and `fit.fit_screen`; `outputs` is fit's output folder and files; and `machine`
+# `add_parser(sub)` and `run(args)`: `demo`, `bench` (bench and perf), `fit_command` (`fit`),
+# `design`; `fit` and `design` share `screen_input` (the screen's flags and loading),
+# `user_errors` (one-line user errors) and `fit_command.fit_screen`; `outputs` is fit's
+# output folder and files; and `machine`
 # (`machine_description`, shared by the commands). Building the parser and checking the
 # arguments, --out and the input files import no jax, numpyro, optax or extra: each command
 # imports them inside the functions that run it, so that a mistyped flag or path is a
-# one-line error within a fraction of a second (issue 27; tests/test_cli_fit.py checks it).
+# one-line error within a fraction of a second (issue 27; tests/cli/test_fit_command.py checks it).
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from gim_ppl.cli import bench, demo, design, fit
+from gim_ppl.cli import bench, demo, design, fit_command
 from gim_ppl.cli.arguments import OneLineParser
 from gim_ppl.cli.machine import machine_description
 
-COMMANDS = {"demo": demo, "bench": bench, "fit": fit, "design": design}
+COMMANDS = {"demo": demo, "bench": bench, "fit": fit_command, "design": design}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@ posterior (AutoNormal) to every context of the screen, then rank candidate exper
 a drug at a dose, by their expected information gain (`gim_ppl.design.rank_experiments`);
 print the best and write the ranking to `--out` (a CSV file).
 
-The screen is read as `gim-ppl fit` reads it (the flags and loading of `gim_ppl.cli.screen`,
-the fit of `gim_ppl.cli.fit.fit_screen`: controls-centred cells). `--candidates` is a CSV
+The screen is read as `gim-ppl fit` reads it (the flags and loading of `gim_ppl.cli.screen_input`,
+the fit of `gim_ppl.cli.fit_command.fit_screen`: controls-centred cells). `--candidates` is a CSV
 with one row per candidate experiment: `drug`, `dose` (in `--dose-unit`), and the drug's
 features in one of three ways:
 
@@ -17,7 +17,7 @@ features in one of three ways:
   features, e.g. the columns of `--features-csv`.
 
 Every problem with the candidates is one line naming `--candidates`, with exit code 2
-(`gim_ppl.cli.errors`); the file is checked before the screen is read, the drugs and
+(`gim_ppl.cli.user_errors`); the file is checked before the screen is read, the drugs and
 features before the fit. `--out` is written only when the ranking is complete."""
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from gim_ppl.cli.arguments import POSITIVE_INT, number_type
-from gim_ppl.cli.errors import USER_ERRORS, UsageError, fail
-from gim_ppl.cli.fit import fit_screen, knowledge_mask
+from gim_ppl.cli.fit_command import fit_screen, knowledge_mask
 from gim_ppl.cli.machine import machine_description
 from gim_ppl.cli.outputs import write_csv
-from gim_ppl.cli.screen import (
+from gim_ppl.cli.screen_input import (
     add_fit_arguments,
     add_run_flags,
     add_screen_arguments,
@@ -43,6 +42,7 @@ from gim_ppl.cli.screen import (
     screen_features,
     screen_settings,
 )
+from gim_ppl.cli.user_errors import USER_ERRORS, UsageError, fail
 from gim_ppl.design.quantities import QUANTITIES
 from gim_ppl.extras import require, require_installed
 

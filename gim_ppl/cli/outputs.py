@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from gim_ppl.cli.errors import UsageError
 from gim_ppl.cli.machine import machine_description
+from gim_ppl.cli.user_errors import UsageError
 from gim_ppl.datasets import AnnDataInfo
 
 # jax and the library's model, splits and tables are imported inside the writers: the command
@@ -372,7 +372,7 @@ def _write_figures(folder: Path, args, screen: Screen, fitted: Fitted) -> None:
     import matplotlib.pyplot as plt
 
     from gim_ppl.datasets import shift_cells
-    from gim_ppl.plots.fit import plot_dose_response_grid
+    from gim_ppl.plots.curves import plot_dose_response_grid
     from gim_ppl.plots.targets import plot_targets
 
     model, sites = fitted.model, fitted.result.sites

@@ -37,6 +37,7 @@ in all variables at once.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -83,10 +84,31 @@ def _head_sites(input_axis: str) -> dict[str, Site]:
 
 
 class InterventionMap(NamedTuple):
-    """A feature → intervention map: the sample sites it declares (in model order)."""
+    """A feature → intervention map as a value: the sample sites it declares (in model
+    order) and `heads(params, features (n, p), anchors) -> 4 × (n, n_vars)`, the heads
+    before any per-perturbation offsets (`outputs` adds them)."""
 
     name: str
     sites: dict[str, Site]
+    heads: Callable[..., tuple]
+
+    def outputs(self, params: dict, features, pooled=None,
+                anchors=None) -> InterventionOutputs:
+        """Map `features (n_contexts, n_features)` to the four per-context heads.
+
+        Args:
+            pooled: optional `(n_contexts,)` int row of each context in the `{head}_offset`
+                sites (−1: a perturbation without an offset, e.g. a new one); ignored when
+                `params` has no offsets.
+            anchors: `(n_anchors, n_features)` features the GP map is fixed at (GP map only).
+        """
+        heads = self.heads(params, features, anchors)
+        if pooled is not None and "target_offset" in params:
+            known = (pooled >= 0)[:, None]
+            row = jnp.maximum(pooled, 0)
+            heads = [v + jnp.where(known, params[f"{head}_offset"][row], 0.0)
+                     for v, head in zip(heads, HEADS, strict=True)]
+        return InterventionOutputs(*heads)
 
 
 def _gp_sites() -> dict[str, Site]:
@@ -126,20 +148,40 @@ def shrink(intervention_map: InterventionMap, kind: str) -> InterventionMap:
     if intervention_map.name.startswith("gp"):
         raise ValueError("shrinkage does not apply to the 'gp' intervention map: its ARD "
                          "lengthscales already weigh each feature")
-    return InterventionMap(f"{intervention_map.name}+{kind}",
-                           _shrunk_sites(intervention_map.sites, kind))
+    # `feature_weights` reads raw weights times their scales, so the heads are the same
+    return intervention_map._replace(name=f"{intervention_map.name}+{kind}",
+                                     sites=_shrunk_sites(intervention_map.sites, kind))
 
 
 #: Per-perturbation offsets of every head (partial pooling), axis "pooled".
 OFFSET_SITES = {f"{head}_offset": Site(("pooled", "var"), f"{head}_offset") for head in HEADS}
 
-LINEAR_MAP = InterventionMap("linear", _head_sites("feature"))
+def _linear_heads(params: dict, features, anchors=None) -> list:
+    return [features @ feature_weights(params, head) + params[f"{head}_bias"]
+            for head in HEADS]
+
+
+def _mlp_heads(params: dict, features, anchors=None) -> list:
+    hidden = jnp.tanh(features @ feature_weights(params, "map_hidden")
+                      + params["map_hidden_bias"])
+    return _linear_heads(params, hidden)
+
+
+def _gp_heads(params: dict, features, anchors=None) -> list:
+    if anchors is None:
+        raise ValueError("the 'gp' intervention map needs its anchors")
+    # one factorisation per head: batching them with vmap made the step slower (batched
+    # Cholesky on CPU; docs/performance.md)
+    return [gp_head(params, head, features, anchors) for head in HEADS]
+
+
+LINEAR_MAP = InterventionMap("linear", _head_sites("feature"), _linear_heads)
 MLP_MAP = InterventionMap("mlp", {
     "map_hidden_weights": Site(("feature", "map_hidden"), "map_hidden_weight", random_init=True),
     "map_hidden_bias": Site(("map_hidden",), "map_hidden_weight", random_init=True),
     **_head_sites("map_hidden"),
-})
-GP_MAP = InterventionMap("gp", _gp_sites())
+}, _mlp_heads)
+GP_MAP = InterventionMap("gp", _gp_sites(), _gp_heads)
 INTERVENTION_MAPS = {m.name: m for m in (LINEAR_MAP, MLP_MAP, GP_MAP)}
 #: Every map a GIM can be built with, shrunk ones included (their sites form `ALL_SITES`).
 ALL_MAPS = {**INTERVENTION_MAPS,
@@ -250,37 +292,6 @@ def warn_constant_features(features, argument: str) -> list[int]:
     return constant
 
 
-def intervention_outputs(params: dict, features, pooled=None,
-                         anchors=None) -> InterventionOutputs:
-    """Map `features (n_contexts, n_features)` to the four per-context heads.
-
-    Args:
-        pooled: optional `(n_contexts,)` int row of each context in the `{head}_offset`
-            sites (−1: a perturbation without an offset, e.g. a new one); ignored when
-            `params` has no offsets.
-        anchors: `(n_anchors, n_features)` features the GP map is fixed at (GP map only).
-    """
-    if "target_gp_u" in params:
-        if anchors is None:
-            raise ValueError("the 'gp' intervention map needs its anchors")
-        # one factorisation per head: batching them with vmap made the step slower (batched
-        # Cholesky on CPU; docs/performance.md)
-        heads = [gp_head(params, head, features, anchors) for head in HEADS]
-    else:
-        h = features
-        if "map_hidden_bias" in params:
-            h = jnp.tanh(features @ feature_weights(params, "map_hidden")
-                         + params["map_hidden_bias"])
-        heads = [h @ feature_weights(params, head) + params[f"{head}_bias"]
-                 for head in HEADS]
-    if pooled is not None and "target_offset" in params:
-        known = (pooled >= 0)[:, None]
-        row = jnp.maximum(pooled, 0)
-        heads = [v + jnp.where(known, params[f"{head}_offset"][row], 0.0)
-                 for v, head in zip(heads, HEADS, strict=True)]
-    return InterventionOutputs(*heads)
-
-
 def intervention_shift(heads: InterventionOutputs, dose):
     """The Hill shift u = emax · a(dose) of each context: the intervention step from the
     map's heads to the effect a target gets (`core.hill.hill_shift` with the heads' Hill
@@ -301,6 +312,6 @@ __all__ = ["ALL_MAPS", "FAN_IN_HEADS", "GP_MAP", "GP_NUGGET", "HEADS", "INTERVEN
            "LINEAR_MAP",
            "MLP_MAP", "OFFSET_SITES", "SHRINKAGES", "InterventionMap", "InterventionOutputs",
            "as_intervention_map", "check_anchors", "cholesky", "feature_weights",
-           "gp_conditional_mean", "gp_head", "gp_kernel", "intervention_outputs",
+           "gp_conditional_mean", "gp_head", "gp_kernel",
            "intervention_shift",
            "shrink", "warn_constant_features"]

@@ -98,7 +98,7 @@ def to_arviz(model: GIM, mcmc_or_sites, data: PerturbationData, *, per: str = "c
                     "features; use per='context'")
         coords["perturbation"] = [data.perturbation_names[g] for g in ids]
         derived_on = data.subset(first)
-    dims = {site: list(spec.dims) for site, spec in model.sites.items()}
+    dims = {site: list(spec.dims) for site, spec in model.site_specs.items()}
     samples, stats, attrs = _chains(model, mcmc_or_sites)
 
     n_chain, n_draw = next(iter(samples.values())).shape[:2]

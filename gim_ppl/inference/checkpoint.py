@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import numbers
 import os
@@ -131,23 +130,21 @@ _SHOWN_CHARS = 200
 
 
 def model_description(model) -> dict:
-    """Every setting of a `GIM`, read off the object, not listed by hand: one entry per
-    public attribute (`vars(model)`, names not starting with "_"; a setting added to the
-    class is covered once `__init__` stores it), each `describe`d (arrays by their values,
+    """Every setting of a `GIM`, read off the value, not listed by hand: one entry per
+    dataclass field (a setting added to the class is covered by being a field), each
+    `describe`d (arrays by their values,
     priors by their distributions and parameters, functions by their qualified names, a
     `functools.partial` by its function and arguments). An entry whose description is longer
     than `_SHOWN_CHARS` characters (an edge mask, the priors of every site) is recorded as
     `"sha256:..."` of its JSON, so the header stays small and a change in one value still
-    changes it. The attributes named like `__init__`'s parameters come first, in its order,
-    then the derived ones by name, so that `check_settings` names the setting the user
-    changed (`pooled`) before what follows from it (`sites`)."""
-    attributes = {n: v for n, v in vars(model).items() if not n.startswith("_")}
-    given = [n for n in inspect.signature(type(model).__init__).parameters if n in attributes]
+    changes it. Fields come in declaration order, the settings a user gives before the
+    components derived from them, so that `check_settings` names the setting the user
+    changed (`pooled`) before what follows from it (`site_specs`)."""
     out = {}
-    for name in [*given, *sorted(set(attributes) - set(given))]:
-        value = attributes[name]
+    for field in dataclasses.fields(model):
+        value = getattr(model, field.name)
         text = json.dumps(describe(value), sort_keys=True)
-        out[name] = (json.loads(text) if len(text) <= _SHOWN_CHARS
+        out[field.name] = (json.loads(text) if len(text) <= _SHOWN_CHARS
                      else "sha256:" + hashlib.sha256(text.encode()).hexdigest())
     return out
 

@@ -3,6 +3,8 @@ exact and deterministic."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 from numpyro.infer import MCMC, NUTS
 
@@ -36,7 +38,7 @@ def run_mcmc(
             per second 0.37 vs 0.01), whose 2-cycle value |w_ij w_ji| has a kink at zero.
             Both vanish exactly on DAGs; the rest of the model is unchanged. "model": the
             model's own penalty, the spectral one with exact gradients
-            (`GIM.with_acyclicity`). O(d³) per step for "notears".
+            (`exact_acyclicity_gradient=True`). O(d³) per step for "notears".
 
     Chains start near the data (`init_from_data(data, jitter=MCMC_JITTER)`: each chain its
     own jitter, so R-hat can see chains that disagree) unless `init_strategy` is given.
@@ -48,7 +50,9 @@ def run_mcmc(
         raise ValueError(f"acyclicity must be 'notears' or 'model', got {acyclicity!r}")
     # HMC needs the true gradient of the density it evaluates (the spectral penalty's
     # default gradient is a fixed-vector surrogate) and a geometry it can cross
-    model = model.with_acyclicity(model.acyclicity if acyclicity == "model" else "notears")
+    model = dataclasses.replace(
+        model, acyclicity=model.acyclicity if acyclicity == "model" else "notears",
+        exact_acyclicity_gradient=True)
     # A prior draw (NumPyro's default) gives the Hill heads random signs, each a separate
     # mode (docs/reliability.md); the data start does not.
     nuts_kwargs.setdefault("init_strategy", init_from_data(data, jitter=MCMC_JITTER))

@@ -18,14 +18,14 @@ from `PerturbationData`.
 - `plot_marginals`, `plot_pair`, `plot_predicted_vs_observed`: predicted against observed
   cells of one context (per-variable densities and a 2-D scatter).
 
-Modules: `layout` (colours, axes, name lookup, shared read-offs), `benchmark`, `fit` (loss and
-dose-response), `targets`, `graph`, `cells` (predicted vs observed cells).
+Modules: `layout` (colours, axes, name lookup, shared read-offs), `benchmark`, `curves` (loss
+and dose-response), `targets`, `dag` (the graph), `cells` (predicted vs observed cells).
 """
 
 from gim_ppl.plots.benchmark import plot_learning_curve
 from gim_ppl.plots.cells import plot_marginals, plot_pair, plot_predicted_vs_observed
-from gim_ppl.plots.fit import plot_dose_response, plot_dose_response_grid, plot_loss
-from gim_ppl.plots.graph import EDGE_COLORS, edge_classes, plot_graph
+from gim_ppl.plots.curves import plot_dose_response, plot_dose_response_grid, plot_loss
+from gim_ppl.plots.dag import EDGE_COLORS, edge_classes, plot_graph
 from gim_ppl.plots.layout import FIT_COLOR as FIT_COLOR
 from gim_ppl.plots.layout import OBSERVED_COLOR as OBSERVED_COLOR
 from gim_ppl.plots.layout import PREDICTED_COLOR as PREDICTED_COLOR

@@ -344,7 +344,7 @@ def test_doses_that_are_not_numbers(screen, features):
         load(bad, features)
     # the error carries its argument, and the CLI names its flag from that, not the prose
     assert err.value.argument == "dose_key"
-    from gim_ppl.cli.errors import cli_message
+    from gim_ppl.cli.user_errors import cli_message
     assert cli_message(err.value).startswith("--dose-key: obs['dose'] must hold numeric doses")
 
 

@@ -1,8 +1,9 @@
-"""One process of the multi-process tests (started by tests/test_distributed.py, not
+"""One process of the multi-process tests (started by tests/inference/test_distributed.py, not
 collected by pytest): fit a small benchmark on this process's shard of the cells and, on
 process 0, save the losses and sites.
 
-    python tests/_distributed_worker.py ADDRESS N_PROCESSES RANK OUT.npz [--other-contexts]
+    python tests/inference/_distributed_worker.py ADDRESS N_PROCESSES RANK OUT.npz \
+        [--other-contexts]
 """
 
 import os

@@ -3,10 +3,10 @@ write (graph, targets, Hill parameters, predictions, held-out metrics, figures, 
 
 This module holds the command's parser and `run`, the orchestration: check the settings and
 `--out`, load and split the screen, fit, write. The screen's flags and loading are shared
-with `gim-ppl design` (`gim_ppl.cli.screen`), and so is `fit_screen`, the fit itself. Every
+with `gim-ppl design` (`gim_ppl.cli.screen_input`), and so is `fit_screen`, the fit itself. Every
 user error (a bad file, a missing obs key, an output folder that cannot be written) ends in
 one line on stderr that names the problem and the fix, with exit code 2 and no traceback
-(`--debug` shows it): see `gim_ppl.cli.errors`. The output folder is checked before anything
+(`--debug` shows it): see `gim_ppl.cli.user_errors`. The output folder is checked before anything
 is read, the results are written into a temporary folder beside it, and that folder is moved
 into place at the end: `--out` is either complete or absent (`gim_ppl.cli.outputs`, which
 also writes the files).
@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gim_ppl.cli.arguments import NON_NEGATIVE_FLOAT, POSITIVE_INT
-from gim_ppl.cli.errors import USER_ERRORS, UsageError, fail, warning_message
 from gim_ppl.cli.machine import machine_description
 from gim_ppl.cli.outputs import Fitted, OutputFolder, Screen, write_outputs
-from gim_ppl.cli.screen import (
+from gim_ppl.cli.screen_input import (
     add_fit_arguments,
     add_run_flags,
     add_screen_arguments,
@@ -36,6 +35,7 @@ from gim_ppl.cli.screen import (
     screen_features,
     screen_settings,
 )
+from gim_ppl.cli.user_errors import USER_ERRORS, UsageError, fail, warning_message
 from gim_ppl.extras import require_installed
 from gim_ppl.knowledge import allowed_edges
 

@@ -28,9 +28,9 @@ def test_mean_shift_detector_scores_by_hand():
     np.testing.assert_allclose(scores[k], expected, rtol=1e-6)
     assert np.all(scores[0] == 0.0)
     # The default benchmark, seed 0: the raw mean shift is the reference a GIM's posterior
-    # must beat (tests/test_scale.py). Scores by a loop in float64 against the package's
-    # (control mean and sd in float32, pairwise sums over n = 800 cells): each float32 sum
-    # is off by at most ~log2(n) ε Σ|x| ≈ 10 ε n mean|x|, so a score by at most
+    # must beat (tests/inference/test_batching_scale.py). Scores by a loop in float64 against
+    # the package's (control mean and sd in float32, pairwise sums over n = 800 cells): each
+    # float32 sum is off by at most ~log2(n) ε Σ|x| ≈ 10 ε n mean|x|, so a score by at most
     # 10 ε (mean|x_control| / sd + score) — an a-priori bound, not a fitted tolerance.
     full = gim_ppl.datasets.synthetic_hill(0)
     data = full.train

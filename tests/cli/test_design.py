@@ -93,7 +93,7 @@ def test_ranks_known_drugs_at_new_doses(screen, tmp_path):
 def _contexts(screen, tmp_path, text, *flags):
     """The candidates as the command builds them, without fitting."""
     from gim_ppl.cli.design import candidate_contexts, read_candidates
-    from gim_ppl.cli.screen import (
+    from gim_ppl.cli.screen_input import (
         read_h5ad,
         screen_data,
         screen_features,

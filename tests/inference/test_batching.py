@@ -143,8 +143,8 @@ def test_bad_perturbation_batches_are_refused():
 
 
 def test_perturbation_batch_fit_learns_the_targets():
-    """As for cell minibatches (tests/test_scale.py): the fit must find the training targets
-    better than the raw mean-shift detector on the same data."""
+    """As for cell minibatches (tests/inference/test_batching_scale.py): the fit must find the
+    training targets better than the raw mean-shift detector on the same data."""
     bench = gim_ppl.datasets.synthetic_hill(0)
     model = gim_ppl.GIM(10, 10)
     with pytest.warns(UserWarning, match="full-batch step reads each context's moments"):

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _problems import random_sites, small_data
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
@@ -12,6 +11,7 @@ from numpyro.infer.util import log_density
 import gim_ppl
 from gim_ppl import cli
 from gim_ppl.evaluation import perf
+from tests._problems import random_sites, small_data
 
 FLOOR_OPTIONS = {"default": {}, "pooled": {"pooled": "some"},
                  "edge_mask": {"edge_mask": np.triu(np.ones((3, 3), bool), 1)},

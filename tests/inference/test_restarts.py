@@ -134,9 +134,10 @@ def test_agreement_names_what_disagrees():
 def test_plain_svi_selection_snippet_of_the_docs_runs():
     """docs/reliability.md's plain-NumPyro selection snippet, verbatim but for the steps."""
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    from tests import ROOT
+
+    text = (ROOT / "docs" / "reliability.md").read_text()
     code = re.search(r"```python\n(import jax, numpy.*?)```", text, re.S).group(1)
     assert "30_000" in code
     namespace = {}

@@ -571,7 +571,7 @@ def test_pooled_cell_types_are_a_note_in_flag_words(h5ad, tmp_path, capsys):
 def test_an_unknown_dose_unit_is_a_note_not_a_silent_scale(capsys):
     import argparse
 
-    from gim_ppl.cli.screen import screen_settings
+    from gim_ppl.cli.screen_input import screen_settings
 
     args = argparse.Namespace(preset="sciplex3", features_csv=None, smiles_key=None,
                               perturbation_key=None, dose_key=None, control=None,
@@ -664,7 +664,7 @@ def test_fit_without_held_out_contexts_needs_no_bench_extra(h5ad, tmp_path):
 def test_sources_forbid_and_coarsening_reach_the_model():
     import argparse
 
-    from gim_ppl.cli.fit import fit_screen
+    from gim_ppl.cli.fit_command import fit_screen
     from tests._problems import small_data
 
     args = argparse.Namespace(target_sparsity=1.0, steps=5, learning_rate=1e-2, seed=0,
@@ -681,7 +681,7 @@ def test_sources_forbid_and_coarsening_reach_the_model():
 def test_features_csv_columns_are_standardised_with_a_note(capsys):
     """Raw descriptors (a molecular weight of ~190) once gave flat Hill curves and no target
     above 0.5; they are z-scored over the drugs, as the SMILES path whitens by PCA."""
-    from gim_ppl.cli.screen import standardised_features
+    from gim_ppl.cli.screen_input import standardised_features
 
     raw = pd.DataFrame({"mol_weight": [180.2, 206.3, 151.2, 194.2], "logp": [1.2, 3.5, 0.5, -0.1],
                         "charged": [0.0, 0.0, 0.0, 0.0]},

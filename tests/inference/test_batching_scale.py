@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _problems import random_sites, small_data, train_target_aurocs
 from numpyro.infer.util import log_density
 
 import gim_ppl
 from gim_ppl.core.likelihood import residual_stats
 from gim_ppl.inference import BatchIndex, stratified_batch
+from tests._problems import random_sites, small_data, train_target_aurocs
 
 
 def test_stratified_batch_weights_sum_to_context_sizes():

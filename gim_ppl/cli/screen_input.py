@@ -7,7 +7,7 @@ doses), `add_fit_arguments` (Adam steps, learning rate, target sparsity, seed) a
 `read_features_csv`, `screen_features` and `screen_data` load the screen into a
 `PerturbationData` (with its `DoseScale`) and `AnnDataInfo`. Every problem with the input is
 a `UsageError` or a library `ValueError`/`KeyError` that names the argument
-(`gim_ppl.cli.errors`)."""
+(`gim_ppl.cli.user_errors`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from gim_ppl.cli.arguments import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
 )
-from gim_ppl.cli.errors import UsageError, print_note
+from gim_ppl.cli.user_errors import UsageError, print_note
 from gim_ppl.datasets import NORMALIZE_CHOICES, SCIPLEX3, drug_features, drug_smiles
 from gim_ppl.datasets.doses import MOLAR_SPELLINGS, molar_exponent
 from gim_ppl.extras import require

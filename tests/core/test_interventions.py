@@ -22,12 +22,12 @@ import pytest
 
 import gim_ppl
 from gim_ppl.core.interventions import (
+    GP_MAP,
     GP_NUGGET,
     HEADS,
     feature_weights,
     gp_head,
     gp_kernel,
-    intervention_outputs,
 )
 from tests._problems import random_sites, small_data
 
@@ -140,7 +140,7 @@ def test_gp_model_sites_and_unseen_prediction():
     assert model.site_shapes["target_gp_amplitude"] == ()
     res = gim_ppl.fit(model, data, steps=50, key=jax.random.key(0), progress=False)
     new = data.replace(features=data.features + 0.3)
-    heads = intervention_outputs(res.sites, new.features, anchors=model.map_anchors)
+    heads = GP_MAP.outputs(res.sites, new.features, anchors=model.map_anchors)
     np.testing.assert_allclose(model.intervention_outputs(res.sites, new).target_logits,
                                np.asarray(heads.target_logits), rtol=1e-5)
     pred = model.predict(res.sites, new, key=jax.random.key(1), n_cells=5)

@@ -145,7 +145,7 @@ def _stats_and_terms(model, sites, data):
     w = sites["weights"] * (1 - jnp.eye(data.n_vars))
     r = x - (x @ w + sites["bias"])
     stats = residual_stats(r, data.context, data.n_contexts)
-    heads = gim_ppl.core.interventions.intervention_outputs(sites, data.features)
+    heads = gim_ppl.core.interventions.LINEAR_MAP.outputs(sites, data.features)
     shift = gim_ppl.core.hill.hill_shift(data.dose[:, None], heads.emax, heads.log_ec50,
                                     heads.log_hill)
     return stats, shift, heads.target_logits

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import gim_ppl
+from tests import ROOT
 from tests._problems import small_data
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "_distributed_worker.py"
+WORKER = Path(__file__).with_name("_distributed_worker.py")
 TIMEOUT = 180  # seconds for a whole run; a fit takes ~10 s, jax's import a few
 
 

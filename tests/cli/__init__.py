@@ -1,0 +1,1 @@
+"""Tests of `gim_ppl.cli`."""
