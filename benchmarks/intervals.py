@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--draws", type=int, default=400,
                         help="draws per context for the intervals")
-    parser.add_argument("--quick", action="store_true", help="seed 0, 300 steps (smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="seed 0, 300 steps, 2 folds, 50 draws (smoke run)")
     parser.add_argument("--out", default="intervals")
     return parser
 
@@ -147,7 +148,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.draws = [0], 300, 50
+        args.seeds, args.steps, args.folds, args.draws = [0], 300, 2, 50
     rows = []
     for seed in args.seeds:
         rows.append(run_seed(seed, args.folds, args.steps, args.draws))

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--steps", type=int, default=10_000, help="MAP steps for one_map")
     parser.add_argument("--quick", action="store_true",
-                        help="d = 3, seed 0, 2 chains × (20 + 20), 200 steps (smoke run)")
+                        help="d = 3, seed 0, 2 chains × (10 + 10), 30 steps (smoke run)")
     parser.add_argument("--out", default="nuts_modes")
     return parser
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.n_vars, args.seeds = [3], [0]
-        args.chains, args.warmup, args.samples, args.steps = 2, 20, 20, 200
+        args.chains, args.warmup, args.samples, args.steps = 2, 10, 10, 30
     rows = []
     for d in args.n_vars:
         for seed in args.seeds:

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="every command at a tiny size: checks reading, not the numbers")
     parser.add_argument("--sources", nargs="+", choices=list(RUN), default=list(RUN),
                         help="which commands to run (default: all)")
-    parser.add_argument("--out", help="also write the comparison as JSON to this file")
+    parser.add_argument("--out", help="also write the comparison as JSON to this file (with "
+                                      "its command, commit and machine)")
     return parser
 
 
@@ -270,9 +271,11 @@ def main(argv=None) -> int:
     rows = compare(claims, values)
     print(report(rows))
     if args.out:
-        Path(args.out).write_text(json.dumps(
-            {"command": "python benchmarks/readme_numbers.py " + " ".join(
-                sys.argv[1:] if argv is None else argv), "rows": rows}, indent=1))
+        from gim_ppl.cli.machine import provenance
+
+        command = "python benchmarks/readme_numbers.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)
+        Path(args.out).write_text(json.dumps({**provenance(command), "rows": rows}, indent=1))
     if args.quick:  # tiny runs: every number must be read, none need agree
         missing = [r["claim"] for r in rows if r["value"] is None
                    and not (r["source"] == "demo" and r["claim"].endswith("[relaxed_mc]"))]

@@ -3,6 +3,8 @@
 import argparse
 import importlib.util
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -13,13 +15,16 @@ import pytest
 
 import gim_ppl
 from gim_ppl.core.likelihood import CellModel, sample_cells
+from gim_ppl.inference.fit import MAX_STEPS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}",
+                                                  ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -107,20 +112,6 @@ def metrics_auroc(labels, probs):
     return float(wins / (pos.size * neg.size))
 
 
-def test_scale_quick_run_times_both_paths_and_restarts(tmp_path):
-    scale = _load("scale")
-    assert scale.main(["--quick", "--parts", "step", "restarts", "--cells", "3000",
-                       "--out", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / "scale.json").read_text())
-    assert [r["n_cells"] for r in record["step"]] == [3_000]
-    assert all(r["moments_ms"] > 0 and r["cells_ms"] > 0 and r["floor_ms"] > 0
-               for r in record["step"])
-    assert [r["restarts"] for r in record["restarts"]] == [1, 8]
-    assert record["restarts"][0]["ratio_to_one"] == 1.0
-    md = (tmp_path / "scale.md").read_text()
-    assert "| from moments (ms) |" in md and "| restarts | ms per step |" in md
-
-
 def test_target_calls_scores_by_hand_and_quick_run(tmp_path):
     import pandas as pd
 
@@ -154,8 +145,7 @@ def test_target_calls_scores_by_hand_and_quick_run(tmp_path):
 
 
 def test_minibatches_modes_parse():
-    """Its fits are covered by tests/inference/test_batching.py; its parser and usage lines are
-    checked with the other slow ones (SLOW)."""
+    """`--modes` entries: each kind, and the refusals naming the option."""
     mb = _load("minibatches")
     assert mb.parse_mode("full") is None and mb.parse_mode("cells:25") == 25
     assert mb.parse_mode("perturbations:20") == gim_ppl.PerturbationBatches(20)
@@ -164,14 +154,9 @@ def test_minibatches_modes_parse():
             mb.parse_mode(bad)
 
 
-# --- the benchmarks that fit for minutes at their smallest: parser, usage lines, units -----
-# Their --quick runs take 30-60 s each on two shared cores (a fit's compilation dominates),
-# too long for CI; each is smoke-run here through its parser, its docstring's command lines
-# and the parts that need no fit.
+# --- every script's `--quick`: its parser and usage lines, then one run each -----------------
 
-SLOW = ("fit_variants", "restart_selection", "fit_start", "intercept_drift", "head_priors",
-        "intervention_maps", "map_timing", "autonormal_intervals", "nuts_acyclicity",
-        "sbc_nuts", "eig_estimator", "design_loop", "minibatches")
+SCRIPTS = tuple(sorted(f.stem for f in (ROOT / "benchmarks").glob("*.py")))
 
 
 def _usage_lines(name):
@@ -185,7 +170,7 @@ def _usage_lines(name):
             for line in doc.splitlines() if f"python benchmarks/{name}.py" in line]
 
 
-@pytest.mark.parametrize("name", SLOW)
+@pytest.mark.parametrize("name", SCRIPTS)
 def test_benchmark_parses_quick_and_its_usage_lines(name, tmp_path):
     script = _load(name)
     assert script.__doc__.splitlines()[0].strip()
@@ -262,3 +247,203 @@ def test_benchmark_units_by_hand():
     np.testing.assert_allclose(model.site_priors["emax_weights"].log_prob(value),
                                dist.Normal(0.0, 1 / 2).log_prob(value).sum(), rtol=1e-5)
     assert len(model.pooled) == 3 and heads.build_model("base", data).pooled is None
+
+
+# --- each script's `--quick` run, checked through the record it writes ----------------------
+# A tiny problem each: a run's seconds are mostly compiling its fit. Grouped in classes
+# because pytest-xdist's `--dist loadscope` sends each class to one worker, so the runs spread
+# over CI's workers instead of queueing behind one module (each class: 1-3 CPU minutes).
+
+
+def numbers(value, skip=()) -> list:
+    """Every int and float inside `value` (nested dicts and lists; bools and the keys in `skip`
+    left out)."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items() if k not in skip for n in numbers(v, skip)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in numbers(v, skip)]
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+def quick_record(name, tmp_path, stem=None, extra=()) -> dict:
+    """`python benchmarks/NAME.py --quick [extra] --out tmp_path` exits 0 and writes its
+    record STEM.json (command, commit, machine) and STEM.md (the command and commit above the
+    table); the record."""
+    argv = ["--quick", *extra, "--out", str(tmp_path)]
+    assert _load(name).main(argv) == 0
+    record = json.loads((tmp_path / f"{stem or name}.json").read_text())
+    assert {"command", "commit", "machine"} <= set(record)
+    assert record["command"] == f"python benchmarks/{name}.py " + " ".join(argv)
+    md = (tmp_path / f"{stem or name}.md").read_text()
+    assert f"`{record['command']}`" in md and record["commit"] in md and "\n| " in md
+    return record
+
+
+def finite_rows(record, n_rows, skip=()) -> list[dict]:
+    """The record's `n_rows` rows, every number in them finite."""
+    rows = record["rows"]
+    assert len(rows) == n_rows and all("error" not in r for r in rows)
+    values = numbers(rows, skip)
+    assert values and np.isfinite(values).all(), rows
+    return rows
+
+
+class TestQuickSVIFits:
+    """The scripts that fit the GIM by SVI and score it."""
+
+    def test_fit_variants_quick(self, tmp_path):
+        rows = finite_rows(quick_record("fit_variants", tmp_path), 1)
+        assert (rows[0]["variant"], rows[0]["seed"], rows[0]["key"]) == ("fit", 0, 0)
+        assert 0.0 <= rows[0]["target_auroc_train_posterior"] <= 1.0
+
+    def test_restart_selection_quick(self, tmp_path):
+        rows = finite_rows(quick_record("restart_selection", tmp_path), 1)
+        assert rows[0]["R"] == 2 and len(rows[0]["auroc"]) == len(rows[0]["scores"]) == 2
+        assert rows[0]["selected"] in (0, 1)
+
+    def test_fit_start_quick(self, tmp_path):
+        rows = finite_rows(quick_record("fit_start", tmp_path), 1)
+        assert rows[0]["variant"] == "zerohead+ctrl+dataw"
+
+    def test_intercept_drift_quick(self, tmp_path):
+        rows = finite_rows(quick_record("intercept_drift", tmp_path,
+                                        "intercept_drift_seed0_key0"), 1)
+        assert len(rows[0]["intercepts_fit"]) == len(rows[0]["intercepts_truth"])
+
+    def test_head_priors_quick(self, tmp_path):
+        rows = finite_rows(quick_record("head_priors", tmp_path), 1)
+        assert rows[0]["variant"] == "pooled_scaled"
+
+    def test_intervention_maps_quick(self, tmp_path):
+        rows = finite_rows(quick_record("intervention_maps", tmp_path,
+                                        "intervention_maps_noise2"), 1)
+        assert (rows[0]["variant"], rows[0]["noise"]) == ("ard", 2)
+
+    def test_map_timing_quick(self, tmp_path, monkeypatch):
+        from gim_ppl.evaluation import perf
+
+        # two maps, as in tests/test_perf.py: the GP and horseshoe maps' steps have their own
+        # tests (test_intervention_maps) and cost ~40 s of compiling here
+        monkeypatch.setattr(perf, "MAP_VARIANTS", perf.MAP_VARIANTS[:2])
+        rows = finite_rows(quick_record("map_timing", tmp_path), 2)
+        assert [r["map"] for r in rows] == ["linear", "linear+ard"]
+        assert all(r["n_perturbations"] == 4 and r["seconds_per_step"] > 0 for r in rows)
+        assert rows[0]["ratio_to_linear"] == 1.0
+
+
+class TestQuickUncertainty:
+    """The scripts about posteriors, intervals and calibration."""
+
+    def test_autonormal_intervals_quick(self, tmp_path):
+        row = finite_rows(quick_record("autonormal_intervals", tmp_path), 1)[0]
+        assert 0.0 <= row["coverage90"] <= 1.0 and row["interval_width"] > 0
+        assert sum(row["bins_map"]["count"]) == sum(row["bins_autonormal"]["count"]) > 0
+
+    def test_intervals_quick(self, tmp_path):
+        row = finite_rows(quick_record("intervals", tmp_path), 1, skip=("tau2",))[0]
+        assert all(0.0 <= v <= 1.0 for k, v in row.items() if k.endswith("_coverage"))
+
+    def test_calibration_quick(self, tmp_path):
+        record = quick_record("calibration", tmp_path)
+        row = finite_rows(record, 1)[0]
+        assert record["sims"] == 4 and set(row["p_values"]) == set(row["control_p_values"])
+        assert all(0.0 <= p <= 1.0 for p in row["p_values"].values())
+
+    def test_sbc_nuts_quick(self, tmp_path):
+        record = quick_record("sbc_nuts", tmp_path)
+        assert record["n_sims"] == 4 and len(record["ranks"]) == 4
+        assert np.isfinite(numbers(record, skip=("ranks",))).all()
+        assert all(0.0 <= p <= 1.0 for p in record["p_values"].values())
+        assert (tmp_path / "sbc_ecdf.png").stat().st_size > 0
+
+
+class TestQuickNUTS:
+    """The NUTS scripts: a few draws of two chains, enough to reach every line."""
+
+    def test_nuts_acyclicity_quick(self, tmp_path):
+        # R-hat of 2 × 5 draws may be infinite (a chain that never moved), never NaN
+        rows = finite_rows(quick_record("nuts_acyclicity", tmp_path,
+                                        "nuts_acyclicity_d3_2x5"), 1, skip=("max_r_hat",))
+        assert rows[0]["variant"] == "notears" and rows[0]["max_r_hat"] >= 1.0
+
+    def test_nuts_modes_quick(self, tmp_path):
+        rhats = ("max_rhat", "max_rhat_not_weights")  # of 2 × 10 draws: may be infinite
+        rows = finite_rows(quick_record("nuts_modes", tmp_path), 2, skip=rhats)
+        assert [r["start"] for r in rows] == ["data_start", "one_map"]
+        assert all(r[k] >= 1.0 for r in rows for k in rhats)
+        weights = [m["weight"] for m in rows[0]["modes"]]
+        np.testing.assert_allclose(sum(weights), 1.0, rtol=1e-5)
+
+
+class TestQuickDesign:
+    """Experimental design and minibatches."""
+
+    def test_eig_estimator_quick(self, tmp_path):
+        record = quick_record("eig_estimator", tmp_path, "eig_estimator_seed0")
+        rows = finite_rows(record, 1)
+        assert rows[0]["about"] == "targets" and rows[0]["n_candidates"] == 4
+        assert [r["scm"] for r in record["inner_ess"]] == ["draws", "median"]
+        assert np.isfinite(numbers(record["inner_ess"])).all()
+
+    def test_design_loop_quick(self, tmp_path):
+        record = quick_record("design_loop", tmp_path)
+        rows = [json.loads(line) for line in (tmp_path / record["rows_file"]).open()]
+        assert [(r["strategy"], r["round"]) for r in rows] == [("random", 0), ("random", 1)]
+        assert np.isfinite([r["full_ood_error_rel"] for r in rows]).all()
+        assert (tmp_path / "design_loop.png").stat().st_size > 0
+
+    def test_minibatches_quick(self, tmp_path):
+        record = quick_record("minibatches", tmp_path)
+        rows = finite_rows(record, len(record["modes"]), skip=("message",))
+        assert [r["mode"] for r in rows] == record["modes"]
+
+
+class TestQuickScaleAndREADME:
+    """Scale's parts and the README's numbers."""
+
+    def test_scale_quick(self, tmp_path):
+        """Every part: both paths of a step, the demo fits, restarts, a sci-Plex-shaped fit."""
+        record = quick_record("scale", tmp_path)
+        parts = [record[p] for p in ("step", "demo", "restarts", "sciplex")]
+        assert np.isfinite(numbers(parts, skip=("message",))).all()
+        assert [r["n_cells"] for r in record["step"]] == [2_000]
+        assert all(r["moments_ms"] > 0 and r["cells_ms"] > 0 and r["floor_ms"] > 0
+                   for r in record["step"])
+        assert [r["path"] for r in record["demo"]] == ["moments", "cells",
+                                                        "cells, rows permuted"]
+        assert [r["restarts"] for r in record["restarts"]] == [1, 8]
+        assert record["restarts"][0]["ratio_to_one"] == 1.0
+        assert record["sciplex"]["fit_seconds"] > 0
+        md = (tmp_path / "scale.md").read_text()
+        assert "| from moments (ms) |" in md and "| restarts | ms per step |" in md
+
+    def test_readme_numbers_quick(self, tmp_path, capsys):
+        """Every command at a tiny size (the demo at 20 steps, its exact marginal); every
+        number of the README's demo table (its exact column), of the sentences citing it and
+        of the other sources is read from the commands' output (none need agree); the
+        comparison is written with the command, commit and machine."""
+        out = tmp_path / "readme_numbers.json"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=MAX_STEPS_ENV)
+            assert _load("readme_numbers").main(["--quick", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        demo_rows = [line for line in printed.splitlines() if line.startswith("| demo")]
+        exact = [line for line in demo_rows if "[exact]" in line]
+        assert len(demo_rows) == 20 and len(exact) == 10
+        assert not any("| None |" in line for line in exact)
+        assert "| snippet on seed 0 (demo, exact, posterior) | demo | 0.984 | 0." in printed
+        record = json.loads(out.read_text())
+        assert {"command", "commit", "machine", "rows"} <= set(record)
+        assert record["command"] == f"python benchmarks/readme_numbers.py --quick --out {out}"
+        rows = [r for r in record["rows"] if not r["claim"].endswith("[relaxed_mc]")]
+        assert {r["source"] for r in rows} == {"demo", "prediction_variants", "sachs"}
+        assert all(r["value"] is not None for r in rows)
+        assert np.isfinite([r["value"] for r in rows if not isinstance(r["value"], str)]).all()
+
+
+def test_every_script_has_a_quick_run():
+    runs = {name.removeprefix("test_").split("_quick")[0]
+            for cls in (TestQuickSVIFits, TestQuickUncertainty, TestQuickNUTS, TestQuickDesign,
+                        TestQuickScaleAndREADME) for name in vars(cls) if "_quick" in name}
+    runs |= {"oracle_ladder", "prediction_variants", "misspecified_targets", "target_calls"}
+    assert runs == set(SCRIPTS)

@@ -477,22 +477,6 @@ def test_readme_numbers_agree_with_the_stored_records(capsys):
     assert numbers.main(["--records"]) == 0, capsys.readouterr().out
 
 
-def test_readme_numbers_quick_run_reads_every_demo_number(capsys):
-    """`--quick`: the demo at 20 steps, exact marginal; every number of the
-    README's demo table (its exact column) and of the sentences citing it is read from the
-    demo's output (none need agree)."""
-    numbers = _load_script(ROOT / "benchmarks" / "readme_numbers.py")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=MAX_STEPS_ENV)
-        assert numbers.main(["--quick", "--sources", "demo"]) == 0
-    out = capsys.readouterr().out
-    demo_rows = [line for line in out.splitlines() if line.startswith("| demo")]
-    exact = [line for line in demo_rows if "[exact]" in line]
-    assert len(demo_rows) == 20 and len(exact) == 10
-    assert not any("| None |" in line for line in exact)
-    assert "| snippet on seed 0 (demo, exact, posterior) | demo | 0.984 | 0." in out
-
-
 def test_max_steps_env_caps_steps_only_when_set_and_smaller(monkeypatch):
     from gim_ppl.inference.fitting import capped_steps
 
