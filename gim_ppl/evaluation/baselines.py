@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gim_ppl.core.hill import hill_shift
 from gim_ppl.core.likelihood import sample_cells
 from gim_ppl.core.mechanisms import masked_weights
 from gim_ppl.data import PerturbationData
@@ -267,9 +266,7 @@ class CausalTwoStage:
         self.sites, self.fit_result, self.onehot = result.sites, result, onehot
         pert = ~np.asarray(data.observational)
         probs = np.asarray(self.model.posterior_targets(self.sites, onehot))
-        h = self.model.hill_parameters(self.sites, onehot)
-        shifts = np.asarray(hill_shift(onehot.dose[:, None], h["emax"], jnp.log(h["ec50"]),
-                                       jnp.log(h["hill"])))
+        shifts = self.model.hill_effects(self.sites, onehot)  # the model's own Hill step
         return self.fit_regressions(data.subset(np.flatnonzero(pert)), probs[pert], shifts[pert])
 
     def fit_regressions(self, contexts: PerturbationData, target_probs, shifts) -> CausalTwoStage:
