@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from gim_ppl.inference.fit import MAX_STEPS_ENV
 
 import gim_ppl
 from gim_ppl.core.likelihood import CellModel, sample_cells
+from gim_ppl.inference.fitting import MAX_STEPS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 

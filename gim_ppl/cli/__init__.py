@@ -28,7 +28,8 @@ COMMANDS = {"demo": demo, "bench": bench, "fit": fit_command, "design": design}
 def build_parser() -> argparse.ArgumentParser:
     """The `gim-ppl` parser with every command's subparser."""
     parser = OneLineParser(prog="gim-ppl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of " + ", ".join(COMMANDS))
     for command in COMMANDS.values():
         command.add_parser(sub)
     return parser

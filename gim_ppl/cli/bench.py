@@ -327,5 +327,6 @@ def add_parser(sub) -> None:
         description="Run one benchmark program; each writes JSON and Markdown records (with "
                     "their command, commit and machine) to --out.")
     programs = bench.add_subparsers(dest="program", required=True, metavar="PROGRAM",
+                                    help="the benchmark program to run",
                                     parser_class=type(bench))
     _add_programs(programs)

@@ -1,5 +1,6 @@
 """`gim-ppl fit` end to end on a toy screen in the sci-Plex3 schema, and its input errors."""
 
+import argparse
 import json
 import os
 import re
@@ -591,16 +592,19 @@ def test_an_unknown_dose_unit_is_a_note_not_a_silent_scale(capsys):
 def test_every_option_has_help_and_shows_its_default():
     from gim_ppl.cli import build_parser
 
-    parser = build_parser()
-    (sub,) = [a for a in parser._actions if a.dest == "command"]
-    for name, command in sub.choices.items():
-        assert command.description, name
-        for action in command._actions:
+    def check(parser, path):
+        for action in parser._actions:
             if action.dest == "help":
                 continue
-            assert action.help, (name, action.dest)
+            assert action.help, (path, action.dest)
             if action.default not in (None, False, ()) and action.option_strings:
-                assert "default" in action.help, (name, action.dest)
+                assert "default" in action.help, (path, action.dest)
+            if isinstance(action, argparse._SubParsersAction):  # sub-commands
+                for name, command in action.choices.items():
+                    assert command.description, (*path, name)
+                    check(command, (*path, name))
+
+    check(build_parser(), ())
 
 
 def test_demo_help_describes_the_demo(capsys):
