@@ -245,7 +245,7 @@ def test_cli_writes_json_and_the_page_script_keeps_prose_around_the_tables(
     assert by_method["mean_shift"]["target_auroc"] > 0.5
     assert "gim_ppl[peers]" in by_method["ut_igsp"]["error"]
     assert "| mean_shift |" in (tmp_path / "out" / "sachs.md").read_text()
-    # the docs page is spliced by benchmarks/sachs_page.py, outside the package
+    # the docs page is spliced by dev/sachs_page.py, outside the package
     script = sachs_page()
     page = tmp_path / "page.md"
     page.write_text(f"# Title\n\nprose before\n\n{script.BEGIN}\nold\n{script.END}\n\n"
@@ -258,9 +258,9 @@ def test_cli_writes_json_and_the_page_script_keeps_prose_around_the_tables(
 
 
 def sachs_page():
-    """benchmarks/sachs_page.py as a module."""
+    """dev/sachs_page.py as a module."""
     root = next(d for d in Path(__file__).resolve().parents if (d / "benchmarks").is_dir())
-    path = root / "benchmarks" / "sachs_page.py"
+    path = root / "dev" / "sachs_page.py"
     spec = importlib.util.spec_from_file_location("sachs_page", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,7 +7,7 @@ mean-shift detector's, its graph AUPRC at least the best peer's. The prose aroun
 is written by hand and kept.
 
     gim-ppl bench sachs --out benchmarks/results/sachs
-    python benchmarks/sachs_page.py benchmarks/results/sachs/sachs.json --page docs/sachs.md
+    python dev/sachs_page.py benchmarks/results/sachs/sachs.json --page docs/sachs.md
 """
 
 from __future__ import annotations
