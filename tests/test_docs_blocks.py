@@ -379,9 +379,12 @@ def check_python_command(args: list[str]) -> str | None:
     script = ROOT / args[0]
     if not script.is_file():
         return f"no script {args[0]}"
-    if script.parent != ROOT / "benchmarks":
-        return f"{args[0]}: docs run scripts of benchmarks/ only (each has a build_parser())"
-    return _parse(_load_script(script).build_parser(), args[1:])
+    if script.parent not in (ROOT / "benchmarks", ROOT / "dev"):
+        return f"{args[0]}: docs run scripts of benchmarks/ and dev/ only"
+    module = _load_script(script)
+    if not hasattr(module, "build_parser"):
+        return f"{args[0]}: a script the docs run needs a build_parser() to check its flags"
+    return _parse(module.build_parser(), args[1:])
 
 
 def pyproject_extras() -> set[str]:
@@ -445,7 +448,8 @@ def test_shell_checks_catch_slips():
     assert check_command([*nuts, "--warmup", "300", "--n-vars", "10"]) is None
     assert "invalid choice" in check_command([*nuts, "spectral"])
     assert "invalid int" in check_command([*nuts, "--warmup", "3e2"])
-    assert "benchmarks/ only" in check_command(["python", "dev/mutants.py", "--list"])
+    assert "needs a build_parser()" in check_command(["python", "dev/mutants.py", "--list"])
+    assert "dev/ only" in check_command(["python", "tests/_problems.py"])
     with pytest.raises(ImportError):
         check_command(["python", "-c", "from gim_ppl.datasets import toy_scren"])
     assert check_command(["wget", "x"]).startswith("unknown command")
