@@ -1,9 +1,17 @@
 import os
+import tempfile
 from typing import NamedTuple
 
 # Tests run on CPU; keep XLA from grabbing every core for its thread pool twice over.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the test processes (xdist workers and the CLI
+# and script subprocesses they start, which inherit the environment): many tests compile
+# the same small programs, and a fit's compilation, not its steps, dominates their time.
+# A cache hit returns the executable a fresh compilation would build, so no result changes.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "gim_ppl-tests-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # after the environment above: XLA reads it when the backend starts
 import numpy as np
