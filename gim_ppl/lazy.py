@@ -4,8 +4,8 @@ error in under 2 s).
 
 A lazy name must not also be the name of a submodule of the same package (unless its value is
 that submodule): importing the submodule binds its name on the package, which then hides the
-lazy value. `gim_ppl.datasets.sachs`, both a function and a module, is imported eagerly for
-this reason.
+lazy value. Module names therefore differ from the functions they define (`fit` lives in
+`inference.fitting`, `sachs` in `datasets.sachs_cells`).
 """
 
 from __future__ import annotations

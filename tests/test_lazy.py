@@ -43,7 +43,7 @@ def test_lazy_names_are_the_objects_they_name():
     """The packages that import their names on first use (`gim_ppl.lazy`) give the objects
     their modules define, also when a submodule was imported first: importing a submodule
     binds its name on the package, so a lazy name that is also a submodule's name would turn
-    into that module (`gim_ppl.datasets.sachs`, a function and a module; `gim_ppl.fit`)."""
+    into that module (`gim_ppl.datasets.sachs`, `gim_ppl.fit`)."""
     code = """
 import importlib, pkgutil, sys, types
 packages = {"gim_ppl": {"baselines", "datasets", "design", "evaluation", "metrics", "plots",
@@ -60,7 +60,7 @@ for name, module_names in packages.items():
     assert set(package.__all__) <= set(dir(package)), name
 import gim_ppl, gim_ppl.datasets
 assert gim_ppl.fit is sys.modules["gim_ppl.inference.fitting"].fit
-assert gim_ppl.datasets.sachs is sys.modules["gim_ppl.datasets.sachs"].sachs
+assert gim_ppl.datasets.sachs is sys.modules["gim_ppl.datasets.sachs_cells"].sachs
 assert gim_ppl.GIM is sys.modules["gim_ppl.model"].GIM
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

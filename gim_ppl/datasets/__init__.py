@@ -20,11 +20,11 @@ are imported on first use.
 """
 
 # Numpy only: imported with the package (the command line reads `NORMALIZE_CHOICES`,
-# `SCIPLEX3` and the dose units while it checks its arguments; `sachs` must be bound here,
-# as it is also the name of its module: see `gim_ppl.lazy`).
+# `SCIPLEX3` and the dose units while it checks its arguments; the Sachs loader is numpy
+# only too).
 from gim_ppl.datasets.doses import DoseScale, dose_response
 from gim_ppl.datasets.expression import NORMALIZE_CHOICES, AnnDataInfo
-from gim_ppl.datasets.sachs import CONDITION_SETS, SachsData, sachs
+from gim_ppl.datasets.sachs_cells import CONDITION_SETS, SachsData, sachs
 from gim_ppl.datasets.screen import (
     CONTROL_NAME,
     SCIPLEX3,

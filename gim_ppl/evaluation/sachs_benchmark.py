@@ -41,7 +41,7 @@ import jax
 import numpy as np
 
 from gim_ppl.core.interventions import intervention_shift
-from gim_ppl.datasets.sachs import SachsData, sachs
+from gim_ppl.datasets.sachs_cells import SachsData, sachs
 from gim_ppl.evaluation import metrics, report
 from gim_ppl.evaluation.methods import EdgeScorer, FittedTargetScorer, GIMMethod
 from gim_ppl.extras import require

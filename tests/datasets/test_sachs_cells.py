@@ -12,7 +12,7 @@ import pytest
 from gim_ppl.cli import main
 from gim_ppl.core.graph import find_cycle, is_dag
 from gim_ppl.datasets import sachs
-from gim_ppl.datasets.sachs import (
+from gim_ppl.datasets.sachs_cells import (
     CONDITION_SETS,
     CONDITIONS,
     PROTEINS,
