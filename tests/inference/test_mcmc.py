@@ -70,6 +70,10 @@ def test_run_mcmc_on_the_default_model():
     w = jnp.asarray([[0.0, 0.8], [0.9, 0.0]])  # a 2-cycle: same value, exact gradient
     exact = dataclasses.replace(model, exact_acyclicity_gradient=True)
     assert float(exact.acyclicity_penalty(w)) == float(model.acyclicity_penalty(w))
+    # the replaced model differentiates through the power iterations, the default does not
+    want = jax.grad(lambda m: spectral_penalty(m, exact_gradient=True))(w)
+    np.testing.assert_allclose(jax.grad(exact.acyclicity_penalty)(w), want, rtol=1e-5)
+    assert not np.allclose(jax.grad(model.acyclicity_penalty)(w), want, rtol=1e-3)
     with pytest.raises(ValueError, match="acyclicity"):
         gim_ppl.run_mcmc(model, data, key=jax.random.key(0), num_warmup=1, num_samples=1,
                          acyclicity="spectral")
