@@ -231,7 +231,8 @@ def fit(
     check_scalar_or_schedule("acyclicity_weight", acyclicity_weight)
     hooks = fit_hooks(hooks)
     data = _fit_data(model, data, batch_size)
-    settings = _checkpoint_settings(model, data, key, optimizer, guide, hooks[1], restarts,
+    dual = next(h for h in hooks if isinstance(h, DualAscent))  # fit_hooks puts exactly one
+    settings = _checkpoint_settings(model, data, key, optimizer, guide, dual, restarts,
                                     batch_size)
     start = time.perf_counter()
     train, held_out = split_validation(data, restarts.validation, restarts.n)
@@ -246,7 +247,7 @@ def fit(
         ckpt.leaf_spec(jax.tree_util.tree_leaves(state))]
     loop = FitLoop(state, None, 0, steps, np.ones(restarts.n, bool), "", [], False, betas,
                    lams, settings)
-    run_chunk = _chunk_runner(batch_at, hooks[1].max_weight)
+    run_chunk = _chunk_runner(batch_at, dual.max_weight)
     loop = _run_chunks(loop, hooks, run_chunk, placed, progress)
     return _fit_result(model, loop, held_out, placed.data, time.perf_counter() - start)
 
